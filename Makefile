@@ -1,0 +1,48 @@
+# keventing — `make up` runs it, `make test` tests it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up demo test test-unit test-integration lint format bench bench-quick kafka-start kafka-stop clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+up: install
+	$(BIN)/kev up
+
+demo: install
+	$(BIN)/kev up --demo
+
+test: install
+	$(BIN)/pytest -q -ra --durations=15
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+kafka-start: install
+	$(BIN)/kev kafka start
+
+kafka-stop: install
+	$(BIN)/kev kafka stop
+
+clean:
+	rm -rf $(VENV) .kev .pytest_cache .mypy_cache .ruff_cache *.egg-info

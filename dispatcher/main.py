@@ -1,0 +1,21 @@
+"""Entry point: ``kev dispatcher`` runs the egress manager and its ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dispatcher.manager import DispatcherManager
+from dispatcher.settings import DispatcherSettings
+from keventing import logs
+from keventing.ops import ops_app, run_forever, serve
+
+
+async def run(settings: DispatcherSettings) -> None:
+    manager = DispatcherManager(settings)
+    await asyncio.gather(manager.run(), serve(ops_app(manager.ready), settings.http_host, settings.http_port))
+
+
+def main() -> None:
+    settings = DispatcherSettings()
+    logs.setup("dispatcher", settings.log_level, settings.log_format)
+    run_forever(lambda: run(settings))

@@ -1,0 +1,115 @@
+"""Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+
+from dispatcher.consumer import EgressConsumer
+from dispatcher.delivery import Deliverer
+from dispatcher.settings import DispatcherSettings
+from keventing import events
+from keventing.contract import ContractEntry, Egress
+from keventing.kafka.client import make_producer
+from keventing.kafka.compacted import CompactedTopic
+
+log = logging.getLogger("keventing.dispatcher")
+
+
+class Running:
+    def __init__(self, consumer: EgressConsumer, task: asyncio.Task[None]) -> None:
+        self.consumer = consumer
+        self.task = task
+
+
+class DispatcherManager:
+    def __init__(self, settings: DispatcherSettings) -> None:
+        self.settings = settings
+        self.running: dict[str, Running] = {}
+        self.synced = False
+        self.producer: AIOKafkaProducer | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.deliverer: Deliverer | None = None
+
+    def ready(self) -> bool:
+        return self.synced and self.producer is not None
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
+        )
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.deliverer = Deliverer(self.session, self._publish_reply, self.settings.default_timeout_seconds)
+        try:
+            await self._start_producer()
+            contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
+            while True:
+                try:
+                    async for batch in contract.follow():
+                        for key, value in batch:
+                            entry = ContractEntry.decode(value) if value is not None else None
+                            await self._apply(key, entry.egress if entry else None)
+                        if not self.synced:
+                            log.info("contract loaded", extra={"egresses": len(self.running)})
+                        self.synced = True
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
+                    await asyncio.sleep(1)
+        finally:
+            await asyncio.gather(*(self._stop(key) for key in list(self.running)), return_exceptions=True)
+            if self.producer is not None:
+                await self.producer.stop()
+            await self.session.close()
+
+    async def _start_producer(self) -> None:
+        delay = 0.5
+        while True:
+            producer = make_producer(self.settings.kafka_bootstrap_servers)
+            try:
+                await producer.start()
+                self.producer = producer
+                return
+            except Exception as err:
+                await producer.stop()
+                log.warning("cannot reach Kafka yet; retrying", extra={"error": repr(err)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _apply(self, key: str, egress: Egress | None) -> None:
+        current = self.running.get(key)
+        if current is not None and egress is not None and current.consumer.egress == egress:
+            return
+        if current is not None:
+            await self._stop(key)
+        if egress is not None:
+            assert self.deliverer is not None
+            consumer = EgressConsumer(
+                egress, self.settings.kafka_bootstrap_servers, self.deliverer, self.settings.max_in_flight
+            )
+            self.running[key] = Running(consumer, asyncio.create_task(consumer.run()))
+
+    async def _stop(self, key: str) -> None:
+        running = self.running.pop(key, None)
+        if running is None:
+            return
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+
+    async def _publish_reply(self, egress: Egress, event: events.Event) -> None:
+        reply = egress.reply
+        if reply.strategy == "topic":
+            assert self.producer is not None and reply.topic is not None
+            key, headers, value = events.to_kafka_binary(event)
+            await self.producer.send_and_wait(reply.topic, value=value, key=key, headers=headers)
+        elif reply.strategy == "url":
+            assert self.session is not None and reply.url is not None
+            headers_http, body = events.to_http_binary(event)
+            async with self.session.post(reply.url, data=body, headers=headers_http) as response:
+                await response.read()
+                if not 200 <= response.status < 300:
+                    raise RuntimeError(f"reply target {reply.url} answered {response.status}")

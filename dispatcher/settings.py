@@ -1,0 +1,17 @@
+"""The dispatcher's settings (environment variables, see the README)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from keventing.settings import CommonSettings
+
+
+class DispatcherSettings(CommonSettings):
+    http_host: str = Field(default="0.0.0.0", alias="KEVENTING_HTTP_HOST")
+    http_port: int = Field(default=8090, alias="KEVENTING_DISPATCHER_PORT")
+    # Deliveries in flight per egress in unordered mode.
+    max_in_flight: int = Field(default=50, alias="KEVENTING_MAX_IN_FLIGHT")
+    # Per-request timeout when the DeliverySpec sets none (Knative's Kafka broker uses 600 s).
+    default_timeout_seconds: float = Field(default=600.0, alias="KEVENTING_DEFAULT_DELIVERY_TIMEOUT_SECONDS")
+    max_connections: int = Field(default=1000, alias="KEVENTING_MAX_CONNECTIONS")

@@ -1,0 +1,400 @@
+"""``kev``: the keventing CLI — resources (apply, get, describe, delete), events, and every service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from keventing.cli.kafka import app as kafka_app
+from keventing.resources import Resource, ResourceInvalid, ResourceKey, UnknownKind, kind_for, parse_resource
+from keventing.settings import CommonSettings
+from keventing.store import ResourceStore
+
+app = typer.Typer(
+    help="keventing: Knative Eventing on Apache Kafka.", no_args_is_help=True, add_completion=False
+)
+event_app = typer.Typer(help="Send and display CloudEvents.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka", help="Start, stop and inspect the embedded Apache Kafka.")
+app.add_typer(event_app, name="event")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _store_call(fn: Any) -> Any:
+    async def run() -> Any:
+        store = ResourceStore(CommonSettings())
+        try:
+            await store.ensure()
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (ConnectionError, OSError) as err:
+        raise fail(f"cannot reach Kafka at {CommonSettings().kafka_bootstrap_servers}: {err}") from None
+    except Exception as err:
+        if type(err).__module__.startswith("aiokafka"):
+            raise fail(f"Kafka at {CommonSettings().kafka_bootstrap_servers} failed: {err!r}") from None
+        raise
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+
+def read_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every YAML document of every file ("-" is standard input; directories are read in name order)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for path in paths:
+        if path == "-":
+            sources = [("<stdin>", sys.stdin.read())]
+        else:
+            p = Path(path)
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml", ".json"))
+            elif p.exists():
+                files = [p]
+            else:
+                raise fail(f"{path}: no such file or directory")
+            sources = [(str(f), f.read_text()) for f in files]
+        for name, text in sources:
+            try:
+                documents = [d for d in yaml.safe_load_all(text) if d is not None]
+            except yaml.YAMLError as err:
+                raise fail(f"{name}: invalid YAML: {err}") from None
+            for document in documents:
+                if isinstance(document, dict) and document.get("kind") == "List":
+                    out.extend((name, item) for item in document.get("items", []))
+                else:
+                    out.append((name, document))
+    return out
+
+
+@app.command()
+def apply(
+    filename: list[str] = typer.Option(..., "-f", "--filename", help="File, directory or - for stdin."),
+    namespace: str | None = typer.Option(
+        None, "-n", "--namespace", help="Namespace for resources without one."
+    ),
+) -> None:
+    """Create or update resources from Knative YAML."""
+    resources: list[Resource] = []
+    errors = []
+    for source, document in read_documents(filename):
+        if namespace and isinstance(document, dict):
+            document.setdefault("metadata", {}).setdefault("namespace", namespace)
+        try:
+            resources.append(parse_resource(document))
+        except ResourceInvalid as err:
+            name = (document.get("metadata") or {}).get("name", "?") if isinstance(document, dict) else "?"
+            kind = document.get("kind", "?") if isinstance(document, dict) else "?"
+            errors.append(f"{source}: {kind} {name!r} is invalid: {err}")
+    if errors:
+        for error in errors:
+            err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1)
+
+    async def store_all(store: ResourceStore) -> list[tuple[Resource, str]]:
+        return [await store.apply(r) for r in resources]
+
+    for resource, action in _store_call(store_all):
+        console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action}")
+
+
+def _group(resource: Resource) -> str:
+    api = resource.apiVersion
+    return api.split("/", 1)[0] if "/" in api else "core"
+
+
+def _resolve_kind(kind: str) -> type[Resource]:
+    try:
+        return kind_for(kind)
+    except UnknownKind as err:
+        raise fail(str(err)) from None
+
+
+@app.command()
+def get(
+    kind: str = typer.Argument(..., help="broker, trigger, ... (as kubectl takes it)"),
+    name: str | None = typer.Argument(None),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
+    output: str = typer.Option("table", "-o", "--output", help="table, yaml or json"),
+) -> None:
+    """List resources with their READY status and URL (or the reason they are not ready)."""
+    cls = _resolve_kind(kind)
+    if output not in ("table", "yaml", "json"):
+        raise fail(f"unknown output format {output!r}: use table, yaml or json")
+    ns = None if all_namespaces else namespace
+
+    async def fetch(store: ResourceStore) -> list[Resource]:
+        return await store.list(cls.KIND, ns)
+
+    found = [r for r in _store_call(fetch) if name is None or r.name == name]
+    if name is not None and not found:
+        raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
+    documents = [r.to_document() for r in found]
+    if output == "json":
+        payload: Any = documents[0] if name else {"apiVersion": "v1", "kind": "List", "items": documents}
+        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif output == "yaml":
+        payload = documents[0] if name else {"apiVersion": "v1", "kind": "List", "items": documents}
+        sys.stdout.write(yaml.safe_dump(payload, sort_keys=False))
+    else:
+        print_table(found, all_namespaces)
+
+
+def print_table(resources: list[Resource], with_namespace: bool) -> None:
+    if not resources:
+        console.print("No resources found.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    if with_namespace:
+        table.add_column("NAMESPACE")
+    for column in ("NAME", "READY", "URL/REASON", "AGE"):
+        table.add_column(column)
+    for r in resources:
+        ready = r.status.condition("Ready")
+        status = ready.status if ready else "Unknown"
+        if status == "True":
+            detail = _url_of(r)
+        else:
+            detail = (ready.message or ready.reason or "") if ready else "not reconciled yet"
+        row = [r.name, status, detail, _age(r.metadata.creationTimestamp)]
+        table.add_row(*([r.namespace] if with_namespace else []), *row)
+    console.print(table)
+
+
+def _url_of(resource: Resource) -> str:
+    status = resource.status
+    if status.address is not None and status.address.url:
+        return status.address.url
+    for attribute in ("subscriberUri", "sinkUri"):
+        value = getattr(status, attribute, None)
+        if value:
+            return str(value)
+    return ""
+
+
+def _age(created: str | None) -> str:
+    from datetime import UTC, datetime
+
+    if not created:
+        return ""
+    seconds = int(
+        (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+    )
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+@app.command()
+def describe(
+    kind: str = typer.Argument(...),
+    name: str = typer.Argument(...),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+) -> None:
+    """Show a resource's spec, status and conditions."""
+    cls = _resolve_kind(kind)
+
+    async def fetch(store: ResourceStore) -> Resource | None:
+        return await store.get(ResourceKey(cls.KIND, namespace, name))
+
+    resource = _store_call(fetch)
+    if resource is None:
+        raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
+    document = resource.to_document()
+    conditions = document.get("status", {}).pop("conditions", [])
+    console.print(f"[bold]Name:[/bold]       {resource.name}")
+    console.print(f"[bold]Namespace:[/bold]  {resource.namespace}")
+    console.print(f"[bold]Kind:[/bold]       {resource.KIND} ({resource.apiVersion})")
+    console.print(f"[bold]Generation:[/bold] {resource.metadata.generation}")
+    if resource.metadata.annotations:
+        console.print("[bold]Annotations:[/bold]")
+        for k, v in resource.metadata.annotations.items():
+            console.print(f"  {k}: {v}")
+    extra = {k: v for k, v in document.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    if extra:
+        console.print("[bold]Spec:[/bold]")
+        console.print(yaml.safe_dump(extra, sort_keys=False).rstrip(), markup=False)
+    status = {k: v for k, v in document.get("status", {}).items() if v}
+    if status:
+        console.print("[bold]Status:[/bold]")
+        console.print(yaml.safe_dump(status, sort_keys=False).rstrip(), markup=False)
+    console.print("[bold]Conditions:[/bold]")
+    table = Table(box=None, header_style="bold")
+    for column in ("TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"):
+        table.add_column(column)
+    for c in conditions:
+        table.add_row(
+            c["type"], c["status"], c.get("reason", ""), c.get("message", ""), c.get("lastTransitionTime", "")
+        )
+    console.print(table)
+
+
+@app.command()
+def delete(
+    kind: str = typer.Argument(...),
+    name: str = typer.Argument(...),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+) -> None:
+    """Delete a resource (a Broker's topic goes with it)."""
+    cls = _resolve_kind(kind)
+    key = ResourceKey(cls.KIND, namespace, name)
+
+    async def remove(store: ResourceStore) -> bool:
+        return await store.delete(key)
+
+    if not _store_call(remove):
+        raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
+    console.print(f'{cls.KIND.lower()} "{name}" deleted')
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+@event_app.command("send")
+def event_send(
+    broker: str | None = typer.Option(None, "--broker", "-b", help="Broker name (its address is looked up)."),
+    to: str | None = typer.Option(None, "--to", help="Any URL to POST the event to."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    type_: str = typer.Option("dev.keventing.example", "--type", "-t"),
+    source: str = typer.Option("kev-cli", "--source", "-s"),
+    id_: str | None = typer.Option(None, "--id", help="Event id (default: a new UUID)."),
+    data: str | None = typer.Option(None, "--data", "-d", help="Event data (JSON or text)."),
+    content_type: str = typer.Option("application/json", "--content-type"),
+    extension: list[str] = typer.Option(
+        [], "--ext", "-e", help="Extension attribute name=value (repeatable)."
+    ),
+    structured: bool = typer.Option(False, "--structured", help="Send in structured mode."),
+) -> None:
+    """Send one CloudEvent (binary mode by default) and print the response status."""
+    import httpx
+    from cloudevents.core.bindings import http as ce_http
+    from cloudevents.core.v1.event import CloudEvent
+
+    if (broker is None) == (to is None):
+        raise fail("give exactly one of --broker NAME or --to URL")
+    url = to or _broker_url(broker or "", namespace)
+    attributes: dict[str, Any] = {
+        "type": type_,
+        "source": source,
+        "id": id_ or str(uuid.uuid4()),
+        "specversion": "1.0",
+    }
+    for item in extension:
+        if "=" not in item:
+            raise fail(f"--ext {item!r}: expected name=value")
+        key, value = item.split("=", 1)
+        attributes[key] = value
+    payload: Any = None
+    if data is not None:
+        attributes["datacontenttype"] = content_type
+        payload = data.encode()
+        if content_type.endswith("json"):
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise fail("--data is not valid JSON; pass --content-type text/plain to send text") from None
+    event = CloudEvent(attributes=attributes, data=payload)
+    from cloudevents.core.formats.json import JSONFormat
+
+    message = (
+        ce_http.to_structured(event, JSONFormat()) if structured else ce_http.to_binary(event, JSONFormat())
+    )
+    try:
+        response = httpx.post(url, headers=dict(message.headers), content=message.body, timeout=30)
+    except httpx.HTTPError as err:
+        raise fail(f"POST {url} failed: {err}") from None
+    console.print(f"{response.status_code} {response.reason_phrase}  (id {attributes['id']} → {url})")
+    if response.text:
+        console.print(response.text.rstrip(), markup=False)
+    if response.status_code >= 300:
+        raise typer.Exit(1)
+
+
+def _broker_url(name: str, namespace: str) -> str:
+    async def fetch(store: ResourceStore) -> Resource | None:
+        return await store.get(ResourceKey("Broker", namespace, name))
+
+    broker = _store_call(fetch)
+    if broker is None:
+        raise fail(f'Broker "{name}" not found in namespace "{namespace}"')
+    if broker.status.address is None or not broker.status.address.url:
+        raise fail(f'Broker "{name}" has no address yet (is `kev controller` running?)')
+    return broker.status.address.url
+
+
+@app.command("event-display")
+def event_display(
+    port: int = typer.Option(8081, "--port", "-p"),
+    host: str = typer.Option("0.0.0.0", "--host"),
+) -> None:
+    """Run the sample sink that prints every event it receives."""
+    import uvicorn
+
+    from keventing.eventdisplay import EventDisplayApp
+
+    uvicorn.run(EventDisplayApp(), host=host, port=port, log_level="warning", access_log=False, loop="uvloop")
+
+
+# ------------------------------------------------------------------------------------------- services
+
+
+@app.command()
+def receiver() -> None:
+    """Run the ingress (HTTP → Kafka)."""
+    from receiver.main import main as run
+
+    run()
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the egress (Kafka → HTTP)."""
+    from dispatcher.main import main as run
+
+    run()
+
+
+@app.command()
+def controller() -> None:
+    """Run the control plane (resources → topics, contract, statuses)."""
+    from controller.main import main as run
+
+    run()
+
+
+@app.command()
+def up(
+    examples: Path = typer.Option(Path("examples/quickstart"), "--apply", help="Resources to apply once up."),
+    demo: bool = typer.Option(False, "--demo", help="Send the quickstart event, show it, stop."),
+) -> None:
+    """Run embedded Kafka, controller, receiver, dispatcher and event-display; Ctrl-C stops everything."""
+    from keventing.cli.up import run_up
+
+    raise typer.Exit(run_up(examples, demo))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The contract: the only document the control plane and the data plane share.
+
+The controller publishes one record per data-plane resource on a compacted topic (key = resource id,
+tombstone on delete). An :class:`Ingress` tells the receiver which path writes to which topic; an
+:class:`Egress` tells the dispatcher which consumer group reads which topic, what it filters, where it
+delivers, where replies go, and how delivery is retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTRACT_VERSION = 1
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class DeliveryPolicy(ContractModel):
+    """A resolved DeliverySpec: durations in seconds, the dead-letter sink as a URL."""
+
+    retry: int = 0
+    backoff_policy: Literal["linear", "exponential"] = "exponential"
+    backoff_delay: float = 0.2
+    timeout: float | None = None
+    retry_after_max: float | None = None
+    dead_letter_url: str | None = None
+
+
+class Reply(ContractModel):
+    """Where a subscriber's reply goes: back onto a topic (a Broker), to a URL, or nowhere."""
+
+    strategy: Literal["topic", "url", "discard"] = "discard"
+    topic: str | None = None
+    url: str | None = None
+
+
+class FilterSpec(ContractModel):
+    attributes: dict[str, str] | None = None
+    filters: list[dict[str, Any]] | None = None
+
+
+class Ingress(ContractModel):
+    id: str
+    kind: str
+    namespace: str
+    name: str
+    path: str
+    topic: str
+    content_mode: Literal["binary", "structured"] = "binary"
+    # Record (type, source) pairs seen at this ingress as EventTypes.
+    event_types: bool = False
+
+
+class Egress(ContractModel):
+    id: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    topic: str
+    consumer_group: str
+    destination: str | None = None
+    prefer_reply: bool = True
+    reply: Reply = Field(default_factory=Reply)
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    delivery_order: Literal["ordered", "unordered"] = "unordered"
+    initial_offset: Literal["latest", "earliest"] = "latest"
+    bootstrap_servers: str | None = None
+    # A hash of everything above: the dispatcher restarts a consumer only when it changes.
+    generation: int = 0
+
+
+class ContractEntry(ContractModel):
+    version: int = CONTRACT_VERSION
+    ingress: Ingress | None = None
+    egress: Egress | None = None
+
+    @property
+    def id(self) -> str:
+        item = self.ingress or self.egress
+        assert item is not None
+        return item.id
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def decode(cls, value: bytes) -> ContractEntry:
+        entry = cls.model_validate(orjson.loads(value))
+        if entry.version > CONTRACT_VERSION:
+            raise ValueError(
+                f"contract version {entry.version} is newer than this data plane ({CONTRACT_VERSION})"
+            )
+        return entry

@@ -1,0 +1,245 @@
+"""CloudEvents 1.0 bindings: HTTP (binary and structured in, binary out) and Kafka (binary mode).
+
+A broker must not alter events, so events travel as an :class:`Event` of *string* attribute values plus the
+raw data bytes: attributes are mapped header to header and never re-parsed or re-formatted. Validation checks
+what the spec requires without rewriting anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import quote, unquote
+
+import orjson
+
+SPECVERSION = "1.0"
+REQUIRED = ("id", "source", "specversion", "type")
+STRUCTURED_JSON = "application/cloudevents+json"
+BATCH_JSON = "application/cloudevents-batch+json"
+KAFKA_HEADER_PREFIX = "ce_"
+HTTP_HEADER_PREFIX = "ce-"
+# Printable ASCII except space, double quote and percent travels unencoded (HTTP binding, 3.1.3.2).
+_HTTP_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+_NAME = re.compile(r"^[a-z0-9]+$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+class InvalidEvent(ValueError):
+    """The request or record does not carry a valid CloudEvent; the message says what is wrong."""
+
+
+class UnsupportedMediaType(InvalidEvent):
+    """A content mode keventing does not accept (batched mode, or an unknown structured format)."""
+
+
+@dataclass(slots=True)
+class Event:
+    """A CloudEvent as it travels: context attributes and extensions as strings, data as raw bytes."""
+
+    attributes: dict[str, str]
+    data: bytes | None = None
+    # Extra metadata that is not part of the event (e.g. the Kafka record it came from).
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.attributes["id"]
+
+    @property
+    def type(self) -> str:
+        return self.attributes["type"]
+
+    @property
+    def source(self) -> str:
+        return self.attributes["source"]
+
+    @property
+    def partition_key(self) -> str | None:
+        return self.attributes.get("partitionkey")
+
+    def with_extensions(self, extensions: Mapping[str, str]) -> Event:
+        return Event({**self.attributes, **extensions}, self.data)
+
+
+def validate(attributes: Mapping[str, str]) -> None:
+    """Raise :class:`InvalidEvent` unless ``attributes`` form a valid CloudEvents 1.0 context."""
+    missing = [name for name in REQUIRED if not attributes.get(name)]
+    if missing:
+        raise InvalidEvent(f"missing required attribute(s): {', '.join(missing)}")
+    if attributes["specversion"] != SPECVERSION:
+        raise InvalidEvent(f"unsupported specversion {attributes['specversion']!r}: only 1.0 is accepted")
+    for name in attributes:
+        if not _NAME.match(name):
+            raise InvalidEvent(
+                f"invalid attribute name {name!r}: names use only lower-case letters a-z and digits 0-9"
+            )
+    time = attributes.get("time")
+    if time is not None and not _is_rfc3339(time):
+        raise InvalidEvent(f"attribute time {time!r} is not an RFC 3339 timestamp")
+    for name in ("dataschema", "datacontenttype", "subject"):
+        if name in attributes and attributes[name] == "":
+            raise InvalidEvent(f"attribute {name} must not be empty when present")
+
+
+def _is_rfc3339(value: str) -> bool:
+    if not _RFC3339.match(value):
+        return False
+    try:
+        # Python 3.11 accepts any fraction length and 'Z'; this catches month 13 and the like.
+        datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> Event:
+    """Decode an HTTP request or response in binary or structured mode (header names lower-case)."""
+    content_type = headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == BATCH_JSON:
+        raise UnsupportedMediaType("batched content mode is not supported: send one event per request")
+    if media_type.startswith("application/cloudevents"):
+        if media_type != STRUCTURED_JSON:
+            raise UnsupportedMediaType(f"unsupported structured event format {media_type!r}")
+        return from_structured_json(body)
+    attributes: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.startswith(HTTP_HEADER_PREFIX) and len(name) > 3:
+            attributes[name[3:]] = unquote(value) if "%" in value else value
+    if not attributes:
+        raise InvalidEvent(
+            "no CloudEvent in the request: send ce-* headers (binary mode) "
+            f"or Content-Type: {STRUCTURED_JSON} (structured mode)"
+        )
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    validate(attributes)
+    return Event(attributes, body if body else None)
+
+
+def from_structured_json(body: bytes) -> Event:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise InvalidEvent(f"structured-mode body is not valid JSON: {err}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("structured-mode body must be a JSON object")
+    data: bytes | None = None
+    attributes: dict[str, str] = {}
+    for name, value in document.items():
+        if name == "data":
+            continue
+        if name == "data_base64":
+            if not isinstance(value, str):
+                raise InvalidEvent("data_base64 must be a string")
+            try:
+                data = base64.b64decode(value, validate=True)
+            except ValueError:
+                raise InvalidEvent("data_base64 is not valid base64") from None
+            continue
+        attributes[name] = _attribute_string(name, value)
+    if "data" in document:
+        if "data_base64" in document:
+            raise InvalidEvent("an event carries either data or data_base64, not both")
+        data = _structured_data(document["data"], attributes.get("datacontenttype"))
+    validate(attributes)
+    return Event(attributes, data)
+
+
+def _attribute_string(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int):
+        return str(value)
+    raise InvalidEvent(f"attribute {name} must be a string, integer or boolean, not {type(value).__name__}")
+
+
+def _structured_data(value: object, content_type: str | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and not is_json_content_type(content_type):
+        return value.encode()
+    return orjson.dumps(value)
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # the JSON event format defaults data to application/json
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json") or media == "text/json"
+
+
+def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
+    """Encode ``event`` as binary-mode HTTP headers and body."""
+    headers: dict[str, str] = {}
+    for name, value in event.attributes.items():
+        if name == "datacontenttype":
+            headers["content-type"] = value
+        else:
+            headers[HTTP_HEADER_PREFIX + name] = quote(value, safe=_HTTP_SAFE)
+    return headers, event.data or b""
+
+
+def to_structured_json(event: Event) -> bytes:
+    """Encode ``event`` in the JSON event format (for structured mode)."""
+    document: dict[str, object] = dict(event.attributes)
+    if event.data is not None:
+        if is_json_content_type(event.attributes.get("datacontenttype")):
+            try:
+                document["data"] = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                document["data_base64"] = base64.b64encode(event.data).decode()
+        else:
+            try:
+                document["data"] = event.data.decode()
+            except UnicodeDecodeError:
+                document["data_base64"] = base64.b64encode(event.data).decode()
+    return orjson.dumps(document)
+
+
+# --------------------------------------------------------------------------------------------- Kafka
+
+KafkaHeaders = list[tuple[str, bytes]]
+
+
+def to_kafka_binary(event: Event) -> tuple[bytes | None, KafkaHeaders, bytes | None]:
+    """Encode ``event`` as a Kafka record in binary mode: (key, headers, value)."""
+    headers: KafkaHeaders = []
+    for name, value in event.attributes.items():
+        if name == "datacontenttype":
+            headers.append(("content-type", value.encode()))
+        else:
+            headers.append((KAFKA_HEADER_PREFIX + name, value.encode()))
+    key = event.attributes.get("partitionkey")
+    return (key.encode() if key is not None else None), headers, event.data
+
+
+def attributes_from_kafka(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Read the CloudEvent attributes of a binary-mode record without touching its value."""
+    attributes: dict[str, str] = {}
+    for name, value in headers:
+        if name.startswith(KAFKA_HEADER_PREFIX):
+            attributes[name[3:]] = value.decode()
+        elif name.lower() == "content-type":
+            attributes["datacontenttype"] = value.decode()
+    return attributes
+
+
+def from_kafka(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Event:
+    """Decode a Kafka record in binary or structured mode."""
+    headers = list(headers)
+    attributes = attributes_from_kafka(headers)
+    if "specversion" not in attributes:
+        content_type = attributes.get("datacontenttype", "")
+        if content_type.split(";", 1)[0].strip().lower() == STRUCTURED_JSON and value:
+            return from_structured_json(value)
+        raise InvalidEvent("record carries no CloudEvent (no ce_specversion header)")
+    validate(attributes)
+    return Event(attributes, value)

@@ -1,0 +1,1 @@
+"""Kafka client configuration, admin helpers and the embedded-Kafka launcher."""

@@ -1,0 +1,137 @@
+"""Kafka client configuration (Knative's data-plane defaults) and topic administration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+log = logging.getLogger(__name__)
+
+# Room for a 1 MiB event (the receiver's default limit) plus its headers, up to a 2 MiB event.
+MAX_REQUEST_SIZE = 2 * 1024 * 1024 + 64 * 1024
+# Topics keventing creates accept what the producer may send (Kafka's own default is about 1 MiB).
+TOPIC_MAX_MESSAGE_BYTES = str(MAX_REQUEST_SIZE)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that only acknowledges what every in-sync replica has (acks=all, idempotent)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": MAX_REQUEST_SIZE,
+        "request_timeout_ms": 10_000,
+        "metadata_max_age_ms": 60_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(bootstrap_servers: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits by itself: offsets move only after delivery."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "latest",
+        "max_poll_records": 500,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 2_000,
+        "max_poll_interval_ms": 300_000,
+        "fetch_max_wait_ms": 100,
+        "metadata_max_age_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
+@asynccontextmanager
+async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def ensure_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
+    """Create ``spec`` unless it exists; True when this call created it."""
+    topic = NewTopic(
+        name=spec.name,
+        num_partitions=spec.partitions,
+        replication_factor=spec.replication_factor,
+        topic_configs=dict(spec.config),
+    )
+    try:
+        response = await admin.create_topics([topic])
+    except TopicAlreadyExistsError:
+        return False
+    for _name, code, *rest in getattr(response, "topic_errors", []):
+        if code == TopicAlreadyExistsError.errno:
+            return False
+        if code:
+            message = rest[0] if rest else ""
+            raise KafkaError(f"creating topic {spec.name} failed with error code {code}: {message}")
+    await _wait_for_topic(admin, spec.name)
+    return True
+
+
+async def _wait_for_topic(admin: AIOKafkaAdminClient, name: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if name in await admin.list_topics():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def delete_topic(admin: AIOKafkaAdminClient, name: str) -> bool:
+    try:
+        await admin.delete_topics([name])
+    except UnknownTopicOrPartitionError:
+        return False
+    return True
+
+
+def compacted(partitions: int = 1, replication_factor: int = 1, name: str = "") -> TopicSpec:
+    return TopicSpec(
+        name=name,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+    )
+
+
+async def group_positioned(admin: AIOKafkaAdminClient, group: str, topic: str) -> bool:
+    """True once ``group`` has a committed offset on every partition of ``topic``.
+
+    The dispatcher commits a new group's starting position as soon as it is assigned, so this is how
+    anyone can tell that events sent from now on will reach the egress.
+    """
+    described = await admin.describe_topics([topic])
+    partitions = {
+        p["partition"] for d in described if d.get("topic") == topic for p in d.get("partitions", [])
+    }
+    if not partitions:
+        return False
+    offsets = await admin.list_consumer_group_offsets(group)
+    have = {tp.partition for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+    return partitions <= have

@@ -1,0 +1,81 @@
+"""The operational endpoints every service exposes: /healthz, /readyz and /metrics, and how to serve them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+
+async def metrics(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def ops_routes(ready: Callable[[], bool]) -> list[Route]:
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        if ready():
+            return PlainTextResponse("ready")
+        return PlainTextResponse("not ready", status_code=503)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+def ops_app(ready: Callable[[], bool]) -> Starlette:
+    return Starlette(routes=ops_routes(ready))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service's main task owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(app: Callable, host: str, port: int, **options: Any) -> None:
+    """Run ``app`` with uvicorn inside the current event loop; on cancellation shut it down gracefully."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **options)
+    server = _Server(config)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
+    if server.started is False:
+        raise OSError(f"could not serve on {host}:{port} (is the port in use?)")
+
+
+def run_forever(main: Callable[[], Awaitable[object]]) -> None:
+    """Run an async main under uvloop; SIGTERM and SIGINT cancel it so that it shuts down cleanly."""
+    import signal
+
+    import uvloop
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    uvloop.run(runner())

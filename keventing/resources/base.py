@@ -1,0 +1,151 @@
+"""Building blocks shared by every resource: metadata, status conditions, destinations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ResourceInvalid(ValueError):
+    """A resource failed validation; ``field`` is the path of the bad field (``spec.delivery.retry``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class ResourceKey(NamedTuple):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ResourceKey:
+        kind, namespace, name = text.split("/", 2)
+        return cls(kind, namespace, name)
+
+
+class Model(BaseModel):
+    """Knative's schemas reject unknown fields; so do we, so that typos surface at apply time."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
+
+
+class OpenModel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class OwnerReference(OpenModel):
+    apiVersion: str
+    kind: str
+    name: str
+    uid: str | None = None
+    controller: bool | None = None
+
+
+class ObjectMeta(OpenModel):
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int = 1
+    uid: str | None = None
+    creationTimestamp: str | None = None
+    ownerReferences: list[OwnerReference] = Field(default_factory=list)
+
+
+class KReference(Model):
+    kind: str
+    name: str
+    apiVersion: str | None = None
+    namespace: str | None = None
+    group: str | None = None
+
+
+class Destination(Model):
+    """Knative's Destination: a ``ref`` to an addressable resource, a ``uri``, or a ``uri`` relative to a ref."""
+
+    ref: KReference | None = None
+    uri: str | None = None
+    CACerts: str | None = None
+    audience: str | None = None
+
+    def validate_at(self, path: str) -> None:
+        if self.ref is None and not self.uri:
+            raise ResourceInvalid(path, "expected at least one of ref or uri")
+
+
+class Condition(OpenModel):
+    type: str
+    status: Literal["True", "False", "Unknown"] = "Unknown"
+    reason: str | None = None
+    message: str | None = None
+    severity: str | None = None
+    lastTransitionTime: str | None = None
+
+
+class Address(OpenModel):
+    url: str | None = None
+    name: str | None = None
+
+
+class Status(OpenModel):
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    address: Address | None = None
+    annotations: dict[str, str] | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def ready(self) -> bool:
+        ready = self.condition("Ready")
+        return ready is not None and ready.status == "True"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Resource(OpenModel):
+    """A Knative resource: apiVersion, kind, metadata, spec, status."""
+
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ()
+    KIND: ClassVar[str] = ""
+    PLURAL: ClassVar[str] = ""
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    ADDRESSABLE: ClassVar[bool] = False
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: Any = None
+    status: Status = Field(default_factory=Status)
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.KIND, self.metadata.namespace, self.metadata.name)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    def validate_semantics(self) -> None:
+        """Checks beyond the schema (cross-field rules); raise :class:`ResourceInvalid`."""
+
+    def to_document(self, with_status: bool = True) -> dict[str, Any]:
+        doc = self.model_dump(mode="json", exclude_none=True, exclude={"status"})
+        if with_status:
+            doc["status"] = self.status.model_dump(mode="json", exclude_none=True)
+        return doc

@@ -1,0 +1,94 @@
+"""eventing.knative.dev resources: Broker and Trigger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from keventing.resources.base import Destination, KReference, Model, Resource, ResourceInvalid, Status
+from keventing.resources.delivery import DeliverySpec
+
+BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"
+KAFKA_BROKER_CLASS = "Kafka"
+DELIVERY_ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
+DELIVERY_ORDERS = ("ordered", "unordered")
+
+
+class BrokerSpec(Model):
+    config: KReference | None = None
+    delivery: DeliverySpec | None = None
+
+
+class Broker(Resource):
+    API_VERSIONS = ("eventing.knative.dev/v1",)
+    KIND = "Broker"
+    PLURAL = "brokers"
+    ADDRESSABLE = True
+
+    spec: BrokerSpec = Field(default_factory=BrokerSpec)
+
+    def validate_semantics(self) -> None:
+        if self.spec.delivery is not None:
+            self.spec.delivery.validate_at("spec.delivery")
+
+
+class TriggerFilter(Model):
+    attributes: dict[str, str] | None = None
+
+
+class TriggerStatus(Status):
+    subscriberUri: str | None = None
+    deadLetterSinkUri: str | None = None
+
+
+class TriggerSpec(Model):
+    broker: str
+    filter: TriggerFilter | None = None
+    filters: list[dict[str, Any]] | None = None
+    subscriber: Destination
+    delivery: DeliverySpec | None = None
+
+
+class Trigger(Resource):
+    API_VERSIONS = ("eventing.knative.dev/v1",)
+    KIND = "Trigger"
+    PLURAL = "triggers"
+
+    spec: TriggerSpec
+    status: TriggerStatus = Field(default_factory=TriggerStatus)
+
+    @property
+    def delivery_order(self) -> str:
+        return self.metadata.annotations.get(DELIVERY_ORDER_ANNOTATION, "unordered")
+
+    def validate_semantics(self) -> None:
+        from keventing.filters import FilterError, validate_attributes_filter, validate_filters
+
+        if not self.spec.broker:
+            raise ResourceInvalid("spec.broker", "must name a Broker")
+        self.spec.subscriber.validate_at("spec.subscriber")
+        if self.spec.delivery is not None:
+            self.spec.delivery.validate_at("spec.delivery")
+        if self.delivery_order not in DELIVERY_ORDERS:
+            raise ResourceInvalid(
+                f"metadata.annotations[{DELIVERY_ORDER_ANNOTATION}]",
+                f"must be one of {', '.join(DELIVERY_ORDERS)}, got {self.delivery_order!r}",
+            )
+        try:
+            if self.spec.filter is not None:
+                validate_attributes_filter(self.spec.filter.attributes)
+            validate_filters(self.spec.filters)
+        except FilterError as err:
+            raise ResourceInvalid("", str(err)) from None
+
+
+class ConfigMap(Resource):
+    """A core/v1 ConfigMap, so that Knative's `kafka-broker-config` applies unchanged."""
+
+    API_VERSIONS = ("v1",)
+    KIND = "ConfigMap"
+    PLURAL = "configmaps"
+    SHORT_NAMES = ("cm",)
+
+    data: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,56 @@
+"""Every kind keventing serves, how the CLI names them, and ``parse_resource``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from keventing.resources.base import Resource, ResourceInvalid
+from keventing.resources.eventing import Broker, ConfigMap, Trigger
+
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Broker, Trigger, ConfigMap)}
+
+
+class UnknownKind(ValueError):
+    pass
+
+
+def kind_for(name: str) -> type[Resource]:
+    """Resolve a kind the way kubectl does: ``broker``, ``brokers``, ``Broker``, ``brokers.eventing.knative.dev``."""
+    wanted = name.split(".", 1)[0].lower()
+    for cls in KINDS.values():
+        if wanted in (cls.KIND.lower(), cls.PLURAL, *cls.SHORT_NAMES):
+            return cls
+    known = ", ".join(sorted(cls.PLURAL for cls in KINDS.values()))
+    raise UnknownKind(f"unknown kind {name!r}; known kinds: {known}")
+
+
+def parse_resource(document: dict[str, Any]) -> Resource:
+    """Build and validate the model for one Knative YAML document."""
+    if not isinstance(document, dict):
+        raise ResourceInvalid("", "a resource must be a YAML mapping")
+    kind = document.get("kind")
+    api_version = document.get("apiVersion")
+    if not kind:
+        raise ResourceInvalid("kind", "is required")
+    if not api_version:
+        raise ResourceInvalid("apiVersion", "is required")
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ResourceInvalid("kind", f"{kind!r} is not a kind keventing serves ({', '.join(sorted(KINDS))})")
+    if api_version not in cls.API_VERSIONS:
+        raise ResourceInvalid(
+            "apiVersion", f"{api_version!r} is not served for {kind}; use {' or '.join(cls.API_VERSIONS)}"
+        )
+    name = (document.get("metadata") or {}).get("name")
+    if not name:
+        raise ResourceInvalid("metadata.name", "is required")
+    try:
+        resource = cls.model_validate(document)
+    except ValidationError as err:
+        first = err.errors()[0]
+        path = ".".join(str(p) for p in first["loc"])
+        raise ResourceInvalid(path, first["msg"]) from None
+    resource.validate_semantics()
+    return resource

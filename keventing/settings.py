@@ -1,0 +1,30 @@
+"""Settings every service shares, read from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # Knative's `bootstrap.servers`; the same variable points the CLI and the tests at a cluster.
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    # Names the control-plane topics (<instance>.resources, .status, .contract) so that several
+    # keventing installations can share one Kafka cluster.
+    instance: str = Field(default="keventing", alias="KEVENTING_INSTANCE")
+    log_level: str = Field(default="INFO", alias="KEVENTING_LOG_LEVEL")
+    log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
+
+    @property
+    def resources_topic(self) -> str:
+        return f"{self.instance}.resources"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.instance}.status"
+
+    @property
+    def contract_topic(self) -> str:
+        return f"{self.instance}.contract"

@@ -1,0 +1,181 @@
+"""The receiver's ASGI application: the ingress hot path as plain ASGI, ops endpoints through Starlette.
+
+Plain ASGI on the hot path because a request is one header mapping and one body: routing and Request
+objects would cost more than everything else the receiver does per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from keventing.contract import ContractEntry
+from keventing.kafka.client import make_producer
+from keventing.kafka.compacted import CompactedTopic
+from keventing.ops import ops_app
+from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, too_large
+from receiver.settings import ReceiverSettings
+
+log = logging.getLogger("keventing.receiver")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPTIONS_HEADERS = [
+    (b"allow", ALLOW.encode()),
+    (b"webhook-allowed-origin", b"*"),
+    (b"webhook-allowed-rate", b"*"),
+]
+
+
+class ReceiverApp:
+    def __init__(self, settings: ReceiverSettings) -> None:
+        self.settings = settings
+        self.table = IngressTable()
+        self.producer: AIOKafkaProducer | None = None
+        self.handler = IngressHandler(
+            self.table,
+            self._produce,
+            settings.max_event_bytes,
+            settings.produce_timeout_seconds,
+            settings.retry_after_seconds,
+        )
+        self.ops = ops_app(self.ready)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def ready(self) -> bool:
+        return self.producer is not None and self.table.synced
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
+        if self.producer is None:
+            raise ConnectionError("not connected to Kafka yet")
+        future = await self.producer.send(topic, value=value, key=key, headers=headers)
+        return await future
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        if path in OPS_PATHS:
+            await self.ops(scope, receive, send)
+            return
+        method = scope["method"]
+        if method == "OPTIONS":
+            await _respond(send, Answer(200), OPTIONS_HEADERS)
+            return
+        if method != "POST":
+            await _respond(send, Answer(405, b"only POST is allowed\n"), [(b"allow", ALLOW.encode())])
+            return
+        ingress = self.handler.lookup(path)
+        if ingress is None:
+            await _respond(send, Answer(404, f"no Broker, Channel or KafkaSink at {path}\n".encode()))
+            return
+        headers: dict[str, str] = {}
+        content_length: int | None = None
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = value
+            if name == "content-length" and value.isdigit():
+                content_length = int(value)
+        if self.handler.too_large(content_length):
+            await _respond(send, too_large(self.settings.max_event_bytes))
+            return
+        body = await _read_body(receive, self.settings.max_event_bytes)
+        if body is None:
+            await _respond(send, too_large(self.settings.max_event_bytes))
+            return
+        await _respond(send, await self.handler.handle(ingress, headers, body))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._tasks = [
+                    asyncio.create_task(self._connect()),
+                    asyncio.create_task(self._follow_contract()),
+                ]
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                if self.producer is not None:
+                    await self.producer.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _connect(self) -> None:
+        """Start the producer, retrying while Kafka is unreachable; requests meanwhile get 503."""
+        delay = 0.5
+        while True:
+            producer = make_producer(self.settings.kafka_bootstrap_servers, linger_ms=self.settings.linger_ms)
+            try:
+                await producer.start()
+            except Exception as err:
+                await producer.stop()
+                log.warning(
+                    "cannot reach Kafka yet; retrying", extra={"error": repr(err), "retry_in_s": delay}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.producer = producer
+            log.info("connected to Kafka", extra={"bootstrap_servers": self.settings.kafka_bootstrap_servers})
+            return
+
+    async def _follow_contract(self) -> None:
+        contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
+        while True:
+            try:
+                async for batch in contract.follow():
+                    for key, value in batch:
+                        entry = ContractEntry.decode(value) if value is not None else None
+                        if entry is None or entry.ingress is None:
+                            self.table.remove(key)
+                        else:
+                            self.table.put(entry.ingress)
+                    if not self.table.synced:
+                        log.info("contract loaded", extra={"ingresses": len(self.table.by_id)})
+                    self.table.synced = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
+                await asyncio.sleep(1)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it exceeds ``limit`` (chunked uploads have no Content-Length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, answer: Answer, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8")] if answer.body else []
+    headers.extend((k.encode(), v.encode()) for k, v in answer.headers)
+    if extra:
+        headers.extend(extra)
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})

@@ -1,0 +1,142 @@
+"""The ingress request handler: path → contract Ingress → validated event → Kafka record → status code.
+
+Errors map to HTTP statuses in one place (:func:`handle`): invalid event 400, unsupported content mode 415,
+unknown resource 404, too large 413, Kafka unable to acknowledge in time 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from keventing import events
+from keventing.contract import Ingress
+from receiver.metrics import EVENT_COUNT, EVENT_DISPATCH_LATENCIES
+
+log = logging.getLogger("keventing.receiver")
+
+Produce = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
+
+ALLOW = "POST, OPTIONS"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+ACCEPTED = Answer(202)
+
+
+class IngressTable:
+    """The ingresses in the contract, by request path; replaced as the contract changes."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, Ingress] = {}
+        self.by_id: dict[str, Ingress] = {}
+        self.synced = False
+
+    def put(self, ingress: Ingress) -> None:
+        self.remove(ingress.id)
+        self.by_id[ingress.id] = ingress
+        self.by_path[ingress.path] = ingress
+
+    def remove(self, id_: str) -> None:
+        old = self.by_id.pop(id_, None)
+        if old is not None and self.by_path.get(old.path) is old:
+            del self.by_path[old.path]
+
+
+class IngressHandler:
+    def __init__(
+        self,
+        table: IngressTable,
+        produce: Produce,
+        max_event_bytes: int,
+        produce_timeout: float,
+        retry_after: int,
+        on_event: Callable[[Ingress, events.Event], None] | None = None,
+    ) -> None:
+        self.table = table
+        self.produce = produce
+        self.max_event_bytes = max_event_bytes
+        self.produce_timeout = produce_timeout
+        self.retry_after = str(retry_after)
+        self.on_event = on_event
+
+    def lookup(self, path: str) -> Ingress | None:
+        return self.table.by_path.get(path.rstrip("/") or "/")
+
+    def too_large(self, content_length: int | None) -> bool:
+        return content_length is not None and content_length > self.max_event_bytes
+
+    async def handle(self, ingress: Ingress, headers: dict[str, str], body: bytes) -> Answer:
+        started = time.perf_counter()
+        event_type = ""
+        try:
+            if len(body) > self.max_event_bytes:
+                return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
+            try:
+                event = events.from_http(headers, body)
+            except events.UnsupportedMediaType as err:
+                return self._count(ingress, event_type, started, Answer(415, _text(str(err))))
+            except events.InvalidEvent as err:
+                return self._count(
+                    ingress, event_type, started, Answer(400, _text(f"invalid CloudEvent: {err}"))
+                )
+            event_type = event.attributes["type"]
+            if ingress.content_mode == "structured":
+                key_text = event.attributes.get("partitionkey")
+                key = key_text.encode() if key_text is not None else None
+                record_headers = [("content-type", events.STRUCTURED_JSON.encode())]
+                value: bytes | None = events.to_structured_json(event)
+            else:
+                key, record_headers, value = events.to_kafka_binary(event)
+            try:
+                await asyncio.wait_for(
+                    self.produce(ingress.topic, key, value, record_headers), self.produce_timeout
+                )
+            except MessageSizeTooLargeError:
+                return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
+            except (TimeoutError, KafkaError) as err:
+                log.warning(
+                    "Kafka did not acknowledge the event",
+                    extra={
+                        "topic": ingress.topic,
+                        "error": repr(err),
+                        "event_id": event.attributes.get("id"),
+                    },
+                )
+                message = (
+                    f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
+                )
+                answer = Answer(503, _text(message), (("retry-after", self.retry_after),))
+                return self._count(ingress, event_type, started, answer)
+            if self.on_event is not None:
+                self.on_event(ingress, event)
+            return self._count(ingress, event_type, started, ACCEPTED)
+        except Exception:  # never answer 202 for something that went wrong
+            log.exception("unexpected error in the ingress")
+            return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
+
+    def _count(self, ingress: Ingress, event_type: str, started: float, answer: Answer) -> Answer:
+        code = answer.status
+        labels = (ingress.namespace, ingress.name, event_type, str(code), f"{code // 100}xx", "")
+        EVENT_COUNT.labels(*labels).inc()
+        EVENT_DISPATCH_LATENCIES.labels(*labels).observe((time.perf_counter() - started) * 1000)
+        return answer
+
+
+def too_large(limit: int) -> Answer:
+    return Answer(413, _text(f"the event is larger than the limit of {limit} bytes"))
+
+
+def _text(message: str) -> bytes:
+    return message.encode() + b"\n"
