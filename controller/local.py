@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
@@ -96,6 +97,7 @@ class LocalController:
             desired = reconcile(self.resources.values(), self.config, self.topic_errors)
             if await self._apply_topics(desired):
                 desired = reconcile(self.resources.values(), self.config, self.topic_errors)
+            await self._apply_children(desired)
             await self._apply_contract(desired)
             await self._apply_statuses(desired)
             await self._delete_unwanted_topics(desired)
@@ -138,6 +140,29 @@ class LocalController:
                 log.info("deleted topic", extra={"topic": name})
                 self.managed_topics.discard(name)
 
+    async def _apply_children(self, desired: Desired) -> None:
+        """Store the resources the controller generates (flows' channels and subscriptions) and delete the
+        ones it generated before but no longer wants — Kubernetes' owner references, done locally."""
+        for child_key, child in desired.children.items():
+            current = self.resources.get(str(child_key))
+            if current is not None and _owned_part(current) == _owned_part(child):
+                continue
+            meta = child.metadata
+            if current is not None:
+                meta.uid = current.metadata.uid
+                meta.creationTimestamp = current.metadata.creationTimestamp
+                meta.generation = current.metadata.generation + 1
+            else:
+                meta.uid = meta.uid or str(uuid.uuid4())
+                meta.creationTimestamp = meta.creationTimestamp or now_rfc3339()
+                meta.generation = 1
+            await self.store.resources.put(str(child_key), orjson.dumps(child.to_document(with_status=False)))
+        wanted = {str(k) for k in desired.children}
+        for key, resource in list(self.resources.items()):
+            if key not in wanted and any(ref.controller for ref in resource.metadata.ownerReferences):
+                await self.store.resources.put(key, None)
+                log.info("deleted generated resource", extra={"resource": key})
+
     async def _apply_contract(self, desired: Desired) -> None:
         wanted = {key: entry.encode() for key, entry in desired.contract.items()}
         for key, value in wanted.items():
@@ -170,6 +195,13 @@ class LocalController:
             counts[label] = counts.get(label, 0) + 1
         for (kind, ready), n in counts.items():
             RESOURCES.labels(kind, ready).set(n)
+
+
+def _owned_part(resource: Resource) -> object:
+    """What the controller decides about a generated resource (not uid, timestamps or generation)."""
+    return resource.model_dump(
+        mode="json", exclude={"status": True, "metadata": {"uid", "creationTimestamp", "generation"}}
+    )
 
 
 def _topic_of(value: bytes) -> str | None:

@@ -18,13 +18,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from keventing.filters import compile_trigger_filter
 
 from dispatcher import metrics
+from dispatcher.decode import record_decoder
 from dispatcher.delivery import Attempt, Deliverer
 from dispatcher.offsets import OffsetTracker
 from keventing import events
 from keventing.contract import Egress
+from keventing.filters import compile_trigger_filter
 from keventing.kafka.client import make_consumer
 
 log = logging.getLogger("keventing.dispatcher")
@@ -65,6 +66,7 @@ class EgressConsumer:
         self.deliverer = deliverer
         self.max_in_flight = 1 if egress.delivery_order == "ordered" else max_in_flight
         self.filter = compile_trigger_filter(egress.filter.attributes, egress.filter.filters)
+        self.decode = record_decoder(egress)
         self.labels = (egress.namespace, egress.kind, egress.name)
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.in_flight = 0
@@ -95,7 +97,7 @@ class EgressConsumer:
         )
         await consumer.start()
         self.consumer = consumer
-        consumer.subscribe([self.egress.topic], listener=_Listener(self))
+        consumer.subscribe(list(self.egress.topics), listener=_Listener(self))
         log.info("consumer started", extra={"egress": self.egress.id, "group": self.egress.consumer_group})
         last_commit = time.monotonic()
         try:
@@ -179,23 +181,19 @@ class EgressConsumer:
 
     def _start(self, state: PartitionState, record: ConsumerRecord) -> None:
         tracker = state.start_at(record.offset)
-        headers = record.headers or ()
+        tracker.started(record.offset)
         try:
-            attributes = events.attributes_from_kafka(headers)
-            selected = self.filter(attributes)
+            event = self.decode(record)
+            selected = event is not None and self.filter(event.attributes)
         except Exception as err:  # an undecodable record cannot be delivered; it must not block the partition
             log.warning("skipping undecodable record", extra={"egress": self.egress.id, "error": repr(err)})
-            selected = False
-            attributes = {}
-        if not selected or "specversion" not in attributes:
-            tracker.started(record.offset)
+            event, selected = None, False
+        if not selected or event is None:
             tracker.finished(record.offset)
             metrics.FILTERED.labels(*self.labels).inc()
             return
-        tracker.started(record.offset)
         self.in_flight += 1
         metrics.IN_FLIGHT.labels(*self.labels).inc()
-        event = events.Event(attributes, record.value, {"timestamp": record.timestamp})
         task = asyncio.create_task(self._deliver(state, tracker, record.offset, event))
         state.tasks.add(task)
 

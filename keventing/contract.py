@@ -62,7 +62,7 @@ class Egress(ContractModel):
     namespace: str
     name: str
     uid: str
-    topic: str
+    topics: tuple[str, ...]
     consumer_group: str
     destination: str | None = None
     prefer_reply: bool = True
@@ -71,9 +71,8 @@ class Egress(ContractModel):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
     delivery_order: Literal["ordered", "unordered"] = "unordered"
     initial_offset: Literal["latest", "earliest"] = "latest"
+    # Set when the egress reads another cluster than keventing's own (KafkaSource).
     bootstrap_servers: str | None = None
-    # A hash of everything above: the dispatcher restarts a consumer only when it changes.
-    generation: int = 0
 
 
 class ContractEntry(ContractModel):

@@ -92,3 +92,6 @@ class ConfigMap(Resource):
     SHORT_NAMES = ("cm",)
 
     data: dict[str, str] = Field(default_factory=dict)
+
+
+KINDS: tuple[type[Resource], ...] = (Broker, Trigger, ConfigMap)

@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from keventing.resources import eventing
 from keventing.resources.base import Resource, ResourceInvalid
-from keventing.resources.eventing import Broker, ConfigMap, Trigger
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Broker, Trigger, ConfigMap)}
+# Each resource module lists the kinds it defines in its own KINDS tuple.
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for module in (eventing,) for cls in module.KINDS}
 
 
 class UnknownKind(ValueError):

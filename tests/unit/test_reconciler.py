@@ -71,7 +71,7 @@ def test_trigger_egress_uses_knative_group_and_replies_to_the_broker_topic() -> 
     assert status.subscriberUri == "http://sink/path"
     egress = desired.contract["Trigger/ns1/t"].egress
     assert egress.consumer_group == "knative-trigger-ns1-t"
-    assert egress.topic == "knative-broker-ns1-b"
+    assert egress.topics == ("knative-broker-ns1-b",)
     assert egress.reply.strategy == "topic" and egress.reply.topic == "knative-broker-ns1-b"
     assert egress.filter.attributes == {"type": "x"}
     assert egress.delivery_order == "unordered"

@@ -1,0 +1,170 @@
+"""Broker and Trigger: a topic and an ingress per Broker, a consumer-group egress per Trigger."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from controller.context import Conditions, Context, ControllerConfig, Desired, delivery_policy
+from controller.resolver import Resolver, Unresolvable
+from keventing import naming
+from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
+from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.resources import Broker, ConfigMap, Resource, ResourceKey, Status, Trigger
+from keventing.resources.base import Address
+from keventing.resources.eventing import TriggerStatus
+
+DEFAULT_BROKER_CONFIG = ResourceKey("ConfigMap", "knative-eventing", "kafka-broker-config")
+
+
+def reconcile_brokers(ctx: Context) -> None:
+    for broker in ctx.of(Broker):
+        status, topic = _reconcile_broker(broker, ctx.resources, ctx.config, ctx.topic_errors)
+        ctx.desired.statuses[broker.key] = status
+        ctx.addresses[broker.key] = status.address.url if status.address and status.ready else None
+        if topic is not None:
+            ctx.desired.topics[topic.name] = topic
+            if status.ready:
+                ctx.desired.contract[str(broker.key)] = ContractEntry(
+                    ingress=_broker_ingress(broker, topic, ctx.config)
+                )
+
+
+def reconcile_triggers(ctx: Context) -> None:
+    resolver = ctx.resolver
+    for trigger in ctx.of(Trigger):
+        status, egress = _reconcile_trigger(trigger, ctx.resources, ctx.desired, resolver, ctx.config)
+        ctx.desired.statuses[trigger.key] = status
+        if egress is not None:
+            ctx.desired.contract[str(trigger.key)] = ContractEntry(egress=egress)
+
+
+# ------------------------------------------------------------------------------------------- Broker
+
+
+def _reconcile_broker(
+    broker: Broker,
+    by_key: Mapping[ResourceKey, Resource],
+    config: ControllerConfig,
+    topic_errors: Mapping[str, str],
+) -> tuple[Status, TopicSpec | None]:
+    conditions = Conditions()
+    status = Status(observedGeneration=broker.metadata.generation)
+    try:
+        topic = _broker_topic(broker, by_key, config)
+    except Unresolvable as err:
+        conditions.false(
+            "ConfigParsed", "ConfigMapNotFound" if "exist" in str(err) else "ConfigInvalid", str(err)
+        )
+        status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
+        return status, None
+    conditions.true("ConfigParsed")
+    if topic.name in topic_errors:
+        conditions.false("TopicReady", "TopicCreationFailed", topic_errors[topic.name])
+    else:
+        conditions.true("TopicReady", message=f"topic {topic.name} created")
+        conditions.true("Addressable")
+        status.address = Address(url=f"{config.ingress_url}/{broker.namespace}/{broker.name}")
+    status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
+    status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
+    return status, topic
+
+
+def _broker_topic(
+    broker: Broker, by_key: Mapping[ResourceKey, Resource], config: ControllerConfig
+) -> TopicSpec:
+    data: Mapping[str, str] = {}
+    ref = broker.spec.config
+    if ref is not None:
+        if ref.kind != "ConfigMap":
+            raise Unresolvable(f"spec.config: kind {ref.kind!r} is not supported; reference a ConfigMap")
+        key = ResourceKey("ConfigMap", ref.namespace or broker.namespace, ref.name)
+        found = by_key.get(key)
+        if isinstance(found, ConfigMap):
+            data = found.data
+        elif key != DEFAULT_BROKER_CONFIG:  # the default config is part of the installation
+            raise Unresolvable(f'ConfigMap "{ref.name}" in namespace "{key.namespace}" does not exist')
+    try:
+        partitions = int(data.get("default.topic.partitions", config.default_partitions))
+        replication = int(data.get("default.topic.replication.factor", config.default_replication_factor))
+    except ValueError as err:
+        raise Unresolvable(f"broker config: {err}") from None
+    if partitions < 1 or replication < 1:
+        raise Unresolvable("broker config: partitions and replication factor must be at least 1")
+    prefix = "default.topic.config."
+    topic_config = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
+    topic_config.update({k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)})
+    return TopicSpec(
+        naming.broker_topic(broker.namespace, broker.name), partitions, replication, topic_config
+    )
+
+
+def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) -> Ingress:
+    return Ingress(
+        id=str(broker.key),
+        kind="Broker",
+        namespace=broker.namespace,
+        name=broker.name,
+        path=f"/{broker.namespace}/{broker.name}",
+        topic=topic.name,
+        event_types=config.event_type_auto_create,
+    )
+
+
+# ------------------------------------------------------------------------------------------ Trigger
+
+
+def _reconcile_trigger(
+    trigger: Trigger,
+    by_key: Mapping[ResourceKey, Resource],
+    desired: Desired,
+    resolver: Resolver,
+    config: ControllerConfig,
+) -> tuple[TriggerStatus, Egress | None]:
+    conditions = Conditions()
+    status = TriggerStatus(observedGeneration=trigger.metadata.generation)
+    order = ["BrokerReady", "SubscriberResolved", "DeadLetterSinkResolved"]
+    broker_key = ResourceKey("Broker", trigger.namespace, trigger.spec.broker)
+    broker = by_key.get(broker_key)
+    broker_status = desired.statuses.get(broker_key)
+    if not isinstance(broker, Broker) or broker_status is None:
+        conditions.false(
+            "BrokerReady", "BrokerDoesNotExist", f'Broker "{trigger.spec.broker}" does not exist'
+        )
+    elif not broker_status.ready:
+        conditions.false("BrokerReady", "BrokerNotReady", f'Broker "{trigger.spec.broker}" is not ready')
+    else:
+        conditions.true("BrokerReady")
+    try:
+        status.subscriberUri = resolver.resolve(trigger.spec.subscriber, trigger.namespace)
+        conditions.true("SubscriberResolved")
+    except Unresolvable as err:
+        conditions.false("SubscriberResolved", "Unable to get the Subscriber's URI", str(err))
+    delivery_spec = trigger.spec.delivery or (broker.spec.delivery if isinstance(broker, Broker) else None)
+    delivery: DeliveryPolicy | None = None
+    try:
+        delivery = delivery_policy(delivery_spec, config.default_delivery, resolver, trigger.namespace)
+        status.deadLetterSinkUri = delivery.dead_letter_url
+        conditions.true("DeadLetterSinkResolved")
+    except Unresolvable as err:
+        conditions.false("DeadLetterSinkResolved", "Unable to get the dead letter sink's URI", str(err))
+    status.conditions = conditions.finish(order)
+    if not status.ready or not isinstance(broker, Broker) or delivery is None:
+        return status, None
+    egress = Egress(
+        id=str(trigger.key),
+        kind="Trigger",
+        namespace=trigger.namespace,
+        name=trigger.name,
+        uid=trigger.metadata.uid or str(trigger.key),
+        topics=(naming.broker_topic(broker.namespace, broker.name),),
+        consumer_group=naming.trigger_group(trigger.namespace, trigger.name),
+        destination=status.subscriberUri,
+        reply=Reply(strategy="topic", topic=naming.broker_topic(broker.namespace, broker.name)),
+        filter=FilterSpec(
+            attributes=trigger.spec.filter.attributes if trigger.spec.filter else None,
+            filters=trigger.spec.filters or None,
+        ),
+        delivery=delivery,
+        delivery_order="ordered" if trigger.delivery_order == "ordered" else "unordered",
+    )
+    return status, egress

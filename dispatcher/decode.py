@@ -1,0 +1,35 @@
+"""From Kafka record to the event an egress filters and delivers.
+
+Binary-mode records are read from their headers alone (the value is passed through untouched); records in
+structured mode are parsed. An egress kind that needs another mapping (KafkaSource turning plain records
+into CloudEvents) plugs in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiokafka import ConsumerRecord
+
+from keventing import events
+from keventing.contract import Egress
+
+Decoder = Callable[[ConsumerRecord], events.Event | None]
+
+
+def record_decoder(egress: Egress) -> Decoder:
+    """The decoder for ``egress``; it returns None for a record that carries no CloudEvent."""
+    return decode_cloudevent
+
+
+def decode_cloudevent(record: ConsumerRecord) -> events.Event | None:
+    headers = record.headers or ()
+    attributes = events.attributes_from_kafka(headers)
+    if "specversion" in attributes:
+        return events.Event(attributes, record.value, {"timestamp": record.timestamp})
+    try:
+        event = events.from_kafka(headers, record.value)  # structured mode
+    except events.InvalidEvent:
+        return None
+    event.meta["timestamp"] = record.timestamp
+    return event
