@@ -78,7 +78,7 @@ class LocalController:
                     self.resources.pop(key, None)
                     continue
                 try:
-                    self.resources[key] = decode_resource(value)
+                    self.resources[key] = decode_resource(value, semantics=False)
                 except (ResourceInvalid, ValueError) as err:
                     log.warning(
                         "ignoring invalid stored resource", extra={"resource": key, "reason": str(err)}

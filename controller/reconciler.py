@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from controller import brokers
 from controller.context import Context, ControllerConfig, Desired
-from keventing.resources import Resource
+from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 
 __all__ = ["PHASES", "ControllerConfig", "Desired", "reconcile"]
 
@@ -29,7 +29,24 @@ def reconcile(
     topic_errors: Mapping[str, str] | None = None,
 ) -> Desired:
     """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations."""
-    ctx = Context({r.key: r for r in resources}, config, topic_errors or {})
+    valid: dict[ResourceKey, Resource] = {}
+    invalid: dict[ResourceKey, Status] = {}
+    for resource in resources:
+        try:
+            resource.validate_semantics()
+        except ResourceInvalid as err:
+            invalid[resource.key] = _invalid_status(resource, str(err))
+            continue
+        valid[resource.key] = resource
+    ctx = Context(valid, config, topic_errors or {})
     for phase in PHASES:
         phase(ctx)
+    ctx.desired.statuses.update(invalid)
     return ctx.desired
+
+
+def _invalid_status(resource: Resource, message: str) -> Status:
+    """An invalid resource takes no part in reconciliation; its status says what is wrong with it."""
+    status = type(resource.status)(observedGeneration=resource.metadata.generation)
+    status.conditions = [Condition(type="Ready", status="False", reason="InvalidSpec", message=message)]
+    return status

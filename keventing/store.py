@@ -17,8 +17,8 @@ from keventing.resources.base import now_rfc3339
 from keventing.settings import CommonSettings
 
 
-def decode_resource(value: bytes) -> Resource:
-    return parse_resource(orjson.loads(value))
+def decode_resource(value: bytes, semantics: bool = True) -> Resource:
+    return parse_resource(orjson.loads(value), semantics)
 
 
 class ResourceStore:

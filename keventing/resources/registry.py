@@ -27,8 +27,12 @@ def kind_for(name: str) -> type[Resource]:
     raise UnknownKind(f"unknown kind {name!r}; known kinds: {known}")
 
 
-def parse_resource(document: dict[str, Any]) -> Resource:
-    """Build and validate the model for one Knative YAML document."""
+def parse_resource(document: dict[str, Any], semantics: bool = True) -> Resource:
+    """Build and validate the model for one Knative YAML document.
+
+    ``semantics=False`` checks only the schema: the controller reads stored resources that way, so that a
+    resource which passed an older validation shows up as not Ready with the reason instead of vanishing.
+    """
     if not isinstance(document, dict):
         raise ResourceInvalid("", "a resource must be a YAML mapping")
     kind = document.get("kind")
@@ -53,5 +57,6 @@ def parse_resource(document: dict[str, Any]) -> Resource:
         first = err.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
         raise ResourceInvalid(path, first["msg"]) from None
-    resource.validate_semantics()
+    if semantics:
+        resource.validate_semantics()
     return resource

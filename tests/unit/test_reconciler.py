@@ -122,3 +122,13 @@ def test_ordered_annotation_reaches_the_contract() -> None:
         _reconcile(broker_doc("b", "ns1"), trigger).contract["Trigger/ns1/t"].egress.delivery_order
         == "ordered"
     )
+
+
+def test_stored_trigger_with_an_invalid_filter_is_not_ready_and_says_why() -> None:
+    trigger = trigger_doc("t", "ns1", "b", "http://sink", filters=[{"exact": {"type": "a", "source": "b"}}])
+    stored = parse_resource(trigger, semantics=False)  # as if it had been stored before a stricter validation
+    desired = reconcile([parse_resource(broker_doc("b", "ns1")), stored], CONFIG)
+    ready = desired.statuses[ResourceKey("Trigger", "ns1", "t")].condition("Ready")
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec")
+    assert "spec.filters[0].exact" in ready.message
+    assert "Trigger/ns1/t" not in desired.contract
