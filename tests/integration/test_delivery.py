@@ -171,3 +171,33 @@ def test_unordered_delivery_has_several_events_in_flight(kev: Kev, sink: Recordi
         assert kev.send(ns, "default", f"u-{i}", extensions={"partitionkey": "same"}).status_code == 202
     sink.wait_for(path, 20)
     assert sink.max_in_flight[path] > 1
+
+
+def test_dispatcher_metrics_count_deliveries_retries_dead_letters_and_lag(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    path, dls = f"{ns}/metered", f"{ns}/dls"
+    sink.program(path, Reaction(500), Reaction(202), Reaction(400))
+    delivery = {"retry": 2, "backoffDelay": "PT0.05S", "deadLetterSink": {"uri": sink.url(dls)}}
+    _ready(kev, ns, trigger_doc("metered", ns, "default", sink.url(path), delivery=delivery))
+    for event_id in ("m-1", "m-2"):
+        assert kev.send(ns, "default", event_id, extensions={"partitionkey": "k"}).status_code == 202
+        time.sleep(0.3)
+    sink.wait_for(dls, 1)
+    url = f"http://127.0.0.1:{kev.stack.dispatcher_port}/metrics"
+
+    def sample(metric: str, **labels: str) -> float:
+        for line in kev.http.get(url).text.splitlines():
+            if line.startswith(metric + "{") and f'namespace_name="{ns}"' in line:
+                if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    kev.wait_for(
+        lambda: sample("keventing_dispatcher_dead_lettered_total") == 1, 10, "the dead-letter metric"
+    )
+    assert sample("event_count_total", name="metered", response_code="202") == 1
+    assert sample("event_count_total", name="metered", response_code="400") == 1
+    assert sample("keventing_dispatcher_retries_total", name="metered") == 1
+    assert sample("keventing_dispatcher_in_flight", name="metered") == 0
+    kev.wait_for(lambda: 'keventing_consumer_lag{kind="Trigger"' in kev.http.get(url).text, 10, "lag")
