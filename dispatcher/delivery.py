@@ -60,10 +60,6 @@ class Outcome:
     dead_lettered: bool = False
 
 
-def is_retryable(attempt: Attempt) -> bool:
-    return attempt.retryable
-
-
 class Deliverer:
     def __init__(
         self, session: aiohttp.ClientSession, publish_reply: PublishReply, default_timeout: float
