@@ -38,6 +38,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks are not tests: they start their own Kafka and stack and write bench/results/<timestamp>.*
+bench: install
+	bash bench/setup.sh
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	bash bench/setup.sh
+	$(BIN)/python -m bench.run --quick
+
 kafka-start: install
 	$(BIN)/kev kafka start
 

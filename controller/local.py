@@ -206,7 +206,7 @@ def _owned_part(resource: Resource) -> object:
 
 def _topic_of(value: bytes) -> str | None:
     entry = ContractEntry.decode(value)
-    return entry.ingress.topic if entry.ingress else None
+    return entry.ingress.topic if entry.ingress and entry.ingress.owns_topic else None
 
 
 def _keep_transition_times(status: Status, previous: bytes | None) -> Status:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from controller import brokers
+from controller import brokers, channels, eventtypes, flows, sinks, sources
 from controller.context import Context, ControllerConfig, Desired
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 
@@ -18,8 +18,21 @@ __all__ = ["PHASES", "ControllerConfig", "Desired", "reconcile"]
 Phase = Callable[[Context], None]
 
 PHASES: list[Phase] = [
+    # Sequence and Parallel children, then Channels' backing KafkaChannels, before every other phase.
+    flows.expand_flows,
+    channels.expand_channels,
     brokers.reconcile_brokers,
+    sinks.reconcile_kafka_sinks,
+    channels.reconcile_kafka_channels,
+    flows.address_flows,
+    channels.reconcile_channels,
     brokers.reconcile_triggers,
+    channels.reconcile_subscriptions,
+    # Flows aggregate the statuses of their channels and subscriptions, so they come after both.
+    flows.reconcile_flow_statuses,
+    # Sources resolve sinks of any addressable kind, so they come after every addressable.
+    sources.reconcile_sources,
+    eventtypes.reconcile_event_types,
 ]
 
 

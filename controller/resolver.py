@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urljoin, urlparse
 
-from keventing.resources import Destination, Resource, ResourceKey
+from keventing.resources import KINDS, Destination, Resource, ResourceKey
+
+# Kinds Knative YAML may name that keventing serves as another kind: every channel is a KafkaChannel.
+KIND_ALIASES = {"InMemoryChannel": "KafkaChannel"}
 
 
 class Unresolvable(Exception):
     """The destination cannot be resolved yet; the message goes into the referrer's status."""
+
+
+def served_kind(kind: str) -> str:
+    return KIND_ALIASES.get(kind, kind)
 
 
 class Resolver:
@@ -27,14 +34,21 @@ class Resolver:
                 raise Unresolvable(f"uri {destination.uri!r} is not an absolute URL")
             return destination.uri
         ref = destination.ref
-        key = ResourceKey(ref.kind, ref.namespace or namespace, ref.name)
+        kind = served_kind(ref.kind)
+        cls = KINDS.get(kind)
+        if cls is None or not cls.ADDRESSABLE:
+            addressable = ", ".join(sorted(k for k, c in KINDS.items() if c.ADDRESSABLE))
+            raise Unresolvable(
+                f"{ref.kind} is not a kind keventing can address ({addressable}); use uri for anything else"
+            )
+        key = ResourceKey(kind, ref.namespace or namespace, ref.name)
+        described = f'{ref.kind} "{ref.name}" in namespace "{key.namespace}"'
         if key not in self.resources:
-            raise Unresolvable(f'{ref.kind} "{ref.name}" in namespace "{key.namespace}" does not exist')
+            raise Unresolvable(f"{described} does not exist")
         url = self.addresses.get(key)
-        if key not in self.addresses:
-            raise Unresolvable(f"{ref.kind} {key.namespace}/{ref.name} is not addressable")
         if url is None:
-            raise Unresolvable(f"{ref.kind} {key.namespace}/{ref.name} has no address yet")
+            raise Unresolvable(f"{described} is not ready: it has no address yet")
         if destination.uri:
-            return urljoin(url.rstrip("/") + "/", destination.uri)
+            # RFC 3986 reference resolution against the ref's address, as Knative's resolver does.
+            return urljoin(url, destination.uri)
         return url

@@ -129,6 +129,7 @@ class EgressConsumer:
             await asyncio.wait_for(self._commit(), 5)
         except Exception:
             pass
+        self._forget_lag(list(self.partitions))
         self.partitions.clear()
         self.consumer = None
         await consumer.stop()
@@ -258,21 +259,32 @@ class EgressConsumer:
             position = state.tracker.committable()
             if position > state.committed:
                 offsets[tp] = OffsetAndMetadata(position, "")
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as err:
-            log.warning("commit failed; will retry", extra={"egress": self.egress.id, "error": repr(err)})
-            return
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as err:
+                log.warning("commit failed; will retry", extra={"egress": self.egress.id, "error": repr(err)})
+                offsets = {}
         for tp, meta in offsets.items():
-            state = self.partitions[tp]
-            state.committed = meta.offset
+            if tp in self.partitions:
+                self.partitions[tp].committed = meta.offset
+        self._update_lag(consumer)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag = records on the partition not yet committed; it grows while a subscriber is stuck."""
+        for tp, state in self.partitions.items():
             highwater = consumer.highwater(tp)
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(*self.labels, str(tp.partition)).set(
-                    max(0, highwater - meta.offset)
-                )
+            if highwater is not None and state.tracker is not None:
+                lag = max(0, highwater - state.committed)
+                metrics.CONSUMER_LAG.labels(*self.labels, str(tp.partition)).set(lag)
+
+    def _forget_lag(self, partitions: list[TopicPartition]) -> None:
+        """A partition this member no longer owns is reported by its new owner, not by us."""
+        for tp in partitions:
+            try:
+                metrics.CONSUMER_LAG.remove(*self.labels, str(tp.partition))
+            except KeyError:
+                pass
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Let in-flight deliveries of revoked partitions finish briefly, commit, then abandon the rest
@@ -290,6 +302,7 @@ class EgressConsumer:
             for task in state.tasks:
                 task.cancel()
             self.partitions.pop(state.tp, None)
+        self._forget_lag([state.tp for state in states])
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord
 
-from keventing import events
+from keventing import events, kafkasource
 from keventing.contract import Egress
 
 Decoder = Callable[[ConsumerRecord], events.Event | None]
@@ -19,7 +19,22 @@ Decoder = Callable[[ConsumerRecord], events.Event | None]
 
 def record_decoder(egress: Egress) -> Decoder:
     """The decoder for ``egress``; it returns None for a record that carries no CloudEvent."""
+    if egress.kind == "KafkaSource":
+        return kafka_source_decoder(egress)
     return decode_cloudevent
+
+
+def kafka_source_decoder(egress: Egress) -> Decoder:
+    """A KafkaSource turns every record into an event: its own CloudEvent, or one made from the record."""
+
+    def decode(record: ConsumerRecord) -> events.Event:
+        event = kafkasource.record_to_event(
+            record, egress.namespace, egress.name, egress.key_type, egress.ce_overrides
+        )
+        event.meta["timestamp"] = record.timestamp
+        return event
+
+    return decode
 
 
 def decode_cloudevent(record: ConsumerRecord) -> events.Event | None:

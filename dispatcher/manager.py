@@ -13,6 +13,7 @@ from dispatcher.delivery import Deliverer
 from dispatcher.settings import DispatcherSettings
 from keventing import events
 from keventing.contract import ContractEntry, Egress
+from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import make_producer
 from keventing.kafka.compacted import CompactedTopic
 
@@ -33,6 +34,7 @@ class DispatcherManager:
         self.producer: AIOKafkaProducer | None = None
         self.session: aiohttp.ClientSession | None = None
         self.deliverer: Deliverer | None = None
+        self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
 
     def ready(self) -> bool:
         return self.synced and self.producer is not None
@@ -43,6 +45,7 @@ class DispatcherManager:
         )
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self.deliverer = Deliverer(self.session, self._publish_reply, self.settings.default_timeout_seconds)
+        event_types = asyncio.create_task(self.event_types.run())
         try:
             await self._start_producer()
             contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
@@ -51,6 +54,7 @@ class DispatcherManager:
                     async for batch in contract.follow():
                         for key, value in batch:
                             entry = ContractEntry.decode(value) if value is not None else None
+                            self.event_types.track(key, entry)
                             await self._apply(key, entry.egress if entry else None)
                         if not self.synced:
                             log.info("contract loaded", extra={"egresses": len(self.running)})
@@ -61,7 +65,10 @@ class DispatcherManager:
                     log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
                     await asyncio.sleep(1)
         finally:
-            await asyncio.gather(*(self._stop(key) for key in list(self.running)), return_exceptions=True)
+            event_types.cancel()
+            await asyncio.gather(
+                event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
+            )
             if self.producer is not None:
                 await self.producer.stop()
             await self.session.close()
@@ -106,6 +113,7 @@ class DispatcherManager:
             assert self.producer is not None and reply.topic is not None
             key, headers, value = events.to_kafka_binary(event)
             await self.producer.send_and_wait(reply.topic, value=value, key=key, headers=headers)
+            self.event_types.observe_reply(reply.topic, event)
         elif reply.strategy == "url":
             assert self.session is not None and reply.url is not None
             headers_http, body = events.to_http_binary(event)

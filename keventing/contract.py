@@ -3,7 +3,8 @@
 The controller publishes one record per data-plane resource on a compacted topic (key = resource id,
 tombstone on delete). An :class:`Ingress` tells the receiver which path writes to which topic; an
 :class:`Egress` tells the dispatcher which consumer group reads which topic, what it filters, where it
-delivers, where replies go, and how delivery is retried.
+delivers, where replies go, and how delivery is retried; a :class:`Source` tells the sources runner what to
+schedule or run and where its events go.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Ingress(ContractModel):
     content_mode: Literal["binary", "structured"] = "binary"
     # Record (type, source) pairs seen at this ingress as EventTypes.
     event_types: bool = False
+    # False for a topic managed outside keventing (a KafkaSink's existing topic): never deleted.
+    owns_topic: bool = True
 
 
 class Egress(ContractModel):
@@ -73,16 +76,51 @@ class Egress(ContractModel):
     initial_offset: Literal["latest", "earliest"] = "latest"
     # Set when the egress reads another cluster than keventing's own (KafkaSource).
     bootstrap_servers: str | None = None
+    # KafkaSource: how record keys are read (the key-type label) and extensions added to every event.
+    key_type: Literal["string", "int", "float", "byte-array"] | None = None
+    ce_overrides: dict[str, str] | None = None
+
+
+class PingSchedule(ContractModel):
+    """A PingSource's schedule and the data every tick carries (base64, so any bytes survive JSON)."""
+
+    schedule: str
+    timezone: str | None = None
+    content_type: str | None = None
+    data_base64: str | None = None
+
+
+class ContainerProcess(ContractModel):
+    """A ContainerSource's first container as a local process: argv, its own env, working directory."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+
+
+class Source(ContractModel):
+    """A source adapter the sources runner runs: where it sends events and what it sends."""
+
+    id: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    sink: str
+    ce_overrides: dict[str, str] = Field(default_factory=dict)
+    ping: PingSchedule | None = None
+    container: ContainerProcess | None = None
 
 
 class ContractEntry(ContractModel):
     version: int = CONTRACT_VERSION
     ingress: Ingress | None = None
     egress: Egress | None = None
+    source: Source | None = None
 
     @property
     def id(self) -> str:
-        item = self.ingress or self.egress
+        item = self.ingress or self.egress or self.source
         assert item is not None
         return item.id
 

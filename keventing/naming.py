@@ -13,5 +13,6 @@ def channel_topic(namespace: str, name: str) -> str:
     return f"knative-messaging-kafka.{namespace}.{name}"
 
 
-def subscription_group(namespace: str, name: str) -> str:
-    return f"kafka.{namespace}.{name}"
+def subscription_group(namespace: str, channel: str, subscription_uid: str) -> str:
+    """A Subscription's consumer group, as Knative's KafkaChannel names it: per channel and subscription UID."""
+    return f"kafka.{namespace}.{channel}.{subscription_uid}"

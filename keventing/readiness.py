@@ -9,7 +9,7 @@ from aiokafka.errors import KafkaError
 
 from keventing import naming
 from keventing.kafka.client import admin_client, group_positioned
-from keventing.resources import Resource, ResourceKey
+from keventing.resources import Parallel, Resource, ResourceKey, Sequence, Subscription, Trigger
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
 
@@ -19,7 +19,7 @@ class NotReady(TimeoutError):
 
 
 async def wait_ready(settings: CommonSettings, key: ResourceKey, timeout: float = 60.0) -> Resource:
-    """Wait until the resource's Ready condition is True (and, for a Trigger, its consumer group is placed)."""
+    """Wait until the resource's Ready condition is True and the consumer groups of its egresses are placed."""
     store = ResourceStore(settings)
     deadline = time.monotonic() + timeout
     last: Resource | None = None
@@ -31,7 +31,7 @@ async def wait_ready(settings: CommonSettings, key: ResourceKey, timeout: float 
                 and last.status.ready
                 and last.status.observedGeneration == last.metadata.generation
             ):
-                if key.kind != "Trigger" or await _trigger_positioned(settings, last):
+                if await _egresses_positioned(settings, store, last):
                     return last
             await asyncio.sleep(0.1)
     finally:
@@ -44,12 +44,43 @@ async def wait_ready(settings: CommonSettings, key: ResourceKey, timeout: float 
     raise NotReady(f"{key} not ready after {timeout:.0f} s{reason}")
 
 
-async def _trigger_positioned(settings: CommonSettings, trigger: Resource) -> bool:
-    spec = trigger.spec
-    topic = naming.broker_topic(trigger.namespace, spec.broker)
-    group = naming.trigger_group(trigger.namespace, trigger.name)
+async def _egresses_positioned(settings: CommonSettings, store: ResourceStore, resource: Resource) -> bool:
+    """True once every consumer group the resource's egresses use has its starting position."""
+    placements = await _egress_placements(store, resource)
+    if not placements:
+        return True
     async with admin_client(settings.kafka_bootstrap_servers) as admin:
         try:
-            return await group_positioned(admin, group, topic)
+            for group, topic in placements:
+                if not await group_positioned(admin, group, topic):
+                    return False
         except KafkaError:  # e.g. the group coordinator is still being elected
             return False
+    return True
+
+
+async def _egress_placements(store: ResourceStore, resource: Resource) -> list[tuple[str, str]]:
+    """(consumer group, topic) of each egress of ``resource``: a Trigger's, a Subscription's, or those of the
+    Subscriptions a Sequence or Parallel owns."""
+    namespace = resource.namespace
+    if isinstance(resource, Trigger):
+        return [
+            (
+                naming.trigger_group(namespace, resource.name),
+                naming.broker_topic(namespace, resource.spec.broker),
+            )
+        ]
+    if isinstance(resource, Subscription):
+        channel = resource.spec.channel.name
+        uid = resource.metadata.uid or str(resource.key)
+        return [
+            (naming.subscription_group(namespace, channel, uid), naming.channel_topic(namespace, channel))
+        ]
+    if isinstance(resource, Sequence | Parallel):
+        placements = []
+        for child in await store.list(Subscription.KIND, namespace):
+            owner = next((ref for ref in child.metadata.ownerReferences if ref.controller), None)
+            if owner is not None and (owner.kind, owner.name) == (resource.KIND, resource.name):
+                placements.extend(await _egress_placements(store, child))
+        return placements
+    return []

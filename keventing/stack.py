@@ -31,6 +31,10 @@ def kev_command() -> list[str]:
     return [sys.executable, "-m", "keventing.cli.main"]
 
 
+# Every service; ``start_all`` starts the first three unless told otherwise (the source adapters are opt-in).
+ALL_SERVICES = ("controller", "receiver", "dispatcher", "sources")
+
+
 @dataclass
 class Stack:
     bootstrap_servers: str
@@ -39,6 +43,7 @@ class Stack:
     receiver_port: int = 8080
     dispatcher_port: int = 8090
     controller_port: int = 8091
+    sources_port: int = 8092
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -56,6 +61,7 @@ class Stack:
                 "KEVENTING_RECEIVER_PORT": str(self.receiver_port),
                 "KEVENTING_DISPATCHER_PORT": str(self.dispatcher_port),
                 "KEVENTING_CONTROLLER_PORT": str(self.controller_port),
+                "KEVENTING_SOURCES_PORT": str(self.sources_port),
                 "KEVENTING_HTTP_HOST": "127.0.0.1",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -69,6 +75,7 @@ class Stack:
             "receiver": self.receiver_port,
             "dispatcher": self.dispatcher_port,
             "controller": self.controller_port,
+            "sources": self.sources_port,
         }
         port = port or ports[name]
         extra = dict(env)

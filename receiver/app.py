@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from keventing.contract import ContractEntry
+from keventing.eventtypes import EventTypeRegistry
+from keventing.kafka.batching import BatchProducer
 from keventing.kafka.client import make_producer
 from keventing.kafka.compacted import CompactedTopic
 from keventing.ops import ops_app
@@ -39,12 +44,14 @@ class ReceiverApp:
         self.settings = settings
         self.table = IngressTable()
         self.producer: AIOKafkaProducer | None = None
+        self.batches: BatchProducer | None = None
+        self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
         self.handler = IngressHandler(
             self.table,
             self._produce,
             settings.max_event_bytes,
-            settings.produce_timeout_seconds,
             settings.retry_after_seconds,
+            on_event=self.event_types.observe,
         )
         self.ops = ops_app(self.ready)
         self._tasks: list[asyncio.Task[None]] = []
@@ -53,10 +60,9 @@ class ReceiverApp:
         return self.producer is not None and self.table.synced
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
-        if self.producer is None:
+        if self.batches is None:
             raise ConnectionError("not connected to Kafka yet")
-        future = await self.producer.send(topic, value=value, key=key, headers=headers)
-        return await future
+        return await self.batches.send(topic, key, value, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -67,6 +73,9 @@ class ReceiverApp:
             return
         path: str = scope["path"]
         if path in OPS_PATHS:
+            if path == "/metrics" and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                await _respond_metrics(send)  # every worker's, not only this one's
+                return
             await self.ops(scope, receive, send)
             return
         method = scope["method"]
@@ -104,6 +113,7 @@ class ReceiverApp:
                 self._tasks = [
                     asyncio.create_task(self._connect()),
                     asyncio.create_task(self._follow_contract()),
+                    asyncio.create_task(self.event_types.run()),
                 ]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -131,6 +141,7 @@ class ReceiverApp:
                 delay = min(delay * 2, 5.0)
                 continue
             self.producer = producer
+            self.batches = BatchProducer(producer, self.settings.produce_timeout_seconds)
             log.info("connected to Kafka", extra={"bootstrap_servers": self.settings.kafka_bootstrap_servers})
             return
 
@@ -169,6 +180,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _respond_metrics(send: Send) -> None:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    body = generate_latest(registry)
+    headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _respond(send: Send, answer: Answer, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
 import uvicorn
 
 from keventing import logs
@@ -16,18 +23,36 @@ def create_app() -> ReceiverApp:
     return ReceiverApp(settings)
 
 
+def uvicorn_options(settings: ReceiverSettings) -> dict[str, Any]:
+    """How the receiver is served; bench/ceiling.py serves its HTTP ceiling with exactly the same."""
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "workers": settings.workers if settings.workers > 1 else None,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+    }
+
+
+@contextlib.contextmanager
+def multiprocess_metrics(workers: int) -> Iterator[None]:
+    """With several workers each counts its own requests: prometheus-client's multiprocess mode keeps the
+    values in files of one directory, and /metrics sums them (see receiver.app)."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="keventing-receiver-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the workers uvicorn spawns
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
-    uvicorn.run(
-        "receiver.main:create_app",
-        factory=True,
-        host=settings.http_host,
-        port=settings.http_port,
-        workers=settings.workers if settings.workers > 1 else None,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
+    with multiprocess_metrics(settings.workers):
+        uvicorn.run("receiver.main:create_app", factory=True, lifespan="on", **uvicorn_options(settings))

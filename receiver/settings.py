@@ -15,4 +15,5 @@ class ReceiverSettings(CommonSettings):
     # How long a request may wait for Kafka's acknowledgement before it is answered 503.
     produce_timeout_seconds: float = Field(default=10.0, alias="KEVENTING_PRODUCE_TIMEOUT_SECONDS")
     retry_after_seconds: int = Field(default=5, alias="KEVENTING_RETRY_AFTER_SECONDS")
-    linger_ms: int = Field(default=2, alias="KEVENTING_PRODUCER_LINGER_MS")
+    # 0: the producer batches what arrives while a request is in flight; lingering only adds latency.
+    linger_ms: int = Field(default=0, alias="KEVENTING_PRODUCER_LINGER_MS")

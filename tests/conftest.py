@@ -25,7 +25,7 @@ from keventing.kafka.embedded import EmbeddedKafka, free_port
 from keventing.readiness import wait_ready
 from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import Stack
+from keventing.stack import ALL_SERVICES, Stack
 from keventing.store import ResourceStore
 
 # ------------------------------------------------------------------------------------------ Kafka
@@ -184,9 +184,15 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
         receiver_port=free_port(),
         dispatcher_port=free_port(),
         controller_port=free_port(),
-        extra_env={"KEVENTING_LOG_LEVEL": "INFO", "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "3"},
+        sources_port=free_port(),
+        extra_env={
+            "KEVENTING_LOG_LEVEL": "INFO",
+            "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "3",
+            # PingSource tests move the sources runner's clock with POST /clock.
+            "KEVENTING_SOURCES_CLOCK": "manual",
+        },
     )
-    running.start_all()
+    running.start_all(ALL_SERVICES)
     try:
         running.wait_ready(timeout=90)
         yield running

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from keventing.cli.kafka import app as kafka_app
-from keventing.resources import Resource, ResourceInvalid, ResourceKey, UnknownKind, kind_for, parse_resource
+from keventing.resources import (
+    EventType,
+    Resource,
+    ResourceInvalid,
+    ResourceKey,
+    SinkBinding,
+    UnknownKind,
+    kind_for,
+    parse_resource,
+)
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
 
@@ -165,7 +176,8 @@ def print_table(resources: list[Resource], with_namespace: bool) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     if with_namespace:
         table.add_column("NAMESPACE")
-    for column in ("NAME", "READY", "URL/REASON", "AGE"):
+    extra = EXTRA_COLUMNS.get(resources[0].KIND, ())
+    for column in ("NAME", *(name for name, _ in extra), "READY", "URL/REASON", "AGE"):
         table.add_column(column)
     for r in resources:
         ready = r.status.condition("Ready")
@@ -174,9 +186,28 @@ def print_table(resources: list[Resource], with_namespace: bool) -> None:
             detail = _url_of(r)
         else:
             detail = (ready.message or ready.reason or "") if ready else "not reconciled yet"
-        row = [r.name, status, detail, _age(r.metadata.creationTimestamp)]
+        row = [r.name, *(value(r) or "" for _, value in extra), status, detail]
+        row.append(_age(r.metadata.creationTimestamp))
         table.add_row(*([r.namespace] if with_namespace else []), *row)
     console.print(table)
+
+
+def _reference_of(resource: Resource) -> str:
+    reference = resource.reference if isinstance(resource, EventType) else None
+    return f"{reference.kind}/{reference.name}" if reference else ""
+
+
+# What identifies a resource of some kinds better than its name (kubectl's additional printer columns).
+EXTRA_COLUMNS: dict[str, tuple[tuple[str, Callable[[Resource], str | None]], ...]] = {
+    "EventType": (
+        ("TYPE", lambda r: r.spec.type),
+        ("SOURCE", lambda r: r.spec.source),
+        ("REFERENCE", _reference_of),
+    ),
+    "PingSource": (("SCHEDULE", lambda r: r.spec.schedule),),
+    "KafkaSink": (("TOPIC", lambda r: r.spec.topic), ("MODE", lambda r: r.spec.contentMode or "structured")),
+    "KafkaSource": (("TOPICS", lambda r: ",".join(r.spec.topics)),),
+}
 
 
 def _url_of(resource: Resource) -> str:
@@ -381,12 +412,47 @@ def controller() -> None:
     run()
 
 
+@app.command("sources")
+def sources_runner() -> None:
+    """Run the source adapters (PingSource schedules, ContainerSource processes)."""
+    from sources.main import main as run
+
+    run()
+
+
+@app.command("run")
+def run_bound(
+    binding: str = typer.Option(..., "--binding", "-b", help="The SinkBinding whose sink the program gets."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    command: list[str] = typer.Argument(..., help="The program and its arguments (after --)."),
+) -> None:
+    """Run a program with a SinkBinding's K_SINK and K_CE_OVERRIDES: kev run --binding NAME -- CMD ARGS..."""
+    from keventing.binding import binding_env
+
+    async def fetch(store: ResourceStore) -> Resource | None:
+        return await store.get(ResourceKey("SinkBinding", namespace, binding))
+
+    found = _store_call(fetch)
+    if not isinstance(found, SinkBinding):
+        raise fail(f'SinkBinding "{binding}" not found in namespace "{namespace}"')
+    sink = found.status.sinkUri
+    if not sink:
+        ready = found.status.condition("Ready")
+        why = f": {ready.message or ready.reason}" if ready and (ready.message or ready.reason) else ""
+        raise fail(f'SinkBinding "{binding}" has no sink yet{why} (is `kev controller` running?)')
+    env = {**os.environ, **binding_env(sink, found.ce_overrides)}
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as err:
+        raise fail(f"cannot run {command[0]!r}: {err}", code=127) from None
+
+
 @app.command()
 def up(
     examples: Path = typer.Option(Path("examples/quickstart"), "--apply", help="Resources to apply once up."),
     demo: bool = typer.Option(False, "--demo", help="Send the quickstart event, show it, stop."),
 ) -> None:
-    """Run embedded Kafka, controller, receiver, dispatcher and event-display; Ctrl-C stops everything."""
+    """Run embedded Kafka, controller, receiver, dispatcher, sources and event-display; Ctrl-C stops all."""
     from keventing.cli.up import run_up
 
     raise typer.Exit(run_up(examples, demo))

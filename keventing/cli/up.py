@@ -16,7 +16,7 @@ from keventing.kafka.embedded import EmbeddedKafka
 from keventing.readiness import wait_ready
 from keventing.resources import ResourceKey, parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import Service, Stack, kev_command
+from keventing.stack import ALL_SERVICES, Service, Stack, kev_command
 from keventing.store import ResourceStore
 
 console = Console()
@@ -55,7 +55,13 @@ def run_up(examples: Path, demo: bool) -> int:
     display_log = log_dir / "event-display.log"
     busy = [
         p
-        for p in (stack.receiver_port, stack.dispatcher_port, stack.controller_port, DISPLAY_PORT)
+        for p in (
+            stack.receiver_port,
+            stack.dispatcher_port,
+            stack.controller_port,
+            stack.sources_port,
+            DISPLAY_PORT,
+        )
         if _in_use(p)
     ]
     if busy:
@@ -66,7 +72,7 @@ def run_up(examples: Path, demo: bool) -> int:
             kafka.stop()
         return 1
     try:
-        stack.start_all()
+        stack.start_all(ALL_SERVICES)
         display = Service(
             "event-display",
             [*kev_command(), "event-display", "--port", str(DISPLAY_PORT)],
@@ -79,7 +85,7 @@ def run_up(examples: Path, demo: bool) -> int:
         else:
             display.process = subprocess.Popen(display.argv, env=stack.env())  # prints to this terminal
             stack.services[display.name] = display
-        console.print("starting controller, receiver, dispatcher and event-display…")
+        console.print("starting controller, receiver, dispatcher, sources and event-display…")
         stack.wait_ready(timeout=90)
         keys = asyncio.run(_apply_dir(settings, examples))
         for key in keys:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.partitioner import DefaultPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,43 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+class StickyPartitioner:
+    """Records without a key go to one partition at a time, a batch's worth each (the Java client's sticky
+    partitioner, KIP-480), so batches fill up instead of spreading thin over every partition: fewer, larger
+    produce requests for the broker. Keyed records hash with murmur2 as before.
+    """
+
+    def __init__(self, records_per_partition: int = 100) -> None:
+        self.records_per_partition = records_per_partition
+        self._keyed = DefaultPartitioner()
+        self._partition = -1
+        self._left = 0
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is not None:
+            return int(self._keyed(key, all_partitions, available))
+        candidates = available or all_partitions
+        # One partitioner serves every topic of the producer: re-pick when the partition is not this topic's.
+        if self._left <= 0 or self._partition not in candidates:
+            self._partition = random.choice(candidates)
+            self._left = self.records_per_partition
+        self._left -= 1
+        return self._partition
+
+
 def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
-    """A producer that only acknowledges what every in-sync replica has (acks=all, idempotent)."""
+    """A producer that only acknowledges what every in-sync replica has (acks=all, idempotent).
+
+    No linger by default: aiokafka keeps one request in flight per broker and batches whatever arrives
+    meanwhile, so waiting longer only adds latency (measured in bench/: lingering 2 ms halved the
+    receiver's throughput at 32 concurrent requests).
+    """
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers,
         "enable_idempotence": True,
         "acks": "all",
-        "linger_ms": 2,
+        "linger_ms": 0,
+        "partitioner": StickyPartitioner(),
         "max_batch_size": 256 * 1024,
         "max_request_size": MAX_REQUEST_SIZE,
         "request_timeout_ms": 10_000,

@@ -15,21 +15,37 @@ from keventing.resources.base import (
 )
 from keventing.resources.delivery import DeliverySpec
 from keventing.resources.eventing import Broker, ConfigMap, Trigger
+from keventing.resources.eventtype import EventType
+from keventing.resources.flows import Parallel, Sequence
+from keventing.resources.kafka import KafkaSink
+from keventing.resources.messaging import Channel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
+from keventing.resources.sources import ContainerSource, KafkaSource, PingSource, SinkBinding
 
 __all__ = [
     "KINDS",
     "Broker",
+    "Channel",
     "Condition",
     "ConfigMap",
+    "ContainerSource",
     "DeliverySpec",
     "Destination",
+    "EventType",
     "KReference",
+    "KafkaChannel",
+    "KafkaSink",
+    "KafkaSource",
     "ObjectMeta",
+    "Parallel",
+    "PingSource",
     "Resource",
     "ResourceInvalid",
     "ResourceKey",
+    "Sequence",
+    "SinkBinding",
     "Status",
+    "Subscription",
     "Trigger",
     "UnknownKind",
     "kind_for",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NamedTuple
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,6 +80,9 @@ class Destination(Model):
     def validate_at(self, path: str) -> None:
         if self.ref is None and not self.uri:
             raise ResourceInvalid(path, "expected at least one of ref or uri")
+        if self.ref is not None and self.uri and urlparse(self.uri).scheme:
+            # Next to a ref, uri is a reference resolved against the ref's address (Knative's rule).
+            raise ResourceInvalid(f"{path}.uri", "an absolute URI is not allowed when ref is present")
 
 
 class Condition(OpenModel):
@@ -145,7 +149,7 @@ class Resource(OpenModel):
         """Checks beyond the schema (cross-field rules); raise :class:`ResourceInvalid`."""
 
     def to_document(self, with_status: bool = True) -> dict[str, Any]:
-        doc = self.model_dump(mode="json", exclude_none=True, exclude={"status"})
+        doc = self.model_dump(mode="json", exclude_none=True, exclude={"status"}, by_alias=True)
         if with_status:
             doc["status"] = self.status.model_dump(mode="json", exclude_none=True)
         return doc

@@ -15,6 +15,15 @@ DELIVERY_ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 DELIVERY_ORDERS = ("ordered", "unordered")
 
 
+def validate_delivery_order(order: str) -> None:
+    """The delivery-order annotation a Trigger or a Subscription may carry."""
+    if order not in DELIVERY_ORDERS:
+        raise ResourceInvalid(
+            f"metadata.annotations[{DELIVERY_ORDER_ANNOTATION}]",
+            f"must be one of {', '.join(DELIVERY_ORDERS)}, got {order!r}",
+        )
+
+
 class BrokerSpec(Model):
     config: KReference | None = None
     delivery: DeliverySpec | None = None
@@ -70,11 +79,7 @@ class Trigger(Resource):
         self.spec.subscriber.validate_at("spec.subscriber")
         if self.spec.delivery is not None:
             self.spec.delivery.validate_at("spec.delivery")
-        if self.delivery_order not in DELIVERY_ORDERS:
-            raise ResourceInvalid(
-                f"metadata.annotations[{DELIVERY_ORDER_ANNOTATION}]",
-                f"must be one of {', '.join(DELIVERY_ORDERS)}, got {self.delivery_order!r}",
-            )
+        validate_delivery_order(self.delivery_order)
         try:
             if self.spec.filter is not None:
                 validate_attributes_filter(self.spec.filter.attributes)

@@ -6,11 +6,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from keventing.resources import eventing
+from keventing.resources import eventing, eventtype, flows, kafka, messaging, sources
 from keventing.resources.base import Resource, ResourceInvalid
 
 # Each resource module lists the kinds it defines in its own KINDS tuple.
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for module in (eventing,) for cls in module.KINDS}
+KINDS: dict[str, type[Resource]] = {
+    cls.KIND: cls
+    for module in (eventing, messaging, flows, kafka, sources, eventtype)
+    for cls in module.KINDS
+}
 
 
 class UnknownKind(ValueError):

@@ -1,0 +1,313 @@
+"""Channels and Subscriptions: a topic and an ingress per KafkaChannel, a consumer-group egress per Subscription.
+
+A Channel is Knative's generic front: it creates a backing KafkaChannel of the same name (whatever its
+channelTemplate says, see :mod:`keventing.resources.messaging`) and reports that channel's state and address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from controller import children
+from controller.context import Conditions, Context, ControllerConfig, delivery_policy
+from controller.resolver import Resolver, Unresolvable, served_kind
+from keventing import naming
+from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
+from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.resources import (
+    Channel,
+    Condition,
+    DeliverySpec,
+    Destination,
+    KafkaChannel,
+    KReference,
+    ResourceKey,
+    Subscription,
+)
+from keventing.resources.base import Address, ObjectMeta
+from keventing.resources.messaging import (
+    KAFKA_CHANNEL_API_VERSION,
+    ChannelableStatus,
+    ChannelStatus,
+    ChannelTemplateSpec,
+    SubscriberStatus,
+    SubscriptionStatus,
+    is_set,
+)
+
+KAFKA_CHANNEL_CONDITIONS = ["TopicReady", "Addressable"]
+CHANNEL_CONDITIONS = ["BackingChannelReady", "Addressable", "DeadLetterSinkResolved"]
+SUBSCRIPTION_CONDITIONS = ["ReferencesResolved", "AddedToChannel", "ChannelReady"]
+# With no delivery spec on a Subscription or on its channel nothing is retried, as in Knative's KafkaChannel.
+NO_RETRIES = DeliveryPolicy(retry=0)
+
+
+def channel_path(namespace: str, name: str) -> str:
+    """Three segments, so that a channel path never collides with a Broker's ``/<namespace>/<name>``."""
+    return f"/channels/{namespace}/{name}"
+
+
+def new_kafka_channel(
+    name: str, namespace: str, template: ChannelTemplateSpec, delivery: DeliverySpec | None = None
+) -> KafkaChannel:
+    """The KafkaChannel a Channel, Sequence or Parallel asks for with ``template``."""
+    spec = template.kafka_channel_spec()
+    if delivery is not None:
+        spec.delivery = delivery.model_copy(deep=True)
+    return KafkaChannel(
+        apiVersion=KAFKA_CHANNEL_API_VERSION,
+        kind="KafkaChannel",
+        metadata=ObjectMeta(name=name, namespace=namespace),
+        spec=spec,
+    )
+
+
+def backing_channel(channel: Channel) -> KafkaChannel:
+    return new_kafka_channel(channel.name, channel.namespace, channel.template, channel.spec.delivery)
+
+
+# ------------------------------------------------------------------------------------------- phases
+
+
+def expand_channels(ctx: Context) -> None:
+    """Every Channel gets its backing KafkaChannel (before the phases that reconcile KafkaChannels)."""
+    for channel in ctx.of(Channel):
+        children.adopt(ctx, channel, [backing_channel(channel)])
+    children.prune(ctx, [Channel.KIND])
+
+
+def reconcile_kafka_channels(ctx: Context) -> None:
+    for kafka_channel in ctx.of(KafkaChannel):
+        status, topic = _reconcile_kafka_channel(kafka_channel, ctx.config, ctx.topic_errors)
+        ctx.desired.statuses[kafka_channel.key] = status
+        ctx.desired.topics[topic.name] = topic
+        ctx.addresses[kafka_channel.key] = status.address.url if status.address and status.ready else None
+        if status.ready:
+            ctx.desired.contract[str(kafka_channel.key)] = ContractEntry(
+                ingress=Ingress(
+                    id=str(kafka_channel.key),
+                    kind=KafkaChannel.KIND,
+                    namespace=kafka_channel.namespace,
+                    name=kafka_channel.name,
+                    path=channel_path(kafka_channel.namespace, kafka_channel.name),
+                    topic=topic.name,
+                    event_types=ctx.config.event_type_auto_create,
+                )
+            )
+
+
+def reconcile_channels(ctx: Context) -> None:
+    """Channels mirror their backing KafkaChannel (after flows' addresses: a dead-letter sink may be one)."""
+    resolver = ctx.resolver
+    for channel in ctx.of(Channel):
+        status = _reconcile_channel(channel, ctx, resolver)
+        ctx.desired.statuses[channel.key] = status
+        ctx.addresses[channel.key] = status.address.url if status.address and status.ready else None
+
+
+def reconcile_subscriptions(ctx: Context) -> None:
+    resolver = ctx.resolver
+    for subscription in ctx.of(Subscription):
+        status, egress = _reconcile_subscription(subscription, ctx, resolver)
+        ctx.desired.statuses[subscription.key] = status
+        if egress is not None:
+            ctx.desired.contract[str(subscription.key)] = ContractEntry(egress=egress)
+
+
+# -------------------------------------------------------------------------------------- KafkaChannel
+
+
+def _reconcile_kafka_channel(
+    channel: KafkaChannel, config: ControllerConfig, topic_errors: Mapping[str, str]
+) -> tuple[ChannelableStatus, TopicSpec]:
+    conditions = Conditions()
+    status = ChannelableStatus(observedGeneration=channel.metadata.generation)
+    topic = TopicSpec(
+        naming.channel_topic(channel.namespace, channel.name),
+        channel.spec.numPartitions,
+        channel.spec.replicationFactor,
+        {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, "retention.ms": str(channel.spec.retention_ms)},
+    )
+    if topic.name in topic_errors:
+        conditions.false("TopicReady", "TopicCreationFailed", topic_errors[topic.name])
+    else:
+        conditions.true("TopicReady", message=f"topic {topic.name} created")
+        conditions.true("Addressable")
+        status.address = Address(url=config.ingress_url + channel_path(channel.namespace, channel.name))
+    status.conditions = conditions.finish(KAFKA_CHANNEL_CONDITIONS)
+    status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
+    return status, topic
+
+
+# ------------------------------------------------------------------------------------------- Channel
+
+
+def _reconcile_channel(channel: Channel, ctx: Context, resolver: Resolver) -> ChannelStatus:
+    conditions = Conditions()
+    status = ChannelStatus(observedGeneration=channel.metadata.generation)
+    backing = backing_channel(channel)
+    children.propagate(
+        conditions,
+        "BackingChannelReady",
+        children.child_ready(ctx, channel, backing),
+        "BackingChannelNotReady",
+        f'KafkaChannel "{backing.name}" is not ready',
+    )
+    if children.adopted(ctx, channel, backing) is not None:
+        status.channel = KReference(
+            apiVersion=KAFKA_CHANNEL_API_VERSION, kind=KafkaChannel.KIND, name=backing.name
+        )
+        backing_status = ctx.desired.statuses.get(backing.key)
+        if backing_status is not None and backing_status.address is not None:
+            status.address = backing_status.address.model_copy()
+            conditions.true("Addressable")
+        else:
+            conditions.unknown(
+                "Addressable", "NoAddress", f'KafkaChannel "{backing.name}" has no address yet'
+            )
+    dead_letter_sink = channel.spec.delivery.deadLetterSink if channel.spec.delivery else None
+    if dead_letter_sink is None:
+        conditions.true(
+            "DeadLetterSinkResolved", "DeadLetterSinkNotConfigured", "No dead letter sink is configured."
+        )
+    else:
+        try:
+            status.deadLetterSinkUri = resolver.resolve(dead_letter_sink, channel.namespace)
+            conditions.true("DeadLetterSinkResolved")
+        except Unresolvable as err:
+            conditions.false("DeadLetterSinkResolved", "Unable to get the dead letter sink's URI", str(err))
+    status.conditions = conditions.finish(CHANNEL_CONDITIONS)
+    return status
+
+
+# -------------------------------------------------------------------------------------- Subscription
+
+
+class _NotResolved(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _reconcile_subscription(
+    subscription: Subscription, ctx: Context, resolver: Resolver
+) -> tuple[SubscriptionStatus, Egress | None]:
+    conditions = Conditions()
+    status = SubscriptionStatus(observedGeneration=subscription.metadata.generation)
+    physical = status.physicalSubscription
+    namespace = subscription.namespace
+    delivery: DeliveryPolicy | None = None
+    channel: KafkaChannel | None = None
+    try:
+        channel = _subscribed_channel(subscription, ctx)
+        spec = subscription.spec
+        if is_set(spec.subscriber):
+            assert spec.subscriber is not None
+            physical.subscriberUri = _resolve(resolver, spec.subscriber, namespace, "subscriber")
+        if is_set(spec.reply):
+            assert spec.reply is not None
+            physical.replyUri = _resolve(resolver, spec.reply, namespace, "reply")
+        try:
+            delivery = delivery_policy(
+                _merge_delivery(spec.delivery, channel.spec.delivery), NO_RETRIES, resolver, namespace
+            )
+        except Unresolvable as err:
+            raise _NotResolved(
+                "DeadLetterSinkResolveFailed", f"Failed to resolve spec.delivery.deadLetterSink: {err}"
+            ) from None
+        physical.deadLetterSinkUri = delivery.dead_letter_url
+        conditions.true("ReferencesResolved")
+    except _NotResolved as err:
+        conditions.false("ReferencesResolved", err.reason, str(err))
+    if channel is not None:
+        conditions.true("AddedToChannel")
+        channel_status = ctx.desired.statuses.get(channel.key)
+        ready = channel_status.condition("Ready") if channel_status is not None else None
+        children.propagate(
+            conditions,
+            "ChannelReady",
+            ready or Condition(type="Ready", reason="NotReconciled"),
+            "ChannelNotReady",
+            f'KafkaChannel "{channel.name}" is not ready',
+        )
+    status.conditions = conditions.finish(SUBSCRIPTION_CONDITIONS)
+    if channel is not None:
+        _report_to_channels(ctx, subscription, status)
+    if not status.ready or channel is None or delivery is None:
+        return status, None
+    uid = subscription.metadata.uid or str(subscription.key)
+    egress = Egress(
+        id=str(subscription.key),
+        kind=Subscription.KIND,
+        namespace=namespace,
+        name=subscription.name,
+        uid=uid,
+        topics=(naming.channel_topic(channel.namespace, channel.name),),
+        consumer_group=naming.subscription_group(channel.namespace, channel.name, uid),
+        # Without a subscriber the egress forwards every event to the reply (no Prefer: reply).
+        destination=physical.subscriberUri,
+        reply=Reply(strategy="url", url=physical.replyUri)
+        if physical.replyUri
+        else Reply(strategy="discard"),
+        delivery=delivery,
+        delivery_order="ordered" if subscription.delivery_order == "ordered" else "unordered",
+    )
+    return status, egress
+
+
+def _subscribed_channel(subscription: Subscription, ctx: Context) -> KafkaChannel:
+    """The KafkaChannel whose topic the Subscription reads: the one it names, or a Channel's backing one."""
+    ref = subscription.spec.channel
+    key = ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name)
+    found = ctx.resources.get(key)
+    described = f'{ref.kind} "{ref.name}" in namespace "{subscription.namespace}"'
+    if found is None:
+        raise _NotResolved(
+            "ChannelReferenceFailed", f"Failed to get spec.channel: {described} does not exist"
+        )
+    if isinstance(found, Channel):
+        backing = backing_channel(found)
+        adopted = children.adopted(ctx, found, backing)
+        if not isinstance(adopted, KafkaChannel):
+            why = children.problem(ctx, found, backing) or "it was not created"
+            raise _NotResolved(
+                "ChannelReferenceFailed", f"Failed to get the backing channel of {described}: {why}"
+            )
+        return adopted
+    assert isinstance(found, KafkaChannel)
+    return found
+
+
+def _resolve(resolver: Resolver, destination: Destination, namespace: str, field: str) -> str:
+    try:
+        return resolver.resolve(destination, namespace)
+    except Unresolvable as err:
+        reason = "SubscriberResolveFailed" if field == "subscriber" else "ReplyResolveFailed"
+        raise _NotResolved(reason, f"Failed to resolve spec.{field}: {err}") from None
+
+
+def _merge_delivery(own: DeliverySpec | None, channel: DeliverySpec | None) -> DeliverySpec | None:
+    """Field by field, the Subscription's delivery over its channel's (Knative's Kafka channel merges them)."""
+    if own is None or channel is None:
+        return own or channel
+    merged = channel.model_dump(exclude_none=True)
+    merged.update(own.model_dump(exclude_none=True))
+    return DeliverySpec.model_validate(merged)
+
+
+def _report_to_channels(ctx: Context, subscription: Subscription, status: SubscriptionStatus) -> None:
+    """List the Subscription in its channel's ``status.subscribers`` (and its Channel's, through a Channel)."""
+    ready = status.condition("Ready")
+    entry = SubscriberStatus(
+        uid=subscription.metadata.uid,
+        observedGeneration=subscription.metadata.generation,
+        ready=ready.status if ready is not None else "Unknown",
+        message=ready.message if ready is not None and ready.status != "True" else None,
+    )
+    ref = subscription.spec.channel
+    keys = {ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name)}
+    keys.add(ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name))
+    for key in keys:
+        channel_status = ctx.desired.statuses.get(key)
+        if isinstance(channel_status, ChannelableStatus):
+            channel_status.subscribers.append(entry)

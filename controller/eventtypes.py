@@ -1,0 +1,36 @@
+"""EventType: the registry entry is only data; its status says whether what it refers to exists."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from controller.context import Conditions, Context
+from controller.resolver import served_kind
+from keventing.resources import EventType, ResourceKey, Status
+
+
+def reconcile_event_types(ctx: Context) -> None:
+    for event_type in ctx.of(EventType):
+        ctx.desired.statuses[event_type.key] = event_type_status(event_type, ctx.resources.keys())
+
+
+def event_type_status(event_type: EventType, existing: Collection[ResourceKey]) -> Status:
+    conditions = Conditions()
+    reference = event_type.reference
+    if reference is None:
+        conditions.true("ReferenceExists", "ReferenceNotSet", "Reference not set")
+    else:
+        key = ResourceKey(
+            served_kind(reference.kind), reference.namespace or event_type.namespace, reference.name
+        )
+        if key in existing:
+            conditions.true("ReferenceExists")
+        else:
+            conditions.false(
+                "ReferenceExists",
+                "ResourceDoesNotExist",
+                f'{reference.kind} "{reference.name}" in namespace "{key.namespace}" does not exist',
+            )
+    status = Status(observedGeneration=event_type.metadata.generation)
+    status.conditions = conditions.finish(["ReferenceExists"])
+    return status

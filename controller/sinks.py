@@ -1,0 +1,85 @@
+"""KafkaSink: an ingress at ``/sinks/<namespace>/<name>`` that writes to the sink's topic in its content mode.
+
+A KafkaSink is addressable, so this phase runs with the Brokers, before anything resolves a ref to it.
+Knative's topic ownership holds: with both ``numPartitions`` and ``replicationFactor`` the topic is created
+(and deleted with the sink); without them it is an existing topic keventing neither creates nor deletes.
+"""
+
+from __future__ import annotations
+
+from controller.context import Conditions, Context, ControllerConfig
+from keventing.contract import ContractEntry, Ingress
+from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.resources import KafkaSink, Status
+from keventing.resources.base import Address
+
+TOPIC_OWNER_ANNOTATION = "eventing.knative.dev/topic.owner"
+CONTROLLER_TOPIC_OWNER = "kafkasink-controller"
+EXTERNAL_TOPIC_OWNER = "external"
+CONDITIONS = ["TopicReady", "Addressable"]
+
+
+def reconcile_kafka_sinks(ctx: Context) -> None:
+    for sink in ctx.of(KafkaSink):
+        topic = kafka_sink_topic(sink)
+        error = ctx.topic_errors.get(sink.spec.topic) if topic is not None else None
+        status = kafka_sink_status(sink, ctx.config, error)
+        ctx.desired.statuses[sink.key] = status
+        ctx.addresses[sink.key] = status.address.url if status.address and status.ready else None
+        if topic is not None:
+            ctx.desired.topics[topic.name] = topic
+        if status.ready:
+            ctx.desired.contract[str(sink.key)] = ContractEntry(ingress=kafka_sink_ingress(sink))
+
+
+def kafka_sink_topic(sink: KafkaSink) -> TopicSpec | None:
+    """The topic keventing creates for ``sink``, or None when the topic is managed outside keventing."""
+    if not sink.owns_topic:
+        return None
+    assert sink.spec.numPartitions is not None and sink.spec.replicationFactor is not None
+    return TopicSpec(
+        sink.spec.topic,
+        sink.spec.numPartitions,
+        sink.spec.replicationFactor,
+        {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES},
+    )
+
+
+def kafka_sink_path(namespace: str, name: str) -> str:
+    return f"/sinks/{namespace}/{name}"
+
+
+def kafka_sink_status(sink: KafkaSink, config: ControllerConfig, topic_error: str | None) -> Status:
+    conditions = Conditions()
+    status = Status(observedGeneration=sink.metadata.generation)
+    owner = CONTROLLER_TOPIC_OWNER if sink.owns_topic else EXTERNAL_TOPIC_OWNER
+    status.annotations = {TOPIC_OWNER_ANNOTATION: owner}
+    if topic_error is not None:
+        conditions.false("TopicReady", "TopicCreationFailed", topic_error)
+    elif sink.owns_topic:
+        conditions.true("TopicReady", message=f"topic {sink.spec.topic} created")
+    else:
+        conditions.true(
+            "TopicReady",
+            "TopicExternal",
+            f"topic {sink.spec.topic} is managed outside keventing "
+            "(set numPartitions and replicationFactor to have keventing create it)",
+        )
+    if topic_error is None:
+        conditions.true("Addressable")
+        status.address = Address(url=config.ingress_url + kafka_sink_path(sink.namespace, sink.name))
+    status.conditions = conditions.finish(CONDITIONS)
+    return status
+
+
+def kafka_sink_ingress(sink: KafkaSink) -> Ingress:
+    return Ingress(
+        id=str(sink.key),
+        kind="KafkaSink",
+        namespace=sink.namespace,
+        name=sink.name,
+        path=kafka_sink_path(sink.namespace, sink.name),
+        topic=sink.spec.topic,
+        content_mode=sink.content_mode,
+        owns_topic=sink.owns_topic,
+    )

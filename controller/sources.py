@@ -1,0 +1,232 @@
+"""Sources: PingSource, ContainerSource, SinkBinding and KafkaSource.
+
+Each source's sink is resolved to a URL (``status.sinkUri``). PingSources and ContainerSources become
+``Source`` entries in the contract for the sources runner; a KafkaSource becomes an ``Egress`` for the
+dispatcher (the same delivery machinery as a Trigger); a SinkBinding only resolves, because what it binds
+is started by ``kev run --binding`` (or, on Kubernetes, by the operator's webhook).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from controller.context import Conditions, Context, delivery_policy
+from controller.resolver import Resolver, Unresolvable
+from keventing.binding import binding_env, expand
+from keventing.contract import (
+    ContainerProcess,
+    ContractEntry,
+    DeliveryPolicy,
+    Egress,
+    PingSchedule,
+    Reply,
+    Source,
+)
+from keventing.resources import ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources.sources import (
+    KAFKA_EVENT_TYPE,
+    KAFKA_KEY_TYPES,
+    PING_EVENT_TYPE,
+    CloudEventAttributes,
+    KafkaSourceStatus,
+    SourceResource,
+    SourceStatus,
+    kafka_event_source,
+    ping_event_source,
+)
+
+# Knative's KafkaSource egress defaults: 10 retries, exponential backoff from 10 s.
+KAFKA_SOURCE_DELIVERY = DeliveryPolicy(retry=10, backoff_policy="exponential", backoff_delay=10.0)
+
+
+def reconcile_sources(ctx: Context) -> None:
+    resolver = ctx.resolver
+    for ping in ctx.of(PingSource):
+        status, source = reconcile_ping_source(ping, resolver)
+        _publish(ctx, ping, status, ContractEntry(source=source) if source else None)
+    for container in ctx.of(ContainerSource):
+        status, source = reconcile_container_source(container, resolver)
+        _publish(ctx, container, status, ContractEntry(source=source) if source else None)
+    for binding in ctx.of(SinkBinding):
+        _publish(ctx, binding, reconcile_sink_binding(binding, resolver), None)
+    for kafka in ctx.of(KafkaSource):
+        kafka_status, egress = reconcile_kafka_source(kafka, resolver)
+        _publish(ctx, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
+
+
+def _publish(ctx: Context, source: SourceResource, status: SourceStatus, entry: ContractEntry | None) -> None:
+    ctx.desired.statuses[source.key] = status
+    if entry is not None:
+        ctx.desired.contract[str(source.key)] = entry
+
+
+def _resolve_sink(
+    source: SourceResource, resolver: Resolver, conditions: Conditions, condition: str
+) -> str | None:
+    try:
+        uri = resolver.resolve(source.sink, source.namespace)
+    except Unresolvable as err:
+        conditions.false(condition, "NotFound", f"Sink not found: {err}")
+        return None
+    conditions.true(condition)
+    return uri
+
+
+# ---------------------------------------------------------------------------------------- PingSource
+
+
+def reconcile_ping_source(ping: PingSource, resolver: Resolver) -> tuple[SourceStatus, Source | None]:
+    conditions = Conditions()
+    status = SourceStatus(observedGeneration=ping.metadata.generation)
+    status.ceAttributes = [
+        CloudEventAttributes(type=PING_EVENT_TYPE, source=ping_event_source(ping.namespace, ping.name))
+    ]
+    sink = _resolve_sink(ping, resolver, conditions, "SinkProvided")
+    source = None
+    if sink is not None:
+        status.sinkUri = sink
+        conditions.true("Deployed", message="scheduled by the sources runner")
+        source = ping_source_entry(ping, sink)
+    status.conditions = conditions.finish(["SinkProvided", "Deployed"])
+    return status, source
+
+
+def ping_source_entry(ping: PingSource, sink: str) -> Source:
+    payload = ping.payload
+    return Source(
+        id=str(ping.key),
+        kind="PingSource",
+        namespace=ping.namespace,
+        name=ping.name,
+        uid=ping.metadata.uid or str(ping.key),
+        sink=sink,
+        ce_overrides=ping.ce_overrides,
+        ping=PingSchedule(
+            schedule=ping.schedule,
+            timezone=ping.spec.timezone or None,
+            content_type=ping.spec.contentType or None,
+            data_base64=base64.b64encode(payload).decode() if payload is not None else None,
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------- ContainerSource
+
+
+def reconcile_container_source(
+    container: ContainerSource, resolver: Resolver
+) -> tuple[SourceStatus, Source | None]:
+    conditions = Conditions()
+    status = SourceStatus(observedGeneration=container.metadata.generation)
+    sink = _resolve_sink(container, resolver, conditions, "SinkBindingReady")
+    process: ContainerProcess | None = None
+    try:
+        process = container_process(container, sink or "")
+        conditions.true("ReceiveAdapterReady", message="run by the sources runner")
+    except ValueError as err:
+        conditions.false("ReceiveAdapterReady", "NotRunnableLocally", str(err))
+    source = None
+    if sink is not None:
+        status.sinkUri = sink
+        if process is not None:
+            source = Source(
+                id=str(container.key),
+                kind="ContainerSource",
+                namespace=container.namespace,
+                name=container.name,
+                uid=container.metadata.uid or str(container.key),
+                sink=sink,
+                ce_overrides=container.ce_overrides,
+                container=process,
+            )
+    status.conditions = conditions.finish(["SinkBindingReady", "ReceiveAdapterReady"])
+    return status, source
+
+
+def container_process(container: ContainerSource, sink: str) -> ContainerProcess:
+    """The first container as a local process, with the SinkBinding's variables; ValueError if it cannot run."""
+    spec = container.container
+    if not spec.command:
+        raise ValueError(
+            f"container {spec.name!r} has no command: locally keventing runs command and args as a "
+            "process (it does not run images)"
+        )
+    env: dict[str, str] = {}
+    for var in spec.env:
+        if var.valueFrom is not None:
+            raise ValueError(f"env {var.name}: valueFrom is not supported locally; set value")
+        env[var.name] = expand(var.value or "", env)
+    env.update(binding_env(sink, container.ce_overrides))  # SinkBinding's variables win, as on Kubernetes
+    argv = tuple(expand(arg, env) for arg in [*spec.command, *(spec.args or [])])
+    return ContainerProcess(argv=argv, env=env, working_dir=spec.workingDir)
+
+
+# --------------------------------------------------------------------------------------- SinkBinding
+
+
+def reconcile_sink_binding(binding: SinkBinding, resolver: Resolver) -> SourceStatus:
+    conditions = Conditions()
+    status = SourceStatus(observedGeneration=binding.metadata.generation)
+    status.sinkUri = _resolve_sink(binding, resolver, conditions, "SinkProvided")
+    status.conditions = conditions.finish(["SinkProvided"])
+    return status
+
+
+# --------------------------------------------------------------------------------------- KafkaSource
+
+
+def reconcile_kafka_source(kafka: KafkaSource, resolver: Resolver) -> tuple[KafkaSourceStatus, Egress | None]:
+    conditions = Conditions()
+    status = KafkaSourceStatus(observedGeneration=kafka.metadata.generation)
+    status.ceAttributes = [
+        CloudEventAttributes(type=KAFKA_EVENT_TYPE, source=kafka_event_source(kafka.namespace, kafka.name, t))
+        for t in kafka.spec.topics
+    ]
+    order = ["SinkProvided", "Deployed"]
+    key_type = kafka.key_type
+    if key_type is not None:
+        order.append("KeyTypeCorrect")
+        if key_type in KAFKA_KEY_TYPES:
+            conditions.true("KeyTypeCorrect")
+        else:
+            conditions.false(
+                "KeyTypeCorrect",
+                "KeyTypeNotSupported",
+                f"key type {key_type!r} is not one of {', '.join(KAFKA_KEY_TYPES)}",
+            )
+    sink = _resolve_sink(kafka, resolver, conditions, "SinkProvided")
+    status.sinkUri = sink
+    delivery: DeliveryPolicy | None = None
+    try:
+        delivery = delivery_policy(kafka.spec.delivery, KAFKA_SOURCE_DELIVERY, resolver, kafka.namespace)
+    except Unresolvable as err:
+        conditions.false("Deployed", "DeadLetterSinkUnresolvable", str(err))
+    if sink is not None and delivery is not None:
+        conditions.true("Deployed", message=f"consumer group {kafka.consumer_group}")
+    status.conditions = conditions.finish(order)
+    if not status.ready or sink is None or delivery is None:
+        return status, None
+    return status, kafka_source_egress(kafka, sink, delivery)
+
+
+def kafka_source_egress(kafka: KafkaSource, sink: str, delivery: DeliveryPolicy) -> Egress:
+    key_type = kafka.key_type
+    return Egress(
+        id=str(kafka.key),
+        kind="KafkaSource",
+        namespace=kafka.namespace,
+        name=kafka.name,
+        uid=kafka.metadata.uid or str(kafka.key),
+        topics=tuple(t for t in kafka.spec.topics if t),
+        consumer_group=kafka.consumer_group,
+        destination=sink,
+        # Knative's KafkaSource discards replies, so it does not ask for one.
+        prefer_reply=False,
+        reply=Reply(strategy="discard"),
+        delivery=delivery,
+        delivery_order=kafka.delivery_order,
+        initial_offset=kafka.initial_offset,
+        bootstrap_servers=",".join(s for s in kafka.spec.bootstrapServers if s),
+        key_type=key_type if key_type in KAFKA_KEY_TYPES else None,  # type: ignore[arg-type]
+        ce_overrides=kafka.ce_overrides or None,
+    )

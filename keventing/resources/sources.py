@@ -1,0 +1,295 @@
+"""sources.knative.dev resources: PingSource, ContainerSource, SinkBinding (v1) and KafkaSource (v1beta1).
+
+Every source embeds Knative's SourceSpec (``sink`` and ``ceOverrides``) and reports a SourceStatus
+(``sinkUri``, ``ceAttributes``). The Kubernetes-only parts (a ContainerSource's image, a SinkBinding's
+subject) are accepted as written so that the same YAML applies in both modes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field
+
+from keventing.cron import InvalidSchedule, parse_schedule
+from keventing.resources.base import Destination, Model, OpenModel, Resource, ResourceInvalid, Status
+from keventing.resources.delivery import DeliverySpec
+
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
+KAFKA_KEY_TYPE_LABEL = "kafkasources.sources.knative.dev/key-type"
+KAFKA_KEY_TYPES = ("string", "int", "float", "byte-array")
+
+
+class CloudEventOverrides(Model):
+    """Extensions added to every event a source sends (Knative's ``ceOverrides``)."""
+
+    extensions: dict[str, str] = Field(default_factory=dict)
+
+    def validate_at(self, path: str) -> None:
+        for name in self.extensions:
+            if not _EXTENSION_NAME.match(name):
+                raise ResourceInvalid(
+                    f"{path}.extensions.{name}", "keys are expected to be alphanumeric (lower-case a-z, 0-9)"
+                )
+
+
+class CloudEventAttributes(OpenModel):
+    type: str
+    source: str
+
+
+class SourceStatus(Status):
+    sinkUri: str | None = None
+    sinkCACerts: str | None = None
+    ceAttributes: list[CloudEventAttributes] | None = None
+
+
+class SourceResource(Resource):
+    """What every source shares: a sink and CloudEvent overrides."""
+
+    status: SourceStatus = Field(default_factory=SourceStatus)
+
+    @property
+    def sink(self) -> Destination:
+        sink: Destination = self.spec.sink
+        return sink
+
+    @property
+    def ce_overrides(self) -> dict[str, str]:
+        overrides: CloudEventOverrides | None = self.spec.ceOverrides
+        return dict(overrides.extensions) if overrides else {}
+
+    def validate_semantics(self) -> None:
+        self.spec.sink.validate_at("spec.sink")
+        if self.spec.ceOverrides is not None:
+            self.spec.ceOverrides.validate_at("spec.ceOverrides")
+
+
+# ---------------------------------------------------------------------------------------- PingSource
+
+PING_EVENT_TYPE = "dev.knative.sources.ping"
+DEFAULT_SCHEDULE = "* * * * *"
+
+
+def ping_event_source(namespace: str, name: str) -> str:
+    return f"/apis/v1/namespaces/{namespace}/pingsources/{name}"
+
+
+class PingSourceSpec(Model):
+    schedule: str = DEFAULT_SCHEDULE
+    timezone: str | None = None
+    contentType: str | None = None
+    data: str | None = None
+    dataBase64: str | None = None
+    sink: Destination
+    ceOverrides: CloudEventOverrides | None = None
+
+
+class PingSource(SourceResource):
+    API_VERSIONS = ("sources.knative.dev/v1", "sources.knative.dev/v1beta2")
+    KIND = "PingSource"
+    PLURAL = "pingsources"
+
+    spec: PingSourceSpec
+
+    @property
+    def schedule(self) -> str:
+        return self.spec.schedule or DEFAULT_SCHEDULE  # Knative defaults an empty schedule too
+
+    @property
+    def payload(self) -> bytes | None:
+        """The data every tick carries: dataBase64 decoded, or data as written."""
+        if self.spec.dataBase64:
+            return base64.b64decode(self.spec.dataBase64)
+        if self.spec.data:
+            return self.spec.data.encode()
+        return None
+
+    def validate_semantics(self) -> None:
+        super().validate_semantics()
+        try:
+            parse_schedule(self.schedule, self.spec.timezone)
+        except InvalidSchedule as err:
+            raise ResourceInvalid(f"spec.{err.field}", str(err)) from None
+        spec = self.spec
+        if spec.data and spec.dataBase64:
+            raise ResourceInvalid("spec", "expected exactly one, got both: data, dataBase64")
+        if spec.dataBase64:
+            try:
+                decoded = base64.b64decode(spec.dataBase64, validate=True)
+            except (binascii.Error, ValueError) as err:
+                raise ResourceInvalid("spec.dataBase64", f"invalid base64: {err}") from None
+            _check_json(spec.contentType, decoded, "spec.dataBase64")
+        elif spec.data:
+            _check_json(spec.contentType, spec.data.encode(), "spec.data")
+
+
+def _check_json(content_type: str | None, data: bytes, path: str) -> None:
+    # Knative checks JSON data only for exactly application/json, and wants an object.
+    if content_type != "application/json":
+        return
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise ResourceInvalid(path, f"invalid JSON for contentType application/json: {err}") from None
+    if not isinstance(value, dict):
+        raise ResourceInvalid(path, "JSON data must be an object")
+
+
+# ----------------------------------------------------------------------------------- ContainerSource
+
+
+class EnvVar(OpenModel):
+    name: str
+    value: str | None = None
+    valueFrom: dict[str, Any] | None = None
+
+
+class Container(OpenModel):
+    """A Kubernetes container; locally ``command``, ``args``, ``env`` and ``workingDir`` are what runs."""
+
+    name: str
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    workingDir: str | None = None
+
+
+class PodSpec(OpenModel):
+    containers: list[Container] = Field(default_factory=list)
+
+
+class PodTemplateSpec(OpenModel):
+    metadata: dict[str, Any] | None = None
+    spec: PodSpec = Field(default_factory=PodSpec)
+
+
+class ContainerSourceSpec(Model):
+    template: PodTemplateSpec
+    sink: Destination
+    ceOverrides: CloudEventOverrides | None = None
+
+
+class ContainerSource(SourceResource):
+    API_VERSIONS = ("sources.knative.dev/v1",)
+    KIND = "ContainerSource"
+    PLURAL = "containersources"
+
+    spec: ContainerSourceSpec
+
+    @property
+    def container(self) -> Container:
+        return self.spec.template.spec.containers[0]
+
+    def validate_semantics(self) -> None:
+        super().validate_semantics()
+        if not self.spec.template.spec.containers:
+            raise ResourceInvalid("spec.template.spec.containers", "missing field(s)")
+        for i, container in enumerate(self.spec.template.spec.containers):
+            if not container.name:
+                raise ResourceInvalid(f"spec.template.spec.containers[{i}].name", "missing field(s)")
+
+
+# --------------------------------------------------------------------------------------- SinkBinding
+
+
+class BindingSubject(OpenModel):
+    apiVersion: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    selector: dict[str, Any] | None = None
+
+
+class SinkBindingSpec(Model):
+    subject: BindingSubject | None = None
+    sink: Destination
+    ceOverrides: CloudEventOverrides | None = None
+
+
+class SinkBinding(SourceResource):
+    API_VERSIONS = ("sources.knative.dev/v1",)
+    KIND = "SinkBinding"
+    PLURAL = "sinkbindings"
+
+    spec: SinkBindingSpec
+
+    def validate_semantics(self) -> None:
+        super().validate_semantics()
+        subject = self.spec.subject
+        if subject is not None and subject.namespace and subject.namespace != self.namespace:
+            raise ResourceInvalid(
+                "spec.subject.namespace",
+                f"must be the SinkBinding's namespace {self.namespace!r}, got {subject.namespace!r}",
+            )
+
+
+# --------------------------------------------------------------------------------------- KafkaSource
+
+KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
+
+
+def kafka_event_source(namespace: str, name: str, topic: str) -> str:
+    return f"/apis/v1/namespaces/{namespace}/kafkasources/{name}#{topic}"
+
+
+class KafkaSourceSpec(Model):
+    bootstrapServers: list[str]
+    topics: list[str]
+    consumerGroup: str | None = None
+    initialOffset: Literal["earliest", "latest", ""] = "latest"
+    delivery: DeliverySpec | None = None
+    ordering: Literal["ordered", "unordered"] | None = None
+    consumers: int | None = None
+    # SASL/TLS settings (Kubernetes secrets); accepted so that Knative YAML applies, not used locally.
+    net: dict[str, Any] | None = None
+    sink: Destination
+    ceOverrides: CloudEventOverrides | None = None
+
+
+class KafkaSourceStatus(SourceStatus):
+    consumers: int | None = None
+
+
+class KafkaSource(SourceResource):
+    API_VERSIONS = ("sources.knative.dev/v1beta1",)
+    KIND = "KafkaSource"
+    PLURAL = "kafkasources"
+
+    spec: KafkaSourceSpec
+    status: KafkaSourceStatus = Field(default_factory=KafkaSourceStatus)
+
+    @property
+    def initial_offset(self) -> Literal["earliest", "latest"]:
+        return "earliest" if self.spec.initialOffset == "earliest" else "latest"
+
+    @property
+    def delivery_order(self) -> Literal["ordered", "unordered"]:
+        return self.spec.ordering or "ordered"  # Knative's KafkaSource default
+
+    @property
+    def consumer_group(self) -> str:
+        # Knative's defaulting webhook stores knative-kafka-source-<uuid>; the uid is stable here.
+        return self.spec.consumerGroup or f"knative-kafka-source-{self.metadata.uid or self.name}"
+
+    @property
+    def key_type(self) -> str | None:
+        return self.metadata.labels.get(KAFKA_KEY_TYPE_LABEL)
+
+    def validate_semantics(self) -> None:
+        super().validate_semantics()
+        spec = self.spec
+        if not [s for s in spec.bootstrapServers if s]:
+            raise ResourceInvalid("spec.bootstrapServers", "missing field(s)")
+        if not [t for t in spec.topics if t]:
+            raise ResourceInvalid("spec.topics", "missing field(s)")
+        if spec.delivery is not None:
+            spec.delivery.validate_at("spec.delivery")
+
+
+KINDS: tuple[type[Resource], ...] = (PingSource, ContainerSource, SinkBinding, KafkaSource)

@@ -1,0 +1,24 @@
+"""Entry point: ``kev sources`` runs the source adapters and their HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+from keventing import logs
+from keventing.ops import run_forever, serve
+from sources.api import sources_app
+from sources.clock import Clock, ManualClock, WallClock
+from sources.runner import SourceRunner
+from sources.settings import SourcesSettings
+
+
+async def run(settings: SourcesSettings) -> None:
+    clock: Clock = ManualClock() if settings.clock == "manual" else WallClock()
+    runner = SourceRunner(settings, clock)
+    await asyncio.gather(runner.run(), serve(sources_app(runner), settings.http_host, settings.http_port))
+
+
+def main() -> None:
+    settings = SourcesSettings()
+    logs.setup("sources", settings.log_level, settings.log_format)
+    run_forever(lambda: run(settings))

@@ -1,0 +1,104 @@
+"""Which sources this runner runs: membership in the runners' consumer group on the assignment topic.
+
+Every source hashes to one partition of ``<instance>.source-assignments``; Kafka's group protocol gives each
+partition to exactly one live runner. The topic carries no records: the group is only used to agree on
+who owns what. ``on_change(final)`` is awaited inside the rebalance: with ``final=False`` when partitions
+are revoked (the group protocol revokes them all, even those that will come back), with ``final=True``
+once the new assignment is known or the membership is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
+
+log = logging.getLogger("keventing.sources")
+
+OnChange = Callable[[bool], Awaitable[None]]
+
+
+def partition_for(source_id: str, partitions: int) -> int:
+    """The assignment partition of a source: stable across processes and restarts."""
+    return zlib.crc32(source_id.encode()) % partitions
+
+
+class Ownership:
+    def __init__(self, bootstrap_servers: str, topic: str, group: str, partitions: int, on_change: OnChange):
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.group = group
+        self.wanted_partitions = partitions
+        self.on_change = on_change
+        self.partitions = 0  # the topic's actual partition count, once known
+        self.owned: frozenset[int] = frozenset()
+        self.joined = False
+
+    def owns(self, source_id: str) -> bool:
+        return self.partitions > 0 and partition_for(source_id, self.partitions) in self.owned
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._member()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("assignment group failed; rejoining", extra={"error": repr(err)})
+                await self._set(frozenset(), final=True)
+                await asyncio.sleep(1)
+
+    async def _member(self) -> None:
+        self.partitions = await self._ensure_topic()
+        consumer = make_consumer(self.bootstrap_servers, self.group)
+        await consumer.start()
+        try:
+            consumer.subscribe([self.topic], listener=_Listener(self))
+            while True:
+                await consumer.getmany(timeout_ms=1000)  # keeps the membership alive; nothing to read
+        finally:
+            await self._set(frozenset(), final=True)
+            # Leaving the group at once lets the other runners take over without waiting for a timeout.
+            await asyncio.shield(consumer.stop())
+
+    async def _ensure_topic(self) -> int:
+        async with admin_client(self.bootstrap_servers) as admin:
+            await ensure_topic(admin, TopicSpec(self.topic, self.wanted_partitions, 1))
+            described = await admin.describe_topics([self.topic])
+        count = sum(len(d.get("partitions", [])) for d in described if d.get("topic") == self.topic)
+        return count or self.wanted_partitions
+
+    async def _set(self, owned: frozenset[int], final: bool) -> None:
+        changed = owned != self.owned
+        self.owned = owned
+        if changed and final:
+            log.info("source assignment changed", extra={"owned_partitions": sorted(owned)})
+        await self.on_change(final)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self._set(
+            self.owned - {tp.partition for tp in partitions if tp.topic == self.topic}, final=False
+        )
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        self.joined = True
+        await self._set(
+            self.owned | {tp.partition for tp in partitions if tp.topic == self.topic}, final=True
+        )
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: Ownership) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
+        await self.owner.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
+        await self.owner.assigned(assigned)

@@ -1,0 +1,114 @@
+"""Follows the contract's Source entries and runs the ones this runner owns: PingSource schedules and
+ContainerSource processes. Ownership or the contract changing triggers one reconcile of the two."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from keventing import events
+from keventing.contract import ContractEntry, Source
+from keventing.kafka.compacted import CompactedTopic
+from sources.clock import Clock
+from sources.containers import Backoff, ContainerSupervisor
+from sources.ownership import Ownership
+from sources.ping import PingScheduler
+from sources.sender import EventSender
+from sources.settings import SourcesSettings
+
+log = logging.getLogger("keventing.sources")
+
+
+class SourceRunner:
+    def __init__(self, settings: SourcesSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sources: dict[str, Source] = {}
+        self.synced = False
+        self.ownership = Ownership(
+            settings.kafka_bootstrap_servers,
+            settings.assignment_topic,
+            settings.assignment_group,
+            settings.assignment_partitions,
+            self._reconcile,
+        )
+        self.sender: EventSender | None = None
+        self.scheduler = PingScheduler(clock, self._send)
+        self.containers = ContainerSupervisor(
+            Backoff(settings.restart_backoff_seconds, settings.restart_backoff_max_seconds)
+        )
+        self._lock = asyncio.Lock()
+
+    def ready(self) -> bool:
+        return self.synced and self.ownership.joined
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            self.sender = EventSender(session)
+            tasks = [
+                asyncio.create_task(self._follow_contract()),
+                asyncio.create_task(self.ownership.run()),
+                asyncio.create_task(self.scheduler.run()),
+            ]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self.containers.stop_all()
+
+    async def _send(self, source: Source, event: events.Event) -> None:
+        assert self.sender is not None
+        await self.sender.send(source, event)
+
+    async def _follow_contract(self) -> None:
+        contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
+        while True:
+            try:
+                first = True
+                async for batch in contract.follow():
+                    if first:  # the whole table: after a reconnect it replaces what was known
+                        self.sources.clear()
+                        first = False
+                    for key, value in batch:
+                        entry = ContractEntry.decode(value) if value is not None else None
+                        if entry is None or entry.source is None:
+                            self.sources.pop(key, None)
+                        else:
+                            self.sources[key] = entry.source
+                    if not self.synced:
+                        log.info("contract loaded", extra={"sources": len(self.sources)})
+                    self.synced = True
+                    await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
+                await asyncio.sleep(1)
+
+    async def _reconcile(self, final: bool = True) -> None:
+        """Schedule and run exactly the sources this runner owns; stop the others.
+
+        While a rebalance is under way (``final`` False) schedules stop at once, so that a tick is never sent
+        by two runners; processes keep running until the new assignment is known, so that a rebalance does
+        not restart the ones that stay here (one that moves may briefly overlap with its new owner's).
+        """
+        async with self._lock:
+            owned = {s.id: s for s in self.sources.values() if self.ownership.owns(s.id)}
+            for source_id in list(self.scheduler.entries):
+                if source_id not in owned or owned[source_id].ping is None:
+                    self.scheduler.remove(source_id)
+            for source in owned.values():
+                if source.ping is not None:
+                    self.scheduler.put(source)
+            if not final:
+                return
+            for source_id in list(self.containers.running):
+                if source_id not in owned or owned[source_id].container is None:
+                    await self.containers.stop(source_id)
+            for source in owned.values():
+                if source.container is not None:
+                    await self.containers.ensure(source)

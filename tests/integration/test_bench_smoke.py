@@ -1,0 +1,42 @@
+"""The benchmarks start and write their results (``--smoke``: tiny counts; the numbers mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--workers", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [results] = tmp_path.glob("*.json")
+    doc = json.loads(results.read_text())
+    assert doc["errors"] == {}
+    assert set(doc["scenarios"]) == {
+        "ingress",
+        "http_ceiling",
+        "kafka_ceiling",
+        "end_to_end",
+        "drain",
+        "drain_baseline",
+        "fanout",
+    }
+    assert doc["scenarios"]["ingress"]["verification"]["exact"] is True
+    assert all(run["lost"] == 0 for run in doc["scenarios"]["end_to_end"]["runs"])
+    assert results.with_suffix(".md").read_text().startswith("# keventing benchmark")
