@@ -41,7 +41,7 @@ def decode_cloudevent(record: ConsumerRecord) -> events.Event | None:
     headers = record.headers or ()
     attributes = events.attributes_from_kafka(headers)
     if "specversion" in attributes:
-        return events.Event(attributes, record.value, {"timestamp": record.timestamp})
+        return events.Event(attributes, record.value or None, {"timestamp": record.timestamp})
     try:
         event = events.from_kafka(headers, record.value)  # structured mode
     except events.InvalidEvent:

@@ -67,6 +67,13 @@ class Deliverer:
         self.session = session
         self.publish_reply = publish_reply
         self.default_timeout = default_timeout
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     async def deliver(
         self, egress: Egress, event: events.Event, on_retry: Callable[[], None] | None = None
@@ -158,7 +165,7 @@ class Deliverer:
         headers, body = events.to_http_binary(event)
         if prefer_reply:
             headers["prefer"] = "reply"
-        timeout = aiohttp.ClientTimeout(total=policy.timeout or self.default_timeout)
+        timeout = self._timeout(policy.timeout or self.default_timeout)
         try:
             async with self.session.post(url, data=body, headers=headers, timeout=timeout) as response:
                 payload = await response.read()
@@ -168,7 +175,9 @@ class Deliverer:
             return Attempt(0, error=f"no response within {policy.timeout or self.default_timeout} s")
         except aiohttp.ClientError as err:
             return Attempt(0, error=f"{type(err).__name__}: {err}")
-        if attempt.ok and prefer_reply and attempt.status != 202 and payload:
+        # A reply is a 2xx other than 202 carrying an event: a body, or binary-mode headers with no data.
+        has_reply = payload or "ce-specversion" in response_headers
+        if attempt.ok and prefer_reply and attempt.status != 202 and has_reply:
             try:
                 attempt.reply = events.from_http(response_headers, payload)
             except events.InvalidEvent as err:

@@ -23,6 +23,11 @@ class OffsetTracker:
         if offset >= self._next:
             self._next = offset + 1
 
+    def passed(self, offset: int) -> None:
+        """An offset that needs no delivery (filtered out): it only moves the end forward."""
+        if offset >= self._next:
+            self._next = offset + 1
+
     def finished(self, offset: int) -> None:
         self._in_flight.discard(offset)
 

@@ -25,6 +25,7 @@ HTTP_HEADER_PREFIX = "ce-"
 # Printable ASCII except space, double quote and percent travels unencoded (HTTP binding, 3.1.3.2).
 _HTTP_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 _NAME = re.compile(r"^[a-z0-9]+$")
+_NEEDS_QUOTING = re.compile(r'[^\x21-\x7e]|["%]')
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -183,7 +184,9 @@ def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
         if name == "datacontenttype":
             headers["content-type"] = value
         else:
-            headers[HTTP_HEADER_PREFIX + name] = quote(value, safe=_HTTP_SAFE)
+            # Most values are plain ASCII: skip quote() unless a character needs it.
+            needs = _NEEDS_QUOTING.search(value)
+            headers[HTTP_HEADER_PREFIX + name] = quote(value, safe=_HTTP_SAFE) if needs else value
     return headers, event.data or b""
 
 
@@ -218,7 +221,9 @@ def to_kafka_binary(event: Event) -> tuple[bytes | None, KafkaHeaders, bytes | N
         else:
             headers.append((KAFKA_HEADER_PREFIX + name, value.encode()))
     key = event.attributes.get("partitionkey")
-    return (key.encode() if key is not None else None), headers, event.data
+    # An event without data is stored with an empty value: a null value is a tombstone on compacted topics,
+    # and Kafka clients refuse a record with neither key nor value.
+    return (key.encode() if key is not None else None), headers, event.data or b""
 
 
 def attributes_from_kafka(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
@@ -242,4 +247,4 @@ def from_kafka(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Eve
             return from_structured_json(value)
         raise InvalidEvent("record carries no CloudEvent (no ce_specversion header)")
     validate(attributes)
-    return Event(attributes, value)
+    return Event(attributes, value or None)

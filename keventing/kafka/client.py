@@ -89,6 +89,9 @@ def make_consumer(bootstrap_servers: str, group_id: str | None, **overrides: Any
         "heartbeat_interval_ms": 2_000,
         "max_poll_interval_ms": 300_000,
         "fetch_max_wait_ms": 100,
+        # Every trigger has its own consumer: 1 MiB buffers per partition add up to gigabytes at 100 triggers.
+        "max_partition_fetch_bytes": 256 * 1024,
+        "fetch_max_bytes": 8 * 1024 * 1024,
         "metadata_max_age_ms": 30_000,
     }
     options.update(overrides)

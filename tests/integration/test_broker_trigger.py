@@ -243,3 +243,27 @@ def _decode(headers: dict[str, str], body: bytes):
     from keventing import events
 
     return events.from_http(headers, body)
+
+
+def test_binary_reply_without_data_is_a_reply(kev: Kev, sink: RecordingSink, ns: str) -> None:
+    reply_headers = {"ce-specversion": "1.0", "ce-id": "empty-reply", "ce-type": "pong", "ce-source": "/pong"}
+    sink.program(f"{ns}/ping", Reaction(200, b"", reply_headers))
+    _setup(
+        kev,
+        ns,
+        trigger_doc("ping", ns, "default", sink.url(f"{ns}/ping"), filter={"attributes": {"type": "ping"}}),
+        trigger_doc("pong", ns, "default", sink.url(f"{ns}/pong"), filter={"attributes": {"type": "pong"}}),
+    )
+    assert kev.send(ns, "default", "p-1", "ping").status_code == 202
+    pong = sink.wait_for(f"{ns}/pong", 1)[0]
+    assert pong.event is not None and pong.event.id == "empty-reply"
+    assert pong.body == b""
+
+
+def test_event_without_data_or_key_is_accepted_and_delivered(kev: Kev, sink: RecordingSink, ns: str) -> None:
+    _setup(kev, ns, trigger_doc("t", ns, "default", sink.url(f"{ns}/nodata")))
+    headers = {"ce-specversion": "1.0", "ce-id": "no-data", "ce-type": "dev.test.empty", "ce-source": "/s"}
+    assert kev.http.post(kev.broker_url(ns, "default"), headers=headers).status_code == 202
+    got = sink.wait_for(f"{ns}/nodata", 1)[0]
+    assert got.event is not None and got.event.id == "no-data"
+    assert got.body == b""

@@ -84,3 +84,13 @@ def test_retryable_statuses_follow_knative() -> None:
     }
     assert retryable == {404, 408, 409, 429, 500, 502, 503}
     assert Attempt(0, error="timeout").retryable
+
+
+def test_filtered_offsets_move_the_commit_point_without_passing_one_in_flight() -> None:
+    tracker = OffsetTracker(0)
+    tracker.started(0)
+    tracker.passed(1)
+    tracker.passed(2)
+    assert tracker.committable() == 0
+    tracker.finished(0)
+    assert tracker.committable() == 3
