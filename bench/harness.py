@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bench.meter import ProcessMeter
 from bench.payload import EVENT_TYPE, event_body, kafka_headers
@@ -325,7 +326,12 @@ class Harness:
         async def check() -> bool:
             async with admin_client(self.bootstrap) as admin:
                 for name in names:
-                    offsets = await admin.list_consumer_group_offsets(naming.trigger_group(namespace, name))
+                    try:
+                        offsets = await admin.list_consumer_group_offsets(
+                            naming.trigger_group(namespace, name)
+                        )
+                    except KafkaError:  # coordinator not elected or loaded yet
+                        return False
                     for tp, end in ends.items():
                         meta = offsets.get(tp)
                         if meta is None or meta.offset < end:

@@ -42,7 +42,11 @@ class LocalController:
             event_type_auto_create=settings.event_type_auto_create,
         )
         self.store = ResourceStore(settings)
-        self.contract = CompactedTopic(settings.kafka_bootstrap_servers, settings.contract_topic)
+        self.contract = CompactedTopic(
+            settings.kafka_bootstrap_servers,
+            settings.contract_topic,
+            settings.control_plane_replication_factor,
+        )
         self.resources: dict[str, Resource] = {}
         self.published_contract: dict[str, bytes] = {}
         self.published_statuses: dict[str, bytes] = {}

@@ -13,9 +13,9 @@ from dispatcher.delivery import Deliverer
 from dispatcher.settings import DispatcherSettings
 from keventing import events
 from keventing.contract import ContractEntry, Egress
+from keventing.contractstream import follow_contract
 from keventing.eventtypes import EventTypeRegistry
-from keventing.kafka.client import make_producer
-from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.client import start_producer
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -48,22 +48,12 @@ class DispatcherManager:
         event_types = asyncio.create_task(self.event_types.run())
         try:
             await self._start_producer()
-            contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
-            while True:
-                try:
-                    async for batch in contract.follow():
-                        for key, value in batch:
-                            entry = ContractEntry.decode(value) if value is not None else None
-                            self.event_types.track(key, entry)
-                            await self._apply(key, entry.egress if entry else None)
-                        if not self.synced:
-                            log.info("contract loaded", extra={"egresses": len(self.running)})
-                        self.synced = True
-                except asyncio.CancelledError:
-                    raise
-                except Exception as err:
-                    log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
-                    await asyncio.sleep(1)
+            await follow_contract(
+                self.settings.kafka_bootstrap_servers,
+                self.settings.contract_topic,
+                self._on_contract,
+                self.settings.control_plane_replication_factor,
+            )
         finally:
             event_types.cancel()
             await asyncio.gather(
@@ -73,19 +63,19 @@ class DispatcherManager:
                 await self.producer.stop()
             await self.session.close()
 
+    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
+        if snapshot:
+            for gone in set(self.running) - set(changes):
+                await self._stop(gone)
+        for key, entry in changes.items():
+            self.event_types.track(key, entry)
+            await self._apply(key, entry.egress if entry else None)
+        if not self.synced:
+            log.info("contract loaded", extra={"egresses": len(self.running)})
+        self.synced = True
+
     async def _start_producer(self) -> None:
-        delay = 0.5
-        while True:
-            producer = make_producer(self.settings.kafka_bootstrap_servers)
-            try:
-                await producer.start()
-                self.producer = producer
-                return
-            except Exception as err:
-                await producer.stop()
-                log.warning("cannot reach Kafka yet; retrying", extra={"error": repr(err)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self.producer = await start_producer(self.settings.kafka_bootstrap_servers)
 
     async def _apply(self, key: str, egress: Egress | None) -> None:
         current = self.running.get(key)

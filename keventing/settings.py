@@ -14,6 +14,10 @@ class CommonSettings(BaseSettings):
     # Names the control-plane topics (<instance>.resources, .status, .contract) so that several
     # keventing installations can share one Kafka cluster.
     instance: str = Field(default="keventing", alias="KEVENTING_INSTANCE")
+    # Replicas of the control-plane topics (resources, statuses, the contract); 3 on a production cluster.
+    control_plane_replication_factor: int = Field(
+        default=1, alias="KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR"
+    )
     log_level: str = Field(default="INFO", alias="KEVENTING_LOG_LEVEL")
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
 

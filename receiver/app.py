@@ -17,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from keventing.contract import ContractEntry
+from keventing.contractstream import follow_contract
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.batching import BatchProducer
-from keventing.kafka.client import make_producer
-from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.client import start_producer
 from keventing.ops import ops_app
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, too_large
 from receiver.settings import ReceiverSettings
@@ -127,43 +127,32 @@ class ReceiverApp:
 
     async def _connect(self) -> None:
         """Start the producer, retrying while Kafka is unreachable; requests meanwhile get 503."""
-        delay = 0.5
-        while True:
-            producer = make_producer(self.settings.kafka_bootstrap_servers, linger_ms=self.settings.linger_ms)
-            try:
-                await producer.start()
-            except Exception as err:
-                await producer.stop()
-                log.warning(
-                    "cannot reach Kafka yet; retrying", extra={"error": repr(err), "retry_in_s": delay}
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.producer = producer
-            self.batches = BatchProducer(producer, self.settings.produce_timeout_seconds)
-            log.info("connected to Kafka", extra={"bootstrap_servers": self.settings.kafka_bootstrap_servers})
-            return
+        producer = await start_producer(
+            self.settings.kafka_bootstrap_servers, linger_ms=self.settings.linger_ms
+        )
+        self.producer = producer
+        self.batches = BatchProducer(producer, self.settings.produce_timeout_seconds)
 
     async def _follow_contract(self) -> None:
-        contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
-        while True:
-            try:
-                async for batch in contract.follow():
-                    for key, value in batch:
-                        entry = ContractEntry.decode(value) if value is not None else None
-                        if entry is None or entry.ingress is None:
-                            self.table.remove(key)
-                        else:
-                            self.table.put(entry.ingress)
-                    if not self.table.synced:
-                        log.info("contract loaded", extra={"ingresses": len(self.table.by_id)})
-                    self.table.synced = True
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
-                await asyncio.sleep(1)
+        await follow_contract(
+            self.settings.kafka_bootstrap_servers,
+            self.settings.contract_topic,
+            self._on_contract,
+            self.settings.control_plane_replication_factor,
+        )
+
+    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
+        if snapshot:
+            for gone in set(self.table.by_id) - set(changes):
+                self.table.remove(gone)
+        for key, entry in changes.items():
+            if entry is None or entry.ingress is None:
+                self.table.remove(key)
+            else:
+                self.table.put(entry.ingress)
+        if not self.table.synced:
+            log.info("contract loaded", extra={"ingresses": len(self.table.by_id)})
+        self.table.synced = True
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

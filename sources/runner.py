@@ -10,7 +10,7 @@ import aiohttp
 
 from keventing import events
 from keventing.contract import ContractEntry, Source
-from keventing.kafka.compacted import CompactedTopic
+from keventing.contractstream import follow_contract
 from sources.clock import Clock
 from sources.containers import Backoff, ContainerSupervisor
 from sources.ownership import Ownership
@@ -65,29 +65,25 @@ class SourceRunner:
         await self.sender.send(source, event)
 
     async def _follow_contract(self) -> None:
-        contract = CompactedTopic(self.settings.kafka_bootstrap_servers, self.settings.contract_topic)
-        while True:
-            try:
-                first = True
-                async for batch in contract.follow():
-                    if first:  # the whole table: after a reconnect it replaces what was known
-                        self.sources.clear()
-                        first = False
-                    for key, value in batch:
-                        entry = ContractEntry.decode(value) if value is not None else None
-                        if entry is None or entry.source is None:
-                            self.sources.pop(key, None)
-                        else:
-                            self.sources[key] = entry.source
-                    if not self.synced:
-                        log.info("contract loaded", extra={"sources": len(self.sources)})
-                    self.synced = True
-                    await self._reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
-                await asyncio.sleep(1)
+        await follow_contract(
+            self.settings.kafka_bootstrap_servers,
+            self.settings.contract_topic,
+            self._on_contract,
+            self.settings.control_plane_replication_factor,
+        )
+
+    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
+        if snapshot:  # the whole table: after a reconnect it replaces what was known
+            self.sources.clear()
+        for key, entry in changes.items():
+            if entry is None or entry.source is None:
+                self.sources.pop(key, None)
+            else:
+                self.sources[key] = entry.source
+        if not self.synced:
+            log.info("contract loaded", extra={"sources": len(self.sources)})
+        self.synced = True
+        await self._reconcile()
 
     async def _reconcile(self, final: bool = True) -> None:
         """Schedule and run exactly the sources this runner owns; stop the others.

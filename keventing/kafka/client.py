@@ -12,7 +12,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 log = logging.getLogger(__name__)
@@ -98,6 +105,23 @@ def make_consumer(bootstrap_servers: str, group_id: str | None, **overrides: Any
     return AIOKafkaConsumer(**options)
 
 
+async def start_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
+    """Start a producer, retrying with backoff while Kafka is unreachable (services start before Kafka)."""
+    delay = 0.5
+    while True:
+        producer = make_producer(bootstrap_servers, **overrides)
+        try:
+            await producer.start()
+        except Exception as err:
+            await producer.stop()
+            log.warning("cannot reach Kafka yet; retrying", extra={"error": repr(err), "retry_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        log.info("connected to Kafka", extra={"bootstrap_servers": bootstrap_servers})
+        return producer
+
+
 @asynccontextmanager
 async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
     client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
@@ -167,6 +191,9 @@ async def group_positioned(admin: AIOKafkaAdminClient, group: str, topic: str) -
     }
     if not partitions:
         return False
-    offsets = await admin.list_consumer_group_offsets(group)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return False  # the group's coordinator is still being elected or loaded: not positioned yet
     have = {tp.partition for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
     return partitions <= have

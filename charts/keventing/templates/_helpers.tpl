@@ -83,6 +83,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ required "kafka.bootstrapServers is required" .Values.kafka.bootstrapServers | quote }}
 - name: KEVENTING_INSTANCE
   value: {{ .Values.instance | quote }}
+- name: KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR
+  value: {{ .Values.defaultTopic.replicationFactor | quote }}
 - name: KEVENTING_HTTP_HOST
   value: "0.0.0.0"
 - name: KEVENTING_LOG_LEVEL
