@@ -150,6 +150,8 @@ class Resource(OpenModel):
 
     def to_document(self, with_status: bool = True) -> dict[str, Any]:
         doc = self.model_dump(mode="json", exclude_none=True, exclude={"status"}, by_alias=True)
+        # Empty labels, annotations and owner references are noise in `kev get -o yaml`, as in kubectl.
+        doc["metadata"] = {k: v for k, v in doc["metadata"].items() if v != {} and v != []}
         if with_status:
             doc["status"] = self.status.model_dump(mode="json", exclude_none=True)
         return doc
