@@ -201,3 +201,23 @@ def test_dispatcher_metrics_count_deliveries_retries_dead_letters_and_lag(
     assert sample("keventing_dispatcher_retries_total", name="metered") == 1
     assert sample("keventing_dispatcher_in_flight", name="metered") == 0
     kev.wait_for(lambda: 'keventing_consumer_lag{kind="Trigger"' in kev.http.get(url).text, 10, "lag")
+
+
+def test_subscriber_slower_than_the_session_timeout_causes_no_rebalance(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    """A delivery outlasting session.timeout.ms (10 s) must not cost the member its partitions: heartbeats
+    and polls go on beside it, so nothing is redelivered and other events keep flowing meanwhile."""
+    path = f"{ns}/sloth"
+    sink.respond_with(path, lambda r: Reaction(202, delay=12.0 if r.event.id == "slow" else 0.0))
+    _ready(kev, ns, trigger_doc("t", ns, "default", sink.url(path), delivery={"timeout": "PT30S"}))
+    assert kev.send(ns, "default", "slow", extensions={"partitionkey": "k"}).status_code == 202
+    sink.wait_for(path, 1)
+    started = time.monotonic()
+    for i in range(5):
+        assert kev.send(ns, "default", f"fast-{i}", extensions={"partitionkey": "k"}).status_code == 202
+    sink.wait_for(path, 6, timeout=10)
+    assert time.monotonic() - started < 10, "events behind a slow one are delivered while it is in flight"
+    time.sleep(14)  # past the slow delivery and a whole session timeout
+    ids = [r.event.id for r in sink.requests(path)]
+    assert sorted(ids) == sorted(["slow", *(f"fast-{i}" for i in range(5))]), f"redelivered: {ids}"
