@@ -18,6 +18,9 @@ R = TypeVar("R", bound=Resource)
 @dataclass(frozen=True)
 class ControllerConfig:
     ingress_url: str = "http://localhost:8080"
+    # Where the data plane reaches the receiver, when that differs from the address users see (a
+    # container network, a cluster Service); destinations on the ingress are rewritten to it in the contract.
+    internal_ingress_url: str | None = None
     default_partitions: int = 10
     default_replication_factor: int = 1
     # Knative's config-br-defaults: what a Broker without spec.delivery gets.

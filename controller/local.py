@@ -37,6 +37,9 @@ class LocalController:
         self.settings = settings
         self.config = ControllerConfig(
             ingress_url=settings.ingress_url.rstrip("/"),
+            internal_ingress_url=settings.internal_ingress_url.rstrip("/")
+            if settings.internal_ingress_url
+            else None,
             default_partitions=settings.default_partitions,
             default_replication_factor=settings.default_replication_factor,
             event_type_auto_create=settings.event_type_auto_create,

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from controller import brokers, channels, eventtypes, flows, sinks, sources
 from controller.context import Context, ControllerConfig, Desired
+from keventing.binding import K_SINK
+from keventing.contract import ContractEntry
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 
 __all__ = ["PHASES", "ControllerConfig", "Desired", "reconcile"]
@@ -55,7 +57,45 @@ def reconcile(
     for phase in PHASES:
         phase(ctx)
     ctx.desired.statuses.update(invalid)
+    if config.internal_ingress_url and config.internal_ingress_url != config.ingress_url:
+        ctx.desired.contract = {
+            key: internal_urls(entry, config.ingress_url, config.internal_ingress_url)
+            for key, entry in ctx.desired.contract.items()
+        }
     return ctx.desired
+
+
+def internal_urls(entry: ContractEntry, public: str, internal: str) -> ContractEntry:
+    """Point the data plane's URLs on keventing's own ingress at ``internal`` instead of ``public``."""
+
+    def url(value: str | None) -> str | None:
+        if value is not None and (value == public or value.startswith(public + "/")):
+            return internal + value[len(public) :]
+        return value
+
+    if entry.egress is not None:
+        egress = entry.egress
+        return entry.model_copy(
+            update={
+                "egress": egress.model_copy(
+                    update={
+                        "destination": url(egress.destination),
+                        "reply": egress.reply.model_copy(update={"url": url(egress.reply.url)}),
+                        "delivery": egress.delivery.model_copy(
+                            update={"dead_letter_url": url(egress.delivery.dead_letter_url)}
+                        ),
+                    }
+                )
+            }
+        )
+    if entry.source is not None:
+        source = entry.source
+        update: dict[str, object] = {"sink": url(source.sink)}
+        if source.container is not None and K_SINK in source.container.env:
+            env = {**source.container.env, K_SINK: url(source.container.env[K_SINK]) or ""}
+            update["container"] = source.container.model_copy(update={"env": env})
+        return entry.model_copy(update={"source": source.model_copy(update=update)})
+    return entry
 
 
 def _invalid_status(resource: Resource, message: str) -> Status:

@@ -10,6 +10,8 @@ from keventing.settings import CommonSettings
 class ControllerSettings(CommonSettings):
     # The URL the receiver is reachable at; Broker addresses are <ingress_url>/<namespace>/<name>.
     ingress_url: str = Field(default="http://localhost:8080", alias="KEVENTING_INGRESS_URL")
+    # How the dispatcher and the sources reach the receiver, if not by ingress_url (e.g. http://receiver:8080).
+    internal_ingress_url: str | None = Field(default=None, alias="KEVENTING_INTERNAL_INGRESS_URL")
     default_partitions: int = Field(default=10, alias="KEVENTING_DEFAULT_TOPIC_PARTITIONS")
     default_replication_factor: int = Field(default=1, alias="KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR")
     event_type_auto_create: bool = Field(default=True, alias="KEVENTING_EVENTTYPE_AUTO_CREATE")

@@ -132,3 +132,20 @@ def test_stored_trigger_with_an_invalid_filter_is_not_ready_and_says_why() -> No
     assert (ready.status, ready.reason) == ("False", "InvalidSpec")
     assert "spec.filters[0].exact" in ready.message
     assert "Trigger/ns1/t" not in desired.contract
+
+
+def test_internal_ingress_url_is_what_the_data_plane_uses_and_users_still_see_the_public_one() -> None:
+    config = ControllerConfig(
+        ingress_url="http://localhost:8080", internal_ingress_url="http://receiver:8080"
+    )
+    trigger = trigger_doc("t", "ns1", "a", "unused", delivery={"deadLetterSink": {"uri": "http://dls/x"}})
+    trigger["spec"]["subscriber"] = {
+        "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}
+    }
+    documents = [broker_doc("a", "ns1"), broker_doc("b", "ns1"), trigger]
+    desired = reconcile([parse_resource(d) for d in documents], config)
+    assert desired.statuses[ResourceKey("Trigger", "ns1", "t")].subscriberUri == "http://localhost:8080/ns1/b"
+    egress = desired.contract["Trigger/ns1/t"].egress
+    assert egress.destination == "http://receiver:8080/ns1/b"
+    assert egress.delivery.dead_letter_url == "http://dls/x"  # not on the ingress: unchanged
+    assert desired.statuses[ResourceKey("Broker", "ns1", "b")].address.url == "http://localhost:8080/ns1/b"

@@ -62,6 +62,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The receiver Service's in-cluster URL: what the data plane uses to reach keventing's own ingress. */}}
+{{- define "keventing.internalIngressUrl" -}}
+{{- $port := int .Values.receiver.service.port }}
+{{- $host := printf "%s.%s.svc.cluster.local" (include "keventing.componentName" (dict "root" . "component" "receiver")) .Release.Namespace }}
+{{- if eq $port 80 }}
+{{- printf "http://%s" $host }}
+{{- else }}
+{{- printf "http://%s:%d" $host $port }}
+{{- end }}
+{{- end }}
+
 {{/* The receiver Service's in-cluster URL: the base of Broker addresses unless ingressUrl says otherwise. */}}
 {{- define "keventing.ingressUrl" -}}
 {{- if .Values.ingressUrl }}
