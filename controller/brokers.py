@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.context import Conditions, Context, ControllerConfig, Desired, delivery_policy
+from controller.context import Conditions, Context, ControllerConfig, Desired, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
@@ -100,10 +100,7 @@ def _broker_topic(
 
 def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) -> Ingress:
     return Ingress(
-        id=str(broker.key),
-        kind="Broker",
-        namespace=broker.namespace,
-        name=broker.name,
+        **identity(broker),
         path=f"/{broker.namespace}/{broker.name}",
         topic=topic.name,
         event_types=config.event_type_auto_create,
@@ -151,11 +148,7 @@ def _reconcile_trigger(
     if not status.ready or not isinstance(broker, Broker) or delivery is None:
         return status, None
     egress = Egress(
-        id=str(trigger.key),
-        kind="Trigger",
-        namespace=trigger.namespace,
-        name=trigger.name,
-        uid=trigger.metadata.uid or str(trigger.key),
+        **identity(trigger),
         topics=(naming.broker_topic(broker.namespace, broker.name),),
         consumer_group=naming.trigger_group(trigger.namespace, trigger.name),
         destination=status.subscriberUri,

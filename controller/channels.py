@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controller import children
-from controller.context import Conditions, Context, ControllerConfig, delivery_policy
+from controller.context import Conditions, Context, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable, served_kind
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
@@ -85,10 +85,7 @@ def reconcile_kafka_channels(ctx: Context) -> None:
         if status.ready:
             ctx.desired.contract[str(kafka_channel.key)] = ContractEntry(
                 ingress=Ingress(
-                    id=str(kafka_channel.key),
-                    kind=KafkaChannel.KIND,
-                    namespace=kafka_channel.namespace,
-                    name=kafka_channel.name,
+                    **identity(kafka_channel),
                     path=channel_path(kafka_channel.namespace, kafka_channel.name),
                     topic=topic.name,
                     event_types=ctx.config.event_type_auto_create,

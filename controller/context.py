@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controller.resolver import Resolver
 from keventing.contract import ContractEntry, DeliveryPolicy
@@ -56,6 +56,17 @@ class Context:
     @property
     def resolver(self) -> Resolver:
         return Resolver(self.addresses, self.resources)
+
+
+def identity(resource: Resource) -> dict[str, Any]:
+    """The fields every contract entry takes from the resource it serves (uid only where the model has one)."""
+    return {
+        "id": str(resource.key),
+        "kind": resource.KIND,
+        "namespace": resource.namespace,
+        "name": resource.name,
+        "uid": resource.metadata.uid or str(resource.key),
+    }
 
 
 def delivery_policy(

@@ -7,7 +7,7 @@ Knative's topic ownership holds: with both ``numPartitions`` and ``replicationFa
 
 from __future__ import annotations
 
-from controller.context import Conditions, Context, ControllerConfig
+from controller.context import Conditions, Context, ControllerConfig, identity
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.resources import KafkaSink, Status
@@ -74,10 +74,7 @@ def kafka_sink_status(sink: KafkaSink, config: ControllerConfig, topic_error: st
 
 def kafka_sink_ingress(sink: KafkaSink) -> Ingress:
     return Ingress(
-        id=str(sink.key),
-        kind="KafkaSink",
-        namespace=sink.namespace,
-        name=sink.name,
+        **identity(sink),
         path=kafka_sink_path(sink.namespace, sink.name),
         topic=sink.spec.topic,
         content_mode=sink.content_mode,

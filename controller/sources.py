@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 
-from controller.context import Conditions, Context, delivery_policy
+from controller.context import Conditions, Context, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing.binding import binding_env, expand
 from keventing.contract import (
@@ -94,11 +94,7 @@ def reconcile_ping_source(ping: PingSource, resolver: Resolver) -> tuple[SourceS
 def ping_source_entry(ping: PingSource, sink: str) -> Source:
     payload = ping.payload
     return Source(
-        id=str(ping.key),
-        kind="PingSource",
-        namespace=ping.namespace,
-        name=ping.name,
-        uid=ping.metadata.uid or str(ping.key),
+        **identity(ping),
         sink=sink,
         ce_overrides=ping.ce_overrides,
         ping=PingSchedule(
@@ -130,11 +126,7 @@ def reconcile_container_source(
         status.sinkUri = sink
         if process is not None:
             source = Source(
-                id=str(container.key),
-                kind="ContainerSource",
-                namespace=container.namespace,
-                name=container.name,
-                uid=container.metadata.uid or str(container.key),
+                **identity(container),
                 sink=sink,
                 ce_overrides=container.ce_overrides,
                 container=process,
@@ -212,11 +204,7 @@ def reconcile_kafka_source(kafka: KafkaSource, resolver: Resolver) -> tuple[Kafk
 def kafka_source_egress(kafka: KafkaSource, sink: str, delivery: DeliveryPolicy) -> Egress:
     key_type = kafka.key_type
     return Egress(
-        id=str(kafka.key),
-        kind="KafkaSource",
-        namespace=kafka.namespace,
-        name=kafka.name,
-        uid=kafka.metadata.uid or str(kafka.key),
+        **identity(kafka),
         topics=tuple(t for t in kafka.spec.topics if t),
         consumer_group=kafka.consumer_group,
         destination=sink,
