@@ -33,6 +33,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TransientCoordinatorErrors(logging.Filter):
+    """aiokafka logs ERROR while a new consumer group's coordinator is being elected or loaded, which is
+    routine (it retries and succeeds): such records are reported as warnings instead."""
+
+    TRANSIENT = ("GroupCoordinatorNotAvailableError", "CoordinatorLoadInProgressError", "NotCoordinatorError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(name in record.getMessage() for name in self.TRANSIENT):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -44,3 +56,4 @@ def setup(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR during outages; keep it to warnings of its own.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(TransientCoordinatorErrors())
