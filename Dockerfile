@@ -9,6 +9,7 @@ WORKDIR /src
 # Every dependency ships manylinux wheels for CPython 3.11, so the slim image needs no compiler.
 RUN python -m venv /opt/keventing
 COPY pyproject.toml README.md ./
+COPY kev ./kev
 COPY keventing ./keventing
 COPY receiver ./receiver
 COPY dispatcher ./dispatcher

@@ -26,12 +26,12 @@ from aiokafka.errors import KafkaError
 
 from bench.meter import ProcessMeter
 from bench.payload import EVENT_TYPE, event_body, kafka_headers
+from kev.kafka.embedded import EmbeddedKafka, free_port
+from kev.stack import Service, Stack
 from keventing import naming
 from keventing.kafka.client import admin_client, group_positioned, make_consumer, make_producer
-from keventing.kafka.embedded import EmbeddedKafka, free_port
 from keventing.resources import ResourceKey, parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import Service, Stack
 from keventing.store import ResourceStore
 
 ROOT = Path(__file__).resolve().parents[1]

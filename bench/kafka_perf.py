@@ -1,7 +1,7 @@
 """The Kafka ceiling: Apache Kafka's own producer benchmark (``org.apache.kafka.tools.ProducerPerformance``)
 run from the embedded broker's jars against the same broker.
 
-The tool lives in ``kafka-tools``. keventing/kafka/jvm/pom.xml lists it, so a fresh jar cache has it; a cache
+The tool lives in ``kafka-tools``. kev/kafka/jvm/pom.xml lists it, so a fresh jar cache has it; a cache
 resolved before that holds only the broker's jars, and then this module fetches the one missing jar with
 Maven (``dependency:copy``, no transitive dependencies: the broker's classpath already has them).
 """
@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from keventing.kafka.embedded import EmbeddedKafka, java_executable
+from kev.kafka.embedded import EmbeddedKafka, java_executable
 
 MAIN_CLASS = "org.apache.kafka.tools.ProducerPerformance"
 _SUMMARY = re.compile(

@@ -23,7 +23,7 @@ import orjson
 
 from bench import report, scenarios
 from bench.harness import ROOT, Harness, remove, scratch_dir
-from keventing.kafka.embedded import kafka_version
+from kev.kafka.embedded import kafka_version
 
 SCENARIOS: dict[str, Callable[[Harness, scenarios.Plan], dict[str, Any]]] = {
     "ingress": scenarios.ingress,

@@ -19,9 +19,9 @@ from bench.harness import Harness, broker_doc, trigger_doc
 from bench.kafka_perf import producer_performance
 from bench.meter import cpu_seconds, process_tree
 from bench.payload import EVENT_TYPE, OTHER_TYPE, event_body
+from kev.kafka.embedded import EmbeddedKafka, free_port
 from keventing import naming
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
-from keventing.kafka.embedded import EmbeddedKafka, free_port
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord
 
-from keventing import events, kafkasource
+from dispatcher import kafkasource
+from keventing import events
 from keventing.contract import Egress
 
 Decoder = Callable[[ConsumerRecord], events.Event | None]

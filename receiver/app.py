@@ -19,9 +19,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from keventing.contract import ContractEntry
 from keventing.contractstream import follow_contract
 from keventing.eventtypes import EventTypeRegistry
-from keventing.kafka.batching import BatchProducer
 from keventing.kafka.client import start_producer
 from keventing.ops import ops_app
+from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, too_large
 from receiver.settings import ReceiverSettings
 

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from aiohttp import web
 
+from kev.kafka.embedded import EmbeddedKafka, free_port
+from kev.readiness import wait_ready
+from kev.stack import ALL_SERVICES, Stack
 from keventing import events
-from keventing.kafka.embedded import EmbeddedKafka, free_port
-from keventing.readiness import wait_ready
 from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import ALL_SERVICES, Stack
 from keventing.store import ResourceStore
 
 # ------------------------------------------------------------------------------------------ Kafka

@@ -1,1 +1,1 @@
-"""Kafka client configuration, admin helpers and the embedded-Kafka launcher."""
+"""Kafka client configuration, admin helpers and the compacted topics keventing keeps its state in."""

@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, trigger_doc
 
-from keventing.kafka.embedded import EmbeddedKafka, free_port
-from keventing.stack import Stack
+from kev.kafka.embedded import EmbeddedKafka, free_port
+from kev.stack import Stack
 
 
 def _stack(bootstrap: str, log_dir: Path, **env: str) -> Stack:

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from keventing.kafka.embedded import EmbeddedKafka, _port_open, free_port
+from kev.kafka.embedded import EmbeddedKafka, _port_open, free_port
 
 pytestmark = pytest.mark.integration
 

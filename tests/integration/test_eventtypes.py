@@ -10,8 +10,8 @@ import time
 from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, trigger_doc
 
+from kev.stack import kev_command
 from keventing.resources import EventType
-from keventing.stack import kev_command
 
 
 def _event_types(kev: Kev, ns: str) -> list[EventType]:

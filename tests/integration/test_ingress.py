@@ -10,8 +10,8 @@ import pytest
 from conftest import Kev
 from helpers import broker_doc
 
-from keventing.kafka.embedded import EmbeddedKafka, free_port
-from keventing.stack import Stack
+from kev.kafka.embedded import EmbeddedKafka, free_port
+from kev.stack import Stack
 
 GOOD = {
     "ce-specversion": "1.0",

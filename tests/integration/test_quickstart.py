@@ -11,8 +11,8 @@ from pathlib import Path
 from conftest import Kev
 from helpers import broker_doc, trigger_doc
 
-from keventing.kafka.embedded import free_port
-from keventing.stack import Service, kev_command
+from kev.kafka.embedded import free_port
+from kev.stack import Service, kev_command
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_BLOCK = (
@@ -76,7 +76,7 @@ def test_kev_up_demo_runs_the_quickstart_and_exits_zero(kafka: str, tmp_path: Pa
         "KEVENTING_LOG_DIR": str(tmp_path / "logs"),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "keventing.cli.main", "up", "--demo"],
+        [sys.executable, "-m", "kev.cli.main", "up", "--demo"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -21,8 +21,8 @@ from helpers import (
     trigger_doc,
 )
 
-from keventing.kafka.embedded import free_port
-from keventing.stack import Service, kev_command
+from kev.kafka.embedded import free_port
+from kev.stack import Service, kev_command
 
 T0 = "2030-01-01T00:00:30+00:00"  # half a minute before the first tick of "* * * * *"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keventing.cli import kafka as kafka_cli
-from keventing.kafka.embedded import (
+from kev.cli import kafka as kafka_cli
+from kev.kafka.embedded import (
     JVM_DIR,
     KAFKA_VERSION,
     EmbeddedKafka,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kev.eventdisplay import format_event
 from keventing import events
-from keventing.eventdisplay import format_event
 
 
 def test_quickstart_event_is_printed_like_knative() -> None:

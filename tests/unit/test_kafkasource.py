@@ -10,8 +10,8 @@ from helpers import broker_doc, kafka_source_doc, sink_ref
 
 from controller.reconciler import ControllerConfig, reconcile
 from dispatcher.decode import record_decoder
+from dispatcher.kafkasource import read_key, record_to_event
 from keventing.contract import Egress
-from keventing.kafkasource import read_key, record_to_event
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
 
 CONFIG = ControllerConfig(ingress_url="http://localhost:8080")

@@ -21,11 +21,11 @@ import yaml
 
 from controller.settings import ControllerSettings
 from dispatcher.settings import DispatcherSettings
-from keventing.cli.main import app
-from keventing.kafka.embedded import KAFKA_VERSION
+from kev.cli.main import app
+from kev.kafka.embedded import KAFKA_VERSION
+from kev.stack import ALL_SERVICES
 from keventing.resources import parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import ALL_SERVICES
 from receiver.settings import ReceiverSettings
 from sources.settings import SourcesSettings
 

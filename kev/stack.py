@@ -28,7 +28,7 @@ class Service:
 
 def kev_command() -> list[str]:
     """How to run ``kev`` with the interpreter we run under (works without the venv on PATH)."""
-    return [sys.executable, "-m", "keventing.cli.main"]
+    return [sys.executable, "-m", "kev.cli.main"]
 
 
 # Every service; ``start_all`` starts the first three unless told otherwise (the source adapters are opt-in).

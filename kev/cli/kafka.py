@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from keventing.kafka.embedded import DEFAULT_HEAP, EmbeddedKafka, EmbeddedKafkaError
+from kev.kafka.embedded import DEFAULT_HEAP, EmbeddedKafka, EmbeddedKafkaError
 
 app = typer.Typer(
     name="kafka",

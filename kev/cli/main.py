@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from keventing.cli.kafka import app as kafka_app
+from kev.cli.kafka import app as kafka_app
 from keventing.resources import (
     EventType,
     Resource,
@@ -380,7 +380,7 @@ def event_display(
     """Run the sample sink that prints every event it receives."""
     import uvicorn
 
-    from keventing.eventdisplay import EventDisplayApp
+    from kev.eventdisplay import EventDisplayApp
 
     uvicorn.run(EventDisplayApp(), host=host, port=port, log_level="warning", access_log=False, loop="uvloop")
 
@@ -453,7 +453,7 @@ def up(
     demo: bool = typer.Option(False, "--demo", help="Send the quickstart event, show it, stop."),
 ) -> None:
     """Run embedded Kafka, controller, receiver, dispatcher, sources and event-display; Ctrl-C stops all."""
-    from keventing.cli.up import run_up
+    from kev.cli.up import run_up
 
     raise typer.Exit(run_up(examples, demo))
 

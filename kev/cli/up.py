@@ -12,11 +12,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from keventing.kafka.embedded import EmbeddedKafka
-from keventing.readiness import wait_ready
+from kev.kafka.embedded import EmbeddedKafka
+from kev.readiness import wait_ready
+from kev.stack import ALL_SERVICES, Service, Stack, kev_command
 from keventing.resources import ResourceKey, parse_resource
 from keventing.settings import CommonSettings
-from keventing.stack import ALL_SERVICES, Service, Stack, kev_command
 from keventing.store import ResourceStore
 
 console = Console()

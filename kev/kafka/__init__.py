@@ -1,0 +1,1 @@
+"""The embedded Apache Kafka launcher: Kafka's own jars from Maven Central, KRaft on the JVM, cached."""
