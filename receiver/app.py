@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from keventing.kafka.client import start_producer
 from keventing.ops import ops_app
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, too_large
+from receiver.metrics import IngressMetrics
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -40,9 +40,10 @@ OPTIONS_HEADERS = [
 
 
 class ReceiverApp:
-    def __init__(self, settings: ReceiverSettings) -> None:
+    def __init__(self, settings: ReceiverSettings, metrics: IngressMetrics | None = None) -> None:
         self.settings = settings
         self.table = IngressTable()
+        metrics = metrics or IngressMetrics.of()
         self.producer: AIOKafkaProducer | None = None
         self.batches: BatchProducer | None = None
         self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
@@ -51,6 +52,7 @@ class ReceiverApp:
             self._produce,
             settings.max_event_bytes,
             settings.retry_after_seconds,
+            metrics,
             on_event=self.event_types.observe,
         )
         self.ops = ops_app(self.ready)
@@ -73,7 +75,7 @@ class ReceiverApp:
             return
         path: str = scope["path"]
         if path in OPS_PATHS:
-            if path == "/metrics" and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            if path == "/metrics" and self.settings.metrics_multiproc_dir:
                 await _respond_metrics(send)  # every worker's, not only this one's
                 return
             await self.ops(scope, receive, send)

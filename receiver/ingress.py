@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 
 from keventing import events
 from keventing.contract import Ingress
-from receiver.metrics import EVENT_COUNT, EVENT_DISPATCH_LATENCIES
+from receiver.metrics import IngressMetrics
 
 log = logging.getLogger("keventing.receiver")
 
@@ -63,6 +63,7 @@ class IngressHandler:
         produce: Produce,
         max_event_bytes: int,
         retry_after: int,
+        metrics: IngressMetrics,
         on_event: Callable[[Ingress, events.Event], None] | None = None,
     ) -> None:
         self.table = table
@@ -70,6 +71,7 @@ class IngressHandler:
         self.max_event_bytes = max_event_bytes
         self.retry_after = str(retry_after)
         self.on_event = on_event
+        self.metrics = metrics
         self._metrics: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
     def lookup(self, path: str) -> Ingress | None:
@@ -133,8 +135,8 @@ class IngressHandler:
             code = answer.status
             labels = (ingress.namespace, ingress.name, event_type, str(code), f"{code // 100}xx", "")
             children = self._metrics[key] = (
-                EVENT_COUNT.labels(*labels),
-                EVENT_DISPATCH_LATENCIES.labels(*labels),
+                self.metrics.event_count.labels(*labels),
+                self.metrics.event_dispatch_latencies.labels(*labels),
             )
         children[0].inc()
         children[1].observe((time.perf_counter() - started) * 1000)

@@ -37,14 +37,15 @@ def uvicorn_options(settings: ReceiverSettings) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def multiprocess_metrics(workers: int) -> Iterator[None]:
+def multiprocess_metrics(settings: ReceiverSettings) -> Iterator[None]:
     """With several workers each counts its own requests: prometheus-client's multiprocess mode keeps the
     values in files of one directory, and /metrics sums them (see receiver.app)."""
-    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.workers <= 1 or settings.metrics_multiproc_dir:
         yield
         return
     path = tempfile.mkdtemp(prefix="keventing-receiver-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the workers uvicorn spawns
+    # prometheus-client reads the variable itself, in the workers uvicorn spawns: it must be in the environment.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     try:
         yield
     finally:
@@ -54,5 +55,5 @@ def multiprocess_metrics(workers: int) -> Iterator[None]:
 def main() -> None:
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
-    with multiprocess_metrics(settings.workers):
+    with multiprocess_metrics(settings):
         uvicorn.run("receiver.main:create_app", factory=True, lifespan="on", **uvicorn_options(settings))

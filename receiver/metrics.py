@@ -1,6 +1,10 @@
 """Knative's broker-ingress metrics: event_count and event_dispatch_latencies (milliseconds)."""
 
-from prometheus_client import Counter, Histogram
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from keventing.metrics import MetricSet
 
 LABELS = [
     "namespace_name",
@@ -10,10 +14,18 @@ LABELS = [
     "response_code_class",
     "unique_name",
 ]
-EVENT_COUNT = Counter("event_count", "Number of events received by a Broker", LABELS)
-EVENT_DISPATCH_LATENCIES = Histogram(
-    "event_dispatch_latencies",
-    "The time spent producing an event to Kafka, in milliseconds",
-    LABELS,
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
-)
+
+
+class IngressMetrics(MetricSet):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.event_count = Counter(
+            "event_count", "Number of events received by a Broker", LABELS, registry=registry
+        )
+        self.event_dispatch_latencies = Histogram(
+            "event_dispatch_latencies",
+            "The time spent producing an event to Kafka, in milliseconds",
+            LABELS,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+            registry=registry,
+        )

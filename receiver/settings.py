@@ -17,3 +17,5 @@ class ReceiverSettings(CommonSettings):
     retry_after_seconds: int = Field(default=5, alias="KEVENTING_RETRY_AFTER_SECONDS")
     # 0: the producer batches what arrives while a request is in flight; lingering only adds latency.
     linger_ms: int = Field(default=0, alias="KEVENTING_PRODUCER_LINGER_MS")
+    # Set (by `kev receiver` itself) when several workers serve: each keeps its metrics in files there.
+    metrics_multiproc_dir: str | None = Field(default=None, alias="PROMETHEUS_MULTIPROC_DIR")

@@ -6,10 +6,11 @@ import asyncio
 import logging
 
 import aiohttp
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from keventing import events
 from keventing.contract import Source
+from keventing.metrics import MetricSet
 
 log = logging.getLogger("keventing.sources")
 
@@ -20,16 +21,22 @@ FIRST_BACKOFF = 0.05
 TIMEOUT = 10.0
 RETRYABLE = frozenset({404, 408, 409, 429})
 
-EVENT_COUNT = Counter(
-    "keventing_source_events_total",
-    "Events a source sent to its sink",
-    ["namespace_name", "source_kind", "source_name", "response_code_class"],
-)
+
+class SourceMetrics(MetricSet):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.event_count = Counter(
+            "keventing_source_events_total",
+            "Events a source sent to its sink",
+            ["namespace_name", "source_kind", "source_name", "response_code_class"],
+            registry=registry,
+        )
 
 
 class EventSender:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, metrics: SourceMetrics | None = None) -> None:
         self.session = session
+        self.metrics = metrics or SourceMetrics.of()
 
     async def send(self, source: Source, event: events.Event) -> bool:
         """POST ``event`` to the source's sink; False when every attempt failed (the event is lost)."""
@@ -50,11 +57,11 @@ class EventSender:
                 continue
             outcome = f"{status // 100}xx"
             if 200 <= status < 300:
-                EVENT_COUNT.labels(source.namespace, source.kind, source.name, outcome).inc()
+                self.metrics.event_count.labels(source.namespace, source.kind, source.name, outcome).inc()
                 return True
             if status < 500 and status not in RETRYABLE:
                 break
-        EVENT_COUNT.labels(source.namespace, source.kind, source.name, outcome).inc()
+        self.metrics.event_count.labels(source.namespace, source.kind, source.name, outcome).inc()
         log.warning(
             "event lost: the sink did not accept it",
             extra={"source": source.id, "sink": source.sink, "event_id": event.id, "outcome": outcome},

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from hypothesis import settings as hypothesis_settings
 
 from kev.kafka.embedded import EmbeddedKafka, free_port
 from kev.readiness import wait_ready
@@ -27,6 +28,10 @@ from keventing import events
 from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
+
+# Speed is measured in bench/, not asserted in tests: no per-example deadline (a busy machine would trip it).
+hypothesis_settings.register_profile("keventing", deadline=None)
+hypothesis_settings.load_profile("keventing")
 
 # ------------------------------------------------------------------------------------------ Kafka
 
