@@ -37,6 +37,8 @@ class ControllerConfig:
 
 @dataclass
 class Desired:
+    """What reconciliation wants to exist; the adapter makes it so (see :mod:`controller.adapter`)."""
+
     topics: dict[str, TopicSpec] = field(default_factory=dict)
     contract: dict[str, ContractEntry] = field(default_factory=dict)
     statuses: dict[ResourceKey, Status] = field(default_factory=dict)
@@ -45,13 +47,10 @@ class Desired:
 
 
 @dataclass
-class Contribution:
-    """What one phase adds to the desired state; the reconciler merges it before the next phase runs."""
+class Contribution(Desired):
+    """What one phase adds to the desired state, and what it tells the phases after it; the reconciler
+    merges it before the next phase runs."""
 
-    topics: dict[str, TopicSpec] = field(default_factory=dict)
-    contract: dict[str, ContractEntry] = field(default_factory=dict)
-    statuses: dict[ResourceKey, Status] = field(default_factory=dict)
-    children: dict[ResourceKey, Resource] = field(default_factory=dict)
     # Stored children their parent no longer wants: later phases must not reconcile them.
     forgotten: set[ResourceKey] = field(default_factory=set)
     # Addressable resources → their URL (None while not ready), for the phases that resolve destinations.
