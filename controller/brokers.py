@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.context import Conditions, Context, ControllerConfig, Desired, delivery_policy, identity
+from controller.conditions import Conditions
+from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
@@ -16,41 +17,40 @@ from keventing.resources.eventing import TriggerStatus
 DEFAULT_BROKER_CONFIG = ResourceKey("ConfigMap", "knative-eventing", "kafka-broker-config")
 
 
-def reconcile_brokers(ctx: Context) -> None:
+def reconcile_brokers(ctx: Context) -> Contribution:
+    out = Contribution()
     for broker in ctx.of(Broker):
-        status, topic = _reconcile_broker(broker, ctx.resources, ctx.config, ctx.topic_errors)
-        ctx.desired.statuses[broker.key] = status
-        ctx.addresses[broker.key] = status.address.url if status.address and status.ready else None
+        status, topic = _reconcile_broker(broker, ctx)
+        out.addressable(broker.key, status)
         if topic is not None:
-            ctx.desired.topics[topic.name] = topic
+            out.topics[topic.name] = topic
             if status.ready:
-                ctx.desired.contract[str(broker.key)] = ContractEntry(
+                out.contract[str(broker.key)] = ContractEntry(
                     ingress=_broker_ingress(broker, topic, ctx.config)
                 )
+    return out
 
 
-def reconcile_triggers(ctx: Context) -> None:
+def reconcile_triggers(ctx: Context) -> Contribution:
+    out = Contribution()
     resolver = ctx.resolver
     for trigger in ctx.of(Trigger):
-        status, egress = _reconcile_trigger(trigger, ctx.resources, ctx.desired, resolver, ctx.config)
-        ctx.desired.statuses[trigger.key] = status
+        status, egress = _reconcile_trigger(trigger, ctx, resolver)
+        out.statuses[trigger.key] = status
         if egress is not None:
-            ctx.desired.contract[str(trigger.key)] = ContractEntry(egress=egress)
+            out.contract[str(trigger.key)] = ContractEntry(egress=egress)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- Broker
 
 
-def _reconcile_broker(
-    broker: Broker,
-    by_key: Mapping[ResourceKey, Resource],
-    config: ControllerConfig,
-    topic_errors: Mapping[str, str],
-) -> tuple[Status, TopicSpec | None]:
+def _reconcile_broker(broker: Broker, ctx: Context) -> tuple[Status, TopicSpec | None]:
+    config, topic_errors = ctx.config, ctx.topic_errors
     conditions = Conditions()
     status = Status(observedGeneration=broker.metadata.generation)
     try:
-        topic = _broker_topic(broker, by_key, config)
+        topic = _broker_topic(broker, ctx.resources, config)
     except Unresolvable as err:
         conditions.false(
             "ConfigParsed", "ConfigMapNotFound" if "exist" in str(err) else "ConfigInvalid", str(err)
@@ -111,18 +111,14 @@ def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) 
 
 
 def _reconcile_trigger(
-    trigger: Trigger,
-    by_key: Mapping[ResourceKey, Resource],
-    desired: Desired,
-    resolver: Resolver,
-    config: ControllerConfig,
+    trigger: Trigger, ctx: Context, resolver: Resolver
 ) -> tuple[TriggerStatus, Egress | None]:
     conditions = Conditions()
     status = TriggerStatus(observedGeneration=trigger.metadata.generation)
     order = ["BrokerReady", "SubscriberResolved", "DeadLetterSinkResolved"]
     broker_key = ResourceKey("Broker", trigger.namespace, trigger.spec.broker)
-    broker = by_key.get(broker_key)
-    broker_status = desired.statuses.get(broker_key)
+    broker = ctx.resources.get(broker_key)
+    broker_status = ctx.desired.statuses.get(broker_key)
     if not isinstance(broker, Broker) or broker_status is None:
         conditions.false(
             "BrokerReady", "BrokerDoesNotExist", f'Broker "{trigger.spec.broker}" does not exist'
@@ -139,7 +135,7 @@ def _reconcile_trigger(
     delivery_spec = trigger.spec.delivery or (broker.spec.delivery if isinstance(broker, Broker) else None)
     delivery: DeliveryPolicy | None = None
     try:
-        delivery = delivery_policy(delivery_spec, config.default_delivery, resolver, trigger.namespace)
+        delivery = delivery_policy(delivery_spec, ctx.config.default_delivery, resolver, trigger.namespace)
         status.deadLetterSinkUri = delivery.dead_letter_url
         conditions.true("DeadLetterSinkResolved")
     except Unresolvable as err:

@@ -2,14 +2,18 @@
 
 A Channel is Knative's generic front: it creates a backing KafkaChannel of the same name (whatever its
 channelTemplate says, see :mod:`keventing.resources.messaging`) and reports that channel's state and address.
+A Subscription lists itself in its channels' ``status.subscribers`` through its contribution, not by editing
+their statuses.
 """
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Mapping
 
 from controller import children
-from controller.context import Conditions, Context, ControllerConfig, delivery_policy, identity
+from controller.conditions import Conditions, ready_of
+from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable, served_kind
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
@@ -69,21 +73,23 @@ def backing_channel(channel: Channel) -> KafkaChannel:
 # ------------------------------------------------------------------------------------------- phases
 
 
-def expand_channels(ctx: Context) -> None:
+def expand_channels(ctx: Context) -> Contribution:
     """Every Channel gets its backing KafkaChannel (before the phases that reconcile KafkaChannels)."""
+    out = Contribution()
     for channel in ctx.of(Channel):
-        children.adopt(ctx, channel, [backing_channel(channel)])
-    children.prune(ctx, [Channel.KIND])
+        children.adopt(ctx, out, channel, [backing_channel(channel)])
+    children.prune(ctx, out, [Channel.KIND])
+    return out
 
 
-def reconcile_kafka_channels(ctx: Context) -> None:
+def reconcile_kafka_channels(ctx: Context) -> Contribution:
+    out = Contribution()
     for kafka_channel in ctx.of(KafkaChannel):
         status, topic = _reconcile_kafka_channel(kafka_channel, ctx.config, ctx.topic_errors)
-        ctx.desired.statuses[kafka_channel.key] = status
-        ctx.desired.topics[topic.name] = topic
-        ctx.addresses[kafka_channel.key] = status.address.url if status.address and status.ready else None
+        out.addressable(kafka_channel.key, status)
+        out.topics[topic.name] = topic
         if status.ready:
-            ctx.desired.contract[str(kafka_channel.key)] = ContractEntry(
+            out.contract[str(kafka_channel.key)] = ContractEntry(
                 ingress=Ingress(
                     **identity(kafka_channel),
                     path=channel_path(kafka_channel.namespace, kafka_channel.name),
@@ -91,24 +97,32 @@ def reconcile_kafka_channels(ctx: Context) -> None:
                     event_types=ctx.config.event_type_auto_create,
                 )
             )
+    return out
 
 
-def reconcile_channels(ctx: Context) -> None:
+def reconcile_channels(ctx: Context) -> Contribution:
     """Channels mirror their backing KafkaChannel (after flows' addresses: a dead-letter sink may be one)."""
-    resolver = ctx.resolver
+    out = Contribution()
+    # A Channel's dead-letter sink may be a Channel reconciled earlier in this phase.
+    resolver = Resolver(ChainMap(out.addresses, ctx.addresses), ctx.resources)
     for channel in ctx.of(Channel):
-        status = _reconcile_channel(channel, ctx, resolver)
-        ctx.desired.statuses[channel.key] = status
-        ctx.addresses[channel.key] = status.address.url if status.address and status.ready else None
+        out.addressable(channel.key, _reconcile_channel(channel, ctx, resolver))
+    return out
 
 
-def reconcile_subscriptions(ctx: Context) -> None:
+def reconcile_subscriptions(ctx: Context) -> Contribution:
+    out = Contribution()
     resolver = ctx.resolver
     for subscription in ctx.of(Subscription):
-        status, egress = _reconcile_subscription(subscription, ctx, resolver)
-        ctx.desired.statuses[subscription.key] = status
+        status, channel, egress = _reconcile_subscription(subscription, ctx, resolver)
+        out.statuses[subscription.key] = status
+        if channel is not None:
+            entry = _subscriber_status(subscription, status)
+            for key in _listing_channels(subscription):
+                out.subscribers.setdefault(key, []).append(entry)
         if egress is not None:
-            ctx.desired.contract[str(subscription.key)] = ContractEntry(egress=egress)
+            out.contract[str(subscription.key)] = ContractEntry(egress=egress)
+    return out
 
 
 # -------------------------------------------------------------------------------------- KafkaChannel
@@ -143,8 +157,7 @@ def _reconcile_channel(channel: Channel, ctx: Context, resolver: Resolver) -> Ch
     conditions = Conditions()
     status = ChannelStatus(observedGeneration=channel.metadata.generation)
     backing = backing_channel(channel)
-    children.propagate(
-        conditions,
+    conditions.propagate(
         "BackingChannelReady",
         children.child_ready(ctx, channel, backing),
         "BackingChannelNotReady",
@@ -188,7 +201,8 @@ class _NotResolved(Exception):
 
 def _reconcile_subscription(
     subscription: Subscription, ctx: Context, resolver: Resolver
-) -> tuple[SubscriptionStatus, Egress | None]:
+) -> tuple[SubscriptionStatus, KafkaChannel | None, Egress | None]:
+    """The Subscription's status, the KafkaChannel it reads (None if that is not found) and its egress."""
     conditions = Conditions()
     status = SubscriptionStatus(observedGeneration=subscription.metadata.generation)
     physical = status.physicalSubscription
@@ -218,29 +232,21 @@ def _reconcile_subscription(
         conditions.false("ReferencesResolved", err.reason, str(err))
     if channel is not None:
         conditions.true("AddedToChannel")
-        channel_status = ctx.desired.statuses.get(channel.key)
-        ready = channel_status.condition("Ready") if channel_status is not None else None
-        children.propagate(
-            conditions,
+        conditions.propagate(
             "ChannelReady",
-            ready or Condition(type="Ready", reason="NotReconciled"),
+            ready_of(ctx.desired.statuses.get(channel.key))
+            or Condition(type="Ready", reason="NotReconciled"),
             "ChannelNotReady",
             f'KafkaChannel "{channel.name}" is not ready',
         )
     status.conditions = conditions.finish(SUBSCRIPTION_CONDITIONS)
-    if channel is not None:
-        _report_to_channels(ctx, subscription, status)
     if not status.ready or channel is None or delivery is None:
-        return status, None
-    uid = subscription.metadata.uid or str(subscription.key)
+        return status, channel, None
+    ident = identity(subscription)
     egress = Egress(
-        id=str(subscription.key),
-        kind=Subscription.KIND,
-        namespace=namespace,
-        name=subscription.name,
-        uid=uid,
+        **ident,
         topics=(naming.channel_topic(channel.namespace, channel.name),),
-        consumer_group=naming.subscription_group(channel.namespace, channel.name, uid),
+        consumer_group=naming.subscription_group(channel.namespace, channel.name, ident["uid"]),
         # Without a subscriber the egress forwards every event to the reply (no Prefer: reply).
         destination=physical.subscriberUri,
         reply=Reply(strategy="url", url=physical.replyUri)
@@ -249,7 +255,7 @@ def _reconcile_subscription(
         delivery=delivery,
         delivery_order="ordered" if subscription.delivery_order == "ordered" else "unordered",
     )
-    return status, egress
+    return status, channel, egress
 
 
 def _subscribed_channel(subscription: Subscription, ctx: Context) -> KafkaChannel:
@@ -292,19 +298,22 @@ def _merge_delivery(own: DeliverySpec | None, channel: DeliverySpec | None) -> D
     return DeliverySpec.model_validate(merged)
 
 
-def _report_to_channels(ctx: Context, subscription: Subscription, status: SubscriptionStatus) -> None:
-    """List the Subscription in its channel's ``status.subscribers`` (and its Channel's, through a Channel)."""
+def _listing_channels(subscription: Subscription) -> set[ResourceKey]:
+    """The channels whose ``status.subscribers`` list the Subscription: the KafkaChannel it reads, and the
+    Channel it names when it names one."""
+    ref = subscription.spec.channel
+    return {
+        ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name),
+        ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name),
+    }
+
+
+def _subscriber_status(subscription: Subscription, status: SubscriptionStatus) -> SubscriberStatus:
+    """How the Subscription appears in its channels' ``status.subscribers``."""
     ready = status.condition("Ready")
-    entry = SubscriberStatus(
+    return SubscriberStatus(
         uid=subscription.metadata.uid,
         observedGeneration=subscription.metadata.generation,
         ready=ready.status if ready is not None else "Unknown",
         message=ready.message if ready is not None and ready.status != "True" else None,
     )
-    ref = subscription.spec.channel
-    keys = {ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name)}
-    keys.add(ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name))
-    for key in keys:
-        channel_status = ctx.desired.statuses.get(key)
-        if isinstance(channel_status, ChannelableStatus):
-            channel_status.subscribers.append(entry)

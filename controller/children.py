@@ -1,9 +1,10 @@
 """Resources the controller generates for a parent (Kubernetes' controller ownerReferences, done purely).
 
-A generating phase builds the children it wants and hands them to :func:`adopt`, which puts them into
-``desired.children`` (the adapter stores them) and into ``ctx.resources`` (so the later phases reconcile the
-children of this pass, not stale stored copies). :func:`prune` then drops stored children their parent no longer
-wants; the adapter deletes those from the store, and with them their topics and contract entries.
+A generating phase builds the children it wants and hands them to :func:`adopt`, which adds them to the
+phase's contribution; merged, they go into ``desired.children`` (the adapter stores them) and into
+``ctx.resources`` (so the later phases reconcile the children of this pass, not stale stored copies).
+:func:`prune` then names the stored children their parent no longer wants; the adapter deletes those from the
+store, and with them their topics and contract entries.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from controller.context import Conditions, Context
+from controller.conditions import ready_of
+from controller.context import Context, Contribution
 from keventing.resources import Condition, Resource, ResourceInvalid
 from keventing.resources.base import OwnerReference
 
@@ -35,21 +37,24 @@ def is_controlled_by(resource: Resource, parent: Resource) -> bool:
     return ref is not None and ref.kind == parent.KIND and ref.name == parent.name
 
 
-def adopt(ctx: Context, parent: Resource, children: Iterable[Resource]) -> None:
-    """Register the ``children`` of ``parent`` for this pass (those that :func:`problem` has nothing against)."""
+def adopt(ctx: Context, into: Contribution, parent: Resource, children: Iterable[Resource]) -> None:
+    """Add the ``children`` of ``parent`` to ``into`` (those that :func:`problem` has nothing against)."""
     for child in children:
         child.metadata.namespace = parent.namespace
         child.metadata.ownerReferences = [owner_reference(parent)]
-        if problem(ctx, parent, child) is not None:
+        if problem(ctx, parent, child, into) is not None:
             continue
         _keep_identity(child, ctx.resources.get(child.key), parent)
-        ctx.desired.children[child.key] = child
-        ctx.resources[child.key] = child
+        into.children[child.key] = child
 
 
-def problem(ctx: Context, parent: Resource, child: Resource) -> str | None:
-    """Why ``parent`` cannot have ``child`` (a name taken by a resource it does not own, an invalid spec)."""
-    stored = ctx.resources.get(child.key)
+def problem(
+    ctx: Context, parent: Resource, child: Resource, pending: Contribution | None = None
+) -> str | None:
+    """Why ``parent`` cannot have ``child`` (a name taken by a resource it does not own, an invalid spec);
+    ``pending`` holds the children the current phase has adopted so far."""
+    stored = pending.children.get(child.key) if pending is not None else None
+    stored = stored if stored is not None else ctx.resources.get(child.key)
     if stored is not None and not is_controlled_by(stored, parent):
         return f'{child.KIND} "{child.name}" already exists and is not owned by {parent.KIND} "{parent.name}"'
     try:
@@ -71,36 +76,22 @@ def child_ready(ctx: Context, parent: Resource, child: Resource) -> Condition:
     if adopted(ctx, parent, child) is None:
         why = problem(ctx, parent, child) or f'{child.KIND} "{child.name}" was not created'
         return Condition(type="Ready", status="False", reason="ChildNotCreated", message=why)
-    status = ctx.desired.statuses.get(child.key)
-    ready = status.condition("Ready") if status is not None else None
+    ready = ready_of(ctx.desired.statuses.get(child.key))
     if ready is None:
         return Condition(
             type="Ready", status="Unknown", reason="NoReady", message=f"{child.KIND} has no Ready condition"
         )
-    return ready.model_copy(update={"lastTransitionTime": None})
+    return ready
 
 
-def propagate(conditions: Conditions, type_: str, ready: Condition, reason: str, message: str) -> None:
-    """Set ``type_`` from a dependency's Ready condition: True as it is, otherwise with ``reason`` and a message
-    that names the dependency and says why it is not ready."""
-    if ready.status == "True":
-        conditions.true(type_)
-        return
-    why = ready.message or ready.reason
-    text = f"{message}: {why}" if why else message
-    if ready.status == "False":
-        conditions.false(type_, reason, text)
-    else:
-        conditions.unknown(type_, reason, text)
-
-
-def prune(ctx: Context, owner_kinds: Iterable[str]) -> None:
-    """Forget stored children of ``owner_kinds`` that were not generated in this pass."""
+def prune(ctx: Context, into: Contribution, owner_kinds: Iterable[str]) -> None:
+    """Mark as forgotten the stored children of ``owner_kinds`` that were not generated in this pass."""
     kinds = set(owner_kinds)
-    for key, resource in list(ctx.resources.items()):
+    for key, resource in ctx.resources.items():
         ref = controller_of(resource)
-        if ref is not None and ref.kind in kinds and key not in ctx.desired.children:
-            del ctx.resources[key]
+        generated = key in ctx.desired.children or key in into.children
+        if ref is not None and ref.kind in kinds and not generated:
+            into.forgotten.add(key)
 
 
 def _keep_identity(child: Resource, stored: Resource | None, parent: Resource) -> None:

@@ -1,4 +1,8 @@
-"""What every reconcile phase shares: configuration, the desired state being built, resolution helpers."""
+"""What every reconcile phase shares: configuration, the state merged so far, what a phase contributes.
+
+A phase reads a :class:`Context` and returns a :class:`Contribution`; only the reconciler merges contributions
+into the context (see :func:`controller.reconciler.merge`), so no phase edits another's output.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from controller.resolver import Resolver
 from keventing.contract import ContractEntry, DeliveryPolicy
 from keventing.durations import parse_duration
 from keventing.kafka.client import TopicSpec
-from keventing.resources import Condition, DeliverySpec, Resource, ResourceKey, Status
+from keventing.resources import DeliverySpec, Resource, ResourceKey, Status
+from keventing.resources.messaging import SubscriberStatus
 
 R = TypeVar("R", bound=Resource)
 
@@ -32,6 +37,8 @@ class ControllerConfig:
 
 @dataclass
 class Desired:
+    """What reconciliation wants to exist; the adapter makes it so (see :mod:`controller.adapter`)."""
+
     topics: dict[str, TopicSpec] = field(default_factory=dict)
     contract: dict[str, ContractEntry] = field(default_factory=dict)
     statuses: dict[ResourceKey, Status] = field(default_factory=dict)
@@ -40,14 +47,32 @@ class Desired:
 
 
 @dataclass
+class Contribution(Desired):
+    """What one phase adds to the desired state, and what it tells the phases after it; the reconciler
+    merges it before the next phase runs."""
+
+    # Stored children their parent no longer wants: later phases must not reconcile them.
+    forgotten: set[ResourceKey] = field(default_factory=set)
+    # Addressable resources → their URL (None while not ready), for the phases that resolve destinations.
+    addresses: dict[ResourceKey, str | None] = field(default_factory=dict)
+    # Channel → the Subscriptions it lists in status.subscribers (a Subscription's phase reports them).
+    subscribers: dict[ResourceKey, list[SubscriberStatus]] = field(default_factory=dict)
+
+    def addressable(self, key: ResourceKey, status: Status) -> None:
+        """Record the status of an addressable resource and its address (only a Ready one has one)."""
+        self.statuses[key] = status
+        self.addresses[key] = status.address.url if status.address and status.ready else None
+
+
+@dataclass
 class Context:
-    """The input and the output of one reconcile pass, handed from phase to phase."""
+    """The input of one reconcile pass and everything the phases before this one contributed."""
 
     resources: dict[ResourceKey, Resource]
     config: ControllerConfig
     topic_errors: Mapping[str, str]
     desired: Desired = field(default_factory=Desired)
-    # Every addressable resource → its URL (None while it is not ready); filled by the addressable phases.
+    # Every addressable resource → its URL (None while it is not ready); merged from the addressable phases.
     addresses: dict[ResourceKey, str | None] = field(default_factory=dict)
 
     def of(self, cls: type[R]) -> list[R]:
@@ -83,35 +108,3 @@ def delivery_policy(
         retry_after_max=parse_duration(spec.retryAfterMax) if spec.retryAfterMax else None,
         dead_letter_url=resolver.resolve(spec.deadLetterSink, namespace) if spec.deadLetterSink else None,
     )
-
-
-class Conditions:
-    """Collects a resource's conditions and derives Ready from them, the way Knative's ConditionSet does."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, Condition] = {}
-
-    def true(self, type_: str, reason: str | None = None, message: str | None = None) -> None:
-        self._items[type_] = Condition(type=type_, status="True", reason=reason, message=message)
-
-    def false(self, type_: str, reason: str, message: str) -> None:
-        self._items[type_] = Condition(type=type_, status="False", reason=reason, message=message)
-
-    def unknown(self, type_: str, reason: str, message: str) -> None:
-        self._items[type_] = Condition(type=type_, status="Unknown", reason=reason, message=message)
-
-    def finish(self, dependents: list[str]) -> list[Condition]:
-        """Fill missing dependents as Unknown and compute Ready from the first that is not True."""
-        out = []
-        for type_ in dependents:
-            out.append(
-                self._items.get(type_) or Condition(type=type_, status="Unknown", reason="NotReconciled")
-            )
-        blocking = next((c for c in out if c.status != "True"), None)
-        if blocking is None:
-            ready = Condition(type="Ready", status="True")
-        else:
-            ready = Condition(
-                type="Ready", status=blocking.status, reason=blocking.reason, message=blocking.message
-            )
-        return [ready, *out]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from controller.context import Conditions, Context
+from controller.conditions import Conditions
+from controller.context import Context, Contribution
 from controller.resolver import served_kind
 from keventing.resources import EventType, ResourceKey, Status
 
 
-def reconcile_event_types(ctx: Context) -> None:
+def reconcile_event_types(ctx: Context) -> Contribution:
+    out = Contribution()
     for event_type in ctx.of(EventType):
-        ctx.desired.statuses[event_type.key] = event_type_status(event_type, ctx.resources.keys())
+        out.statuses[event_type.key] = event_type_status(event_type, ctx.resources.keys())
+    return out
 
 
 def event_type_status(event_type: EventType, existing: Collection[ResourceKey]) -> Status:

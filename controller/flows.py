@@ -12,7 +12,8 @@ from collections.abc import Sequence as Seq
 
 from controller import children
 from controller.channels import new_kafka_channel
-from controller.context import Conditions, Context
+from controller.conditions import Conditions
+from controller.context import Context, Contribution
 from keventing.resources import (
     Condition,
     DeliverySpec,
@@ -184,26 +185,32 @@ def _copy(destination: Destination | None) -> Destination | None:
 # ------------------------------------------------------------------------------------------- phases
 
 
-def expand_flows(ctx: Context) -> None:
+def expand_flows(ctx: Context) -> Contribution:
     """Generate every flow's channels and subscriptions; forget those of deleted or shrunk flows."""
+    out = Contribution()
     for flow in ctx.of(Flow):
-        children.adopt(ctx, flow, flow_children(flow))
-    children.prune(ctx, [Sequence.KIND, Parallel.KIND])
+        children.adopt(ctx, out, flow, flow_children(flow))
+    children.prune(ctx, out, [Sequence.KIND, Parallel.KIND])
+    return out
 
 
-def address_flows(ctx: Context) -> None:
+def address_flows(ctx: Context) -> Contribution:
     """A flow's address is its first channel's (after KafkaChannels, before anything that may refer to it)."""
+    out = Contribution()
     for flow in ctx.of(Flow):
         first = _first_channel(flow)
         owned = children.adopted(ctx, flow, first) is not None
-        ctx.addresses[flow.key] = ctx.addresses.get(first.key) if owned else None
+        out.addresses[flow.key] = ctx.addresses.get(first.key) if owned else None
+    return out
 
 
-def reconcile_flow_statuses(ctx: Context) -> None:
+def reconcile_flow_statuses(ctx: Context) -> Contribution:
+    out = Contribution()
     for sequence in ctx.of(Sequence):
-        ctx.desired.statuses[sequence.key] = _sequence_status(sequence, ctx)
+        out.statuses[sequence.key] = _sequence_status(sequence, ctx)
     for parallel in ctx.of(Parallel):
-        ctx.desired.statuses[parallel.key] = _parallel_status(parallel, ctx)
+        out.statuses[parallel.key] = _parallel_status(parallel, ctx)
+    return out
 
 
 def _first_channel(flow: Flow) -> KafkaChannel:
@@ -282,8 +289,8 @@ def _finish(
     subscriptions: Seq[tuple[Resource, Condition]],
 ) -> None:
     conditions = Conditions()
-    _aggregate(conditions, "ChannelsReady", "ChannelsNotReady", channels)
-    _aggregate(conditions, "SubscriptionsReady", "SubscriptionsNotReady", subscriptions)
+    conditions.aggregate("ChannelsReady", "ChannelsNotReady", channels)
+    conditions.aggregate("SubscriptionsReady", "SubscriptionsNotReady", subscriptions)
     url = ctx.addresses.get(flow.key)
     if url:
         status.address = Address(url=url)
@@ -292,18 +299,6 @@ def _finish(
         first = _first_channel(flow)
         conditions.unknown("Addressable", "NoAddress", f'KafkaChannel "{first.name}" has no address yet')
     status.conditions = conditions.finish(FLOW_CONDITIONS)
-
-
-def _aggregate(
-    conditions: Conditions, type_: str, reason: str, readiness: Seq[tuple[Resource, Condition]]
-) -> None:
-    """True when every child is ready; otherwise the first child that is not, and why."""
-    not_ready = [(child, ready) for child, ready in readiness if ready.status != "True"]
-    if not not_ready:
-        conditions.true(type_)
-        return
-    child, ready = next(((c, r) for c, r in not_ready if r.status == "False"), not_ready[0])
-    children.propagate(conditions, type_, ready, reason, f'{child.KIND} "{child.name}" is not ready')
 
 
 def _reference(resource: Resource) -> ObjectReference:

@@ -1,7 +1,8 @@
-"""Local mode: drive the reconciler from the resource store and apply its result to Kafka.
+"""Local mode: the adapter that drives the reconciler from the resource store and applies its result to Kafka.
 
-Applies topics first, then the contract, then statuses, so that a Ready status means the data plane has
-been told. Only what changed is written: the contract and statuses are compared with what was published.
+Resources, statuses and the contract live on compacted topics. :class:`LocalController` implements
+:class:`controller.adapter.Adapter`; :class:`~controller.adapter.ReconcilePass` orders the writes. Only what
+changed is written: the contract and statuses are compared with what was published (``publish_diff``).
 """
 
 from __future__ import annotations
@@ -9,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+from collections.abc import Mapping
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from controller.reconciler import ControllerConfig, Desired, reconcile
+from controller.adapter import Observed, ReconcilePass, publish_diff
+from controller.conditions import keep_transition_times
+from controller.context import ControllerConfig, Desired
 from controller.settings import ControllerSettings
 from keventing.contract import ContractEntry
-from keventing.kafka.client import admin_client, delete_topic, ensure_topic
+from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic
 from keventing.kafka.compacted import CompactedTopic
-from keventing.resources import Resource, ResourceInvalid, Status
+from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
 from keventing.store import ResourceStore, decode_resource
 
@@ -33,6 +36,8 @@ RESOURCES = Gauge("keventing_controller_resources", "Resources known to the cont
 
 
 class LocalController:
+    """The local-store adapter: follows the resource store and reconciles on every change and resync."""
+
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
         self.config = ControllerConfig(
@@ -100,14 +105,9 @@ class LocalController:
 
     async def _pass(self) -> None:
         started = time.perf_counter()
+        reconcile_pass = ReconcilePass(self, self.config)
         try:
-            desired = reconcile(self.resources.values(), self.config, self.topic_errors)
-            if await self._apply_topics(desired):
-                desired = reconcile(self.resources.values(), self.config, self.topic_errors)
-            await self._apply_children(desired)
-            await self._apply_contract(desired)
-            await self._apply_statuses(desired)
-            await self._delete_unwanted_topics(desired)
+            await reconcile_pass.run()
             RECONCILES.labels("success").inc()
         except Exception:
             RECONCILES.labels("error").inc()
@@ -116,14 +116,18 @@ class LocalController:
             self._changed.set()
         finally:
             RECONCILE_SECONDS.observe(time.perf_counter() - started)
-            self._count(desired if "desired" in locals() else Desired())
+            self._count(reconcile_pass.desired)
 
-    async def _apply_topics(self, desired: Desired) -> bool:
-        """Create missing topics; True when a creation failed or recovered (statuses must be recomputed)."""
+    # ------------------------------------------------------------------------------------- the Adapter
+
+    def observe(self) -> Observed:
+        return Observed(list(self.resources.values()), self.topic_errors)
+
+    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         changed = False
         async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
             existing = set(await admin.list_topics())
-            for name, spec in desired.topics.items():
+            for name, spec in topics.items():
                 self.managed_topics.add(name)
                 if name in existing:
                     changed |= self.topic_errors.pop(name, None) is not None
@@ -137,8 +141,8 @@ class LocalController:
                     changed = True
         return changed
 
-    async def _delete_unwanted_topics(self, desired: Desired) -> None:
-        unwanted = self.managed_topics - set(desired.topics)
+    async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
+        unwanted = self.managed_topics - set(wanted)
         if not unwanted:
             return
         async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
@@ -147,10 +151,9 @@ class LocalController:
                 log.info("deleted topic", extra={"topic": name})
                 self.managed_topics.discard(name)
 
-    async def _apply_children(self, desired: Desired) -> None:
-        """Store the resources the controller generates (flows' channels and subscriptions) and delete the
-        ones it generated before but no longer wants — Kubernetes' owner references, done locally."""
-        for child_key, child in desired.children.items():
+    async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
+        """Kubernetes' owner references, done locally: a generated resource is stored like an applied one."""
+        for child_key, child in children.items():
             current = self.resources.get(str(child_key))
             if current is not None and _owned_part(current) == _owned_part(child):
                 continue
@@ -160,39 +163,27 @@ class LocalController:
                 meta.creationTimestamp = current.metadata.creationTimestamp
                 meta.generation = current.metadata.generation + 1
             else:
-                meta.uid = meta.uid or str(uuid.uuid4())
                 meta.creationTimestamp = meta.creationTimestamp or now_rfc3339()
                 meta.generation = 1
             await self.store.resources.put(str(child_key), orjson.dumps(child.to_document(with_status=False)))
-        wanted = {str(k) for k in desired.children}
+        wanted = {str(k) for k in children}
         for key, resource in list(self.resources.items()):
             if key not in wanted and any(ref.controller for ref in resource.metadata.ownerReferences):
                 await self.store.resources.put(key, None)
                 log.info("deleted generated resource", extra={"resource": key})
 
-    async def _apply_contract(self, desired: Desired) -> None:
-        wanted = {key: entry.encode() for key, entry in desired.contract.items()}
-        for key, value in wanted.items():
-            if self.published_contract.get(key) != value:
-                await self.contract.put(key, value)
-                self.published_contract[key] = value
-        for key in set(self.published_contract) - set(wanted):
-            await self.contract.put(key, None)
-            del self.published_contract[key]
+    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
+        wanted = {key: entry.encode() for key, entry in contract.items()}
+        await _publish(self.contract, self.published_contract, wanted)
 
-    async def _apply_statuses(self, desired: Desired) -> None:
+    async def write_statuses(self, statuses: Mapping[ResourceKey, Status]) -> None:
+        now = now_rfc3339()
         wanted: dict[str, bytes] = {}
-        for resource_key, status in desired.statuses.items():
-            previous = self.published_statuses.get(str(resource_key))
-            status = _keep_transition_times(status, previous)
+        for resource_key, status in statuses.items():
+            previous = _conditions_of(self.published_statuses.get(str(resource_key)))
+            status = keep_transition_times(status, previous, now)
             wanted[str(resource_key)] = orjson.dumps(status.model_dump(mode="json", exclude_none=True))
-        for key, value in wanted.items():
-            if self.published_statuses.get(key) != value:
-                await self.store.statuses.put(key, value)
-                self.published_statuses[key] = value
-        for key in set(self.published_statuses) - set(wanted):
-            await self.store.statuses.put(key, None)
-            del self.published_statuses[key]
+        await _publish(self.store.statuses, self.published_statuses, wanted)
 
     def _count(self, desired: Desired) -> None:
         RESOURCES.clear()
@@ -216,16 +207,20 @@ def _topic_of(value: bytes) -> str | None:
     return entry.ingress.topic if entry.ingress and entry.ingress.owns_topic else None
 
 
-def _keep_transition_times(status: Status, previous: bytes | None) -> Status:
-    """A condition keeps its lastTransitionTime until its status changes (Knative's semantics)."""
-    before = {}
-    if previous is not None:
-        before = {c["type"]: c for c in orjson.loads(previous).get("conditions", [])}
-    now = now_rfc3339()
-    conditions = []
-    for condition in status.conditions:
-        old = before.get(condition.type)
-        same = old is not None and old.get("status") == condition.status
-        when = old.get("lastTransitionTime") if same and old else now
-        conditions.append(condition.model_copy(update={"lastTransitionTime": when}))
-    return status.model_copy(update={"conditions": conditions})
+async def _publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Mapping[str, bytes]) -> None:
+    """Write what changed on a compacted topic and tombstone what is gone, keeping ``published`` in step
+    with every write (a failed pass leaves it true to what is on the topic)."""
+    diff = publish_diff(published, wanted)
+    for key, value in diff.write.items():
+        await topic.put(key, value)
+        published[key] = value
+    for key in diff.tombstone:
+        await topic.put(key, None)
+        del published[key]
+
+
+def _conditions_of(status: bytes | None) -> list[Condition]:
+    """The conditions of a published status."""
+    if status is None:
+        return []
+    return [Condition.model_validate(c) for c in orjson.loads(status).get("conditions", [])]

@@ -2,22 +2,25 @@
 
 The adapters (local store, Kubernetes) feed it what they read and apply what it returns; nothing here does
 I/O, so every rule is unit-tested with plain objects. Each kind has its own module of phases; the order of
-``PHASES`` is the order of dependencies (addressables before what refers to them).
+``PHASES`` is the order of dependencies (addressables before what refers to them). Every phase has the one
+signature ``Phase``: it reads the context and returns its :class:`~controller.context.Contribution`, which
+:func:`merge` adds to the context before the next phase runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from controller import brokers, channels, eventtypes, flows, sinks, sources
-from controller.context import Context, ControllerConfig, Desired
+from controller import brokers, channels, conditions, eventtypes, flows, sinks, sources
+from controller.context import Context, Contribution, ControllerConfig, Desired
 from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
-from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
+from keventing.resources import Resource, ResourceInvalid, ResourceKey, Status
+from keventing.resources.messaging import ChannelableStatus
 
-__all__ = ["PHASES", "ControllerConfig", "Desired", "reconcile"]
+__all__ = ["PHASES", "ControllerConfig", "Desired", "Phase", "merge", "reconcile"]
 
-Phase = Callable[[Context], None]
+Phase = Callable[[Context], Contribution]
 
 PHASES: list[Phase] = [
     # Sequence and Parallel children, then Channels' backing KafkaChannels, before every other phase.
@@ -55,7 +58,7 @@ def reconcile(
         valid[resource.key] = resource
     ctx = Context(valid, config, topic_errors or {})
     for phase in PHASES:
-        phase(ctx)
+        merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)
     if config.internal_ingress_url and config.internal_ingress_url != config.ingress_url:
         ctx.desired.contract = {
@@ -63,6 +66,24 @@ def reconcile(
             for key, entry in ctx.desired.contract.items()
         }
     return ctx.desired
+
+
+def merge(ctx: Context, contribution: Contribution) -> None:
+    """Add a phase's contribution to the context: the only place the desired state grows."""
+    desired = ctx.desired
+    desired.topics.update(contribution.topics)
+    desired.contract.update(contribution.contract)
+    desired.statuses.update(contribution.statuses)
+    desired.children.update(contribution.children)
+    # Later phases reconcile this pass's children, not their stored copies, and not the forgotten ones.
+    ctx.resources.update(contribution.children)
+    for key in contribution.forgotten:
+        ctx.resources.pop(key, None)
+    ctx.addresses.update(contribution.addresses)
+    for key, entries in contribution.subscribers.items():
+        status = desired.statuses.get(key)
+        if isinstance(status, ChannelableStatus):
+            status.subscribers.extend(entries)
 
 
 def internal_urls(entry: ContractEntry, public: str, internal: str) -> ContractEntry:
@@ -101,5 +122,5 @@ def internal_urls(entry: ContractEntry, public: str, internal: str) -> ContractE
 def _invalid_status(resource: Resource, message: str) -> Status:
     """An invalid resource takes no part in reconciliation; its status says what is wrong with it."""
     status = type(resource.status)(observedGeneration=resource.metadata.generation)
-    status.conditions = [Condition(type="Ready", status="False", reason="InvalidSpec", message=message)]
+    status.conditions = conditions.invalid(message)
     return status

@@ -7,7 +7,8 @@ Knative's topic ownership holds: with both ``numPartitions`` and ``replicationFa
 
 from __future__ import annotations
 
-from controller.context import Conditions, Context, ControllerConfig, identity
+from controller.conditions import Conditions
+from controller.context import Context, Contribution, ControllerConfig, identity
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.resources import KafkaSink, Status
@@ -19,17 +20,18 @@ EXTERNAL_TOPIC_OWNER = "external"
 CONDITIONS = ["TopicReady", "Addressable"]
 
 
-def reconcile_kafka_sinks(ctx: Context) -> None:
+def reconcile_kafka_sinks(ctx: Context) -> Contribution:
+    out = Contribution()
     for sink in ctx.of(KafkaSink):
         topic = kafka_sink_topic(sink)
         error = ctx.topic_errors.get(sink.spec.topic) if topic is not None else None
         status = kafka_sink_status(sink, ctx.config, error)
-        ctx.desired.statuses[sink.key] = status
-        ctx.addresses[sink.key] = status.address.url if status.address and status.ready else None
+        out.addressable(sink.key, status)
         if topic is not None:
-            ctx.desired.topics[topic.name] = topic
+            out.topics[topic.name] = topic
         if status.ready:
-            ctx.desired.contract[str(sink.key)] = ContractEntry(ingress=kafka_sink_ingress(sink))
+            out.contract[str(sink.key)] = ContractEntry(ingress=kafka_sink_ingress(sink))
+    return out
 
 
 def kafka_sink_topic(sink: KafkaSink) -> TopicSpec | None:

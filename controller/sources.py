@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 
-from controller.context import Conditions, Context, delivery_policy, identity
+from controller.conditions import Conditions
+from controller.context import Context, Contribution, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing.binding import binding_env, expand
 from keventing.contract import (
@@ -39,25 +40,29 @@ from keventing.resources.sources import (
 KAFKA_SOURCE_DELIVERY = DeliveryPolicy(retry=10, backoff_policy="exponential", backoff_delay=10.0)
 
 
-def reconcile_sources(ctx: Context) -> None:
+def reconcile_sources(ctx: Context) -> Contribution:
+    out = Contribution()
     resolver = ctx.resolver
     for ping in ctx.of(PingSource):
         status, source = reconcile_ping_source(ping, resolver)
-        _publish(ctx, ping, status, ContractEntry(source=source) if source else None)
+        _publish(out, ping, status, ContractEntry(source=source) if source else None)
     for container in ctx.of(ContainerSource):
         status, source = reconcile_container_source(container, resolver)
-        _publish(ctx, container, status, ContractEntry(source=source) if source else None)
+        _publish(out, container, status, ContractEntry(source=source) if source else None)
     for binding in ctx.of(SinkBinding):
-        _publish(ctx, binding, reconcile_sink_binding(binding, resolver), None)
+        _publish(out, binding, reconcile_sink_binding(binding, resolver), None)
     for kafka in ctx.of(KafkaSource):
         kafka_status, egress = reconcile_kafka_source(kafka, resolver)
-        _publish(ctx, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
+        _publish(out, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
+    return out
 
 
-def _publish(ctx: Context, source: SourceResource, status: SourceStatus, entry: ContractEntry | None) -> None:
-    ctx.desired.statuses[source.key] = status
+def _publish(
+    out: Contribution, source: SourceResource, status: SourceStatus, entry: ContractEntry | None
+) -> None:
+    out.statuses[source.key] = status
     if entry is not None:
-        ctx.desired.contract[str(source.key)] = entry
+        out.contract[str(source.key)] = entry
 
 
 def _resolve_sink(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from helpers import broker_doc, trigger_doc
+from helpers import broker_doc, kafka_channel_doc, subscription_doc, trigger_doc
 
-from controller.reconciler import ControllerConfig, reconcile
-from keventing.resources import ResourceKey, parse_resource
+from controller import channels
+from controller.conditions import Conditions
+from controller.context import Context, Contribution
+from controller.reconciler import PHASES, ControllerConfig, merge, reconcile
+from keventing.contract import ContractEntry
+from keventing.kafka.client import TopicSpec
+from keventing.resources import ResourceKey, Status, parse_resource
+from keventing.resources.base import Address
+from keventing.resources.messaging import ChannelableStatus, SubscriberStatus
 
 CONFIG = ControllerConfig(ingress_url="http://localhost:8080")
 
@@ -149,3 +156,86 @@ def test_internal_ingress_url_is_what_the_data_plane_uses_and_users_still_see_th
     assert egress.destination == "http://receiver:8080/ns1/b"
     assert egress.delivery.dead_letter_url == "http://dls/x"  # not on the ingress: unchanged
     assert desired.statuses[ResourceKey("Broker", "ns1", "b")].address.url == "http://localhost:8080/ns1/b"
+
+
+# ------------------------------------------------------------------------------------ phase merge
+
+
+def _context(*documents: dict) -> Context:
+    resources = [parse_resource(d) for d in documents]
+    return Context({r.key: r for r in resources}, CONFIG, {})
+
+
+def test_every_phase_returns_its_contribution_and_leaves_the_context_alone() -> None:
+    ctx = _context(broker_doc("b", "ns1"), trigger_doc("t", "ns1", "b", "http://s"))
+    for phase in PHASES:
+        before = (dict(ctx.desired.statuses), dict(ctx.desired.contract), dict(ctx.addresses))
+        contribution = phase(ctx)
+        assert isinstance(contribution, Contribution)
+        assert (dict(ctx.desired.statuses), dict(ctx.desired.contract), dict(ctx.addresses)) == before
+        merge(ctx, contribution)
+    assert ctx.desired.statuses[ResourceKey("Trigger", "ns1", "t")].ready
+
+
+def test_merge_adds_a_contribution_to_the_desired_state_and_the_addresses() -> None:
+    ctx = _context(broker_doc("b", "ns1"))
+    key = ResourceKey("Broker", "ns1", "b")
+    contribution = Contribution()
+    contribution.topics["t"] = TopicSpec("t", 1, 1)
+    contribution.contract["Broker/ns1/b"] = ContractEntry()
+    contribution.addressable(key, Status(address=Address(url="http://x"), conditions=Conditions().finish([])))
+    merge(ctx, contribution)
+    assert set(ctx.desired.topics) == {"t"}
+    assert set(ctx.desired.contract) == {"Broker/ns1/b"}
+    assert ctx.desired.statuses[key].ready
+    assert ctx.addresses[key] == "http://x"
+
+
+def test_address_of_a_resource_that_is_not_ready_is_none() -> None:
+    contribution = Contribution()
+    key = ResourceKey("Broker", "ns1", "b")
+    contribution.addressable(key, Status(address=Address(url="http://x")))
+    assert contribution.addresses[key] is None
+
+
+def test_merged_children_replace_stored_copies_and_forgotten_ones_leave_the_pass() -> None:
+    ctx = _context(kafka_channel_doc("kept", "ns1"), kafka_channel_doc("gone", "ns1"))
+    child = parse_resource(kafka_channel_doc("kept", "ns1", numPartitions=3))
+    contribution = Contribution()
+    contribution.children[child.key] = child
+    contribution.forgotten.add(ResourceKey("KafkaChannel", "ns1", "gone"))
+    merge(ctx, contribution)
+    assert ctx.resources == {child.key: child}
+    assert ctx.desired.children == {child.key: child}
+
+
+def test_merged_subscribers_are_listed_only_by_channel_statuses() -> None:
+    ctx = _context()
+    channel = ResourceKey("KafkaChannel", "ns1", "c")
+    broker = ResourceKey("Broker", "ns1", "b")
+    ctx.desired.statuses[channel] = ChannelableStatus()
+    ctx.desired.statuses[broker] = Status()
+    entry = SubscriberStatus(uid="u", ready="True")
+    contribution = Contribution()
+    contribution.subscribers[channel] = [entry]
+    contribution.subscribers[broker] = [entry]
+    contribution.subscribers[ResourceKey("KafkaChannel", "ns1", "absent")] = [entry]
+    merge(ctx, contribution)
+    channel_status = ctx.desired.statuses[channel]
+    assert isinstance(channel_status, ChannelableStatus)
+    assert channel_status.subscribers == [entry]
+    assert ResourceKey("KafkaChannel", "ns1", "absent") not in ctx.desired.statuses
+
+
+def test_subscription_phase_reports_to_its_channel_through_its_contribution() -> None:
+    ctx = _context(
+        kafka_channel_doc("c", "ns1"), subscription_doc("s", "ns1", "c", subscriber={"uri": "http://s"})
+    )
+    for phase in PHASES[: PHASES.index(channels.reconcile_subscriptions)]:
+        merge(ctx, phase(ctx))
+    channel = ResourceKey("KafkaChannel", "ns1", "c")
+    contribution = channels.reconcile_subscriptions(ctx)
+    assert ctx.desired.statuses[channel].subscribers == []
+    assert [s.ready for s in contribution.subscribers[channel]] == ["True"]
+    merge(ctx, contribution)
+    assert [s.ready for s in ctx.desired.statuses[channel].subscribers] == ["True"]
