@@ -121,7 +121,7 @@ KNATIVE: dict[str, KnativeCrd] = {
         (*SOURCES, "bindings"), (SINK, AGE, READY, REASON), {**SOURCE, "duck.knative.dev/binding": "true"}
     ),
     "KafkaSource": KnativeCrd(
-        SOURCES,
+        ("all", "knative", "eventing", "sources"),
         (
             _column("Topics", ".spec.topics"),
             _column("BootstrapServers", ".spec.bootstrapServers"),
