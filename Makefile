@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint format bench bench-quick kafka-start kafka-stop clean
+.PHONY: install up demo test test-unit test-integration lint format crds bench bench-quick kafka-start kafka-stop clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The chart's CRDs are generated from keventing/resources; tests/unit/test_crds.py fails when they are stale.
+crds: install
+	$(BIN)/python -m keventing.resources.crds --write charts/keventing/crds
 
 # Benchmarks are not tests: they start their own Kafka and stack and write bench/results/<timestamp>.*
 bench: install
