@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -28,6 +27,7 @@ from keventing import events
 from keventing.contract import Egress
 from keventing.filters import compile_trigger_filter
 from keventing.kafka.client import make_consumer
+from keventing.kafka.rebalance import RebalanceListener
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -104,7 +104,9 @@ class EgressConsumer:
         )
         await consumer.start()
         self.consumer = consumer
-        consumer.subscribe(list(self.egress.topics), listener=_Listener(self))
+        consumer.subscribe(
+            list(self.egress.topics), listener=RebalanceListener(self.on_revoked, self.on_assigned)
+        )
         log.info("consumer started", extra={"egress": self.egress.id, "group": self.egress.consumer_group})
         last_commit = time.monotonic()
         try:
@@ -317,18 +319,7 @@ class EgressConsumer:
             self.partitions.pop(state.tp, None)
         self._forget_lag([state.tp for state in states])
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self.partitions[tp] = PartitionState(tp)
         self._new_partitions |= set(assigned)
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: EgressConsumer) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
-        await self.owner.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
-        self.owner.on_assigned(assigned)

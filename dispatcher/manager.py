@@ -13,7 +13,7 @@ from dispatcher.delivery import Deliverer
 from dispatcher.settings import DispatcherSettings
 from keventing import events
 from keventing.contract import ContractEntry, Egress
-from keventing.contractstream import follow_contract
+from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import start_producer
 
@@ -30,14 +30,15 @@ class DispatcherManager:
     def __init__(self, settings: DispatcherSettings) -> None:
         self.settings = settings
         self.running: dict[str, Running] = {}
-        self.synced = False
+        # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
+        self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
         self.producer: AIOKafkaProducer | None = None
         self.session: aiohttp.ClientSession | None = None
         self.deliverer: Deliverer | None = None
         self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
 
     def ready(self) -> bool:
-        return self.synced and self.producer is not None
+        return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -48,10 +49,9 @@ class DispatcherManager:
         event_types = asyncio.create_task(self.event_types.run())
         try:
             await self._start_producer()
-            await follow_contract(
+            await self.contract.follow(
                 self.settings.kafka_bootstrap_servers,
                 self.settings.contract_topic,
-                self._on_contract,
                 self.settings.control_plane_replication_factor,
             )
         finally:
@@ -63,16 +63,9 @@ class DispatcherManager:
                 await self.producer.stop()
             await self.session.close()
 
-    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
-        if snapshot:
-            for gone in set(self.running) - set(changes):
-                await self._stop(gone)
-        for key, entry in changes.items():
-            self.event_types.track(key, entry)
-            await self._apply(key, entry.egress if entry else None)
-        if not self.synced:
-            log.info("contract loaded", extra={"egresses": len(self.running)})
-        self.synced = True
+    async def _on_entry(self, key: str, old: ContractEntry | None, new: ContractEntry | None) -> None:
+        self.event_types.track(key, new)
+        await self._apply(key, new.egress if new else None)
 
     async def _start_producer(self) -> None:
         self.producer = await start_producer(self.settings.kafka_bootstrap_servers)

@@ -15,9 +15,9 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
+from keventing.kafka.rebalance import RebalanceListener
 
 log = logging.getLogger("keventing.sources")
 
@@ -59,7 +59,7 @@ class Ownership:
         consumer = make_consumer(self.bootstrap_servers, self.group)
         await consumer.start()
         try:
-            consumer.subscribe([self.topic], listener=_Listener(self))
+            consumer.subscribe([self.topic], listener=RebalanceListener(self.revoked, self.assigned))
             while True:
                 await consumer.getmany(timeout_ms=1000)  # keeps the membership alive; nothing to read
         finally:
@@ -91,14 +91,3 @@ class Ownership:
         await self._set(
             self.owned | {tp.partition for tp in partitions if tp.topic == self.topic}, final=True
         )
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: Ownership) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
-        await self.owner.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
-        await self.owner.assigned(assigned)
