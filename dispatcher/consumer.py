@@ -23,6 +23,7 @@ from keventing import events
 from keventing.contract import Egress
 from keventing.kafka.client import make_consumer
 from keventing.kafka.rebalance import RebalanceListener
+from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -55,16 +56,7 @@ class EgressConsumer:
     # ------------------------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning(
-                    "consumer failed; restarting", extra={"egress": self.egress.id, "error": repr(err)}
-                )
-                await asyncio.sleep(1)
+        await restarting(self._consume, log, "consumer failed; restarting", {"egress": self.egress.id})
 
     async def _consume(self) -> None:
         consumer = make_consumer(

@@ -7,13 +7,13 @@ the entries deleted meanwhile: the first batch after a connect is a snapshot, an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from keventing.contract import ContractEntry
 from keventing.kafka.compacted import CompactedTopic
+from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.contract")
 
@@ -27,20 +27,17 @@ async def follow_contract(
     bootstrap_servers: str, topic: str, on_batch: OnBatch, replication_factor: int = 1
 ) -> None:
     contract = CompactedTopic(bootstrap_servers, topic, replication_factor)
-    while True:
-        try:
-            snapshot = True
-            async for batch in contract.follow():
-                changes = {key: _decode(key, value) for key, value in batch}
-                if snapshot:
-                    changes = {key: entry for key, entry in changes.items() if entry is not None}
-                await on_batch(changes, snapshot)
-                snapshot = False
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            log.warning("contract stream interrupted; reconnecting", extra={"error": repr(err)})
-            await asyncio.sleep(1)
+
+    async def connection() -> None:
+        snapshot = True
+        async for batch in contract.follow():
+            changes = {key: _decode(key, value) for key, value in batch}
+            if snapshot:
+                changes = {key: entry for key, entry in changes.items() if entry is not None}
+            await on_batch(changes, snapshot)
+            snapshot = False
+
+    await restarting(connection, log, "contract stream interrupted; reconnecting")
 
 
 def _decode(key: str, value: bytes | None) -> ContractEntry | None:

@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
 from keventing.kafka.rebalance import RebalanceListener
+from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.sources")
 
@@ -44,15 +45,10 @@ class Ownership:
         return self.partitions > 0 and partition_for(source_id, self.partitions) in self.owned
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._member()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("assignment group failed; rejoining", extra={"error": repr(err)})
-                await self._set(frozenset(), final=True)
-                await asyncio.sleep(1)
+        await restarting(self._member, log, "assignment group failed; rejoining", on_failure=self._lost)
+
+    async def _lost(self) -> None:
+        await self._set(frozenset(), final=True)
 
     async def _member(self) -> None:
         self.partitions = await self._ensure_topic()
