@@ -1,4 +1,7 @@
-"""Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes."""
+"""Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes.
+
+It also owns what the egresses share: the HTTP transport, the Kafka producer and the reply publisher.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from dispatcher.consumer import EgressConsumer
-from dispatcher.delivery import Deliverer
+from dispatcher.dispatch import RecordDispatcher
+from dispatcher.metrics import METRICS
+from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
+from dispatcher.transport import AiohttpPost
 from keventing import events
 from keventing.contract import ContractEntry, Egress
-from keventing.contractstream import follow_contract
+from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import start_producer
 
@@ -30,28 +36,29 @@ class DispatcherManager:
     def __init__(self, settings: DispatcherSettings) -> None:
         self.settings = settings
         self.running: dict[str, Running] = {}
-        self.synced = False
+        # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
+        self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
         self.producer: AIOKafkaProducer | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.deliverer: Deliverer | None = None
+        self.post: AiohttpPost | None = None
+        self.replies: ReplyPublisher | None = None
         self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
 
     def ready(self) -> bool:
-        return self.synced and self.producer is not None
+        return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
         )
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        self.deliverer = Deliverer(self.session, self._publish_reply, self.settings.default_timeout_seconds)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.post = AiohttpPost(session)
+        self.replies = ReplyPublisher(self._produce, self.post, self.event_types.observe_reply)
         event_types = asyncio.create_task(self.event_types.run())
         try:
-            await self._start_producer()
-            await follow_contract(
+            self.producer = await start_producer(self.settings.kafka_bootstrap_servers)
+            await self.contract.follow(
                 self.settings.kafka_bootstrap_servers,
                 self.settings.contract_topic,
-                self._on_contract,
                 self.settings.control_plane_replication_factor,
             )
         finally:
@@ -61,21 +68,17 @@ class DispatcherManager:
             )
             if self.producer is not None:
                 await self.producer.stop()
-            await self.session.close()
+            await session.close()
 
-    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
-        if snapshot:
-            for gone in set(self.running) - set(changes):
-                await self._stop(gone)
-        for key, entry in changes.items():
-            self.event_types.track(key, entry)
-            await self._apply(key, entry.egress if entry else None)
-        if not self.synced:
-            log.info("contract loaded", extra={"egresses": len(self.running)})
-        self.synced = True
+    async def _produce(
+        self, topic: str, key: bytes | None, headers: events.KafkaHeaders, value: bytes | None
+    ) -> None:
+        assert self.producer is not None
+        await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
-    async def _start_producer(self) -> None:
-        self.producer = await start_producer(self.settings.kafka_bootstrap_servers)
+    async def _on_entry(self, key: str, old: ContractEntry | None, new: ContractEntry | None) -> None:
+        self.event_types.track(key, new)
+        await self._apply(key, new.egress if new else None)
 
     async def _apply(self, key: str, egress: Egress | None) -> None:
         current = self.running.get(key)
@@ -84,9 +87,17 @@ class DispatcherManager:
         if current is not None:
             await self._stop(key)
         if egress is not None:
-            assert self.deliverer is not None
+            assert self.post is not None and self.replies is not None
+            metrics = METRICS.for_egress(egress)
+            dispatcher = RecordDispatcher(
+                egress, self.post, self.replies, metrics, self.settings.default_timeout_seconds
+            )
             consumer = EgressConsumer(
-                egress, self.settings.kafka_bootstrap_servers, self.deliverer, self.settings.max_in_flight
+                egress,
+                self.settings.kafka_bootstrap_servers,
+                dispatcher,
+                metrics,
+                self.settings.max_in_flight,
             )
             self.running[key] = Running(consumer, asyncio.create_task(consumer.run()))
 
@@ -96,18 +107,3 @@ class DispatcherManager:
             return
         running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
-
-    async def _publish_reply(self, egress: Egress, event: events.Event) -> None:
-        reply = egress.reply
-        if reply.strategy == "topic":
-            assert self.producer is not None and reply.topic is not None
-            key, headers, value = events.to_kafka_binary(event)
-            await self.producer.send_and_wait(reply.topic, value=value, key=key, headers=headers)
-            self.event_types.observe_reply(reply.topic, event)
-        elif reply.strategy == "url":
-            assert self.session is not None and reply.url is not None
-            headers_http, body = events.to_http_binary(event)
-            async with self.session.post(reply.url, data=body, headers=headers_http) as response:
-                await response.read()
-                if not 200 <= response.status < 300:
-                    raise RuntimeError(f"reply target {reply.url} answered {response.status}")

@@ -31,15 +31,6 @@ class OffsetTracker:
     def finished(self, offset: int) -> None:
         self._in_flight.discard(offset)
 
-    def skip_to(self, offset: int) -> None:
-        """Offsets below ``offset`` that were never handed out (compacted away, transaction markers)."""
-        if offset > self._next and not self._in_flight:
-            self._next = offset
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     def committable(self) -> int:
         heap = self._heap
         while heap and heap[0] not in self._in_flight:

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from keventing.contract import ContractEntry
-from keventing.contractstream import follow_contract
+from keventing.contract import Ingress
+from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import start_producer
 from keventing.ops import ops_app
@@ -44,6 +44,9 @@ class ReceiverApp:
         self.settings = settings
         self.table = IngressTable()
         metrics = metrics or IngressMetrics.of()
+        self.contract: ContractFollower[Ingress] = ContractFollower(
+            lambda entry: entry.ingress, self._on_ingress, what="ingresses"
+        )
         self.producer: AIOKafkaProducer | None = None
         self.batches: BatchProducer | None = None
         self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
@@ -59,7 +62,7 @@ class ReceiverApp:
         self._tasks: list[asyncio.Task[None]] = []
 
     def ready(self) -> bool:
-        return self.producer is not None and self.table.synced
+        return self.producer is not None and self.contract.synced
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
         if self.batches is None:
@@ -136,25 +139,17 @@ class ReceiverApp:
         self.batches = BatchProducer(producer, self.settings.produce_timeout_seconds)
 
     async def _follow_contract(self) -> None:
-        await follow_contract(
+        await self.contract.follow(
             self.settings.kafka_bootstrap_servers,
             self.settings.contract_topic,
-            self._on_contract,
             self.settings.control_plane_replication_factor,
         )
 
-    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
-        if snapshot:
-            for gone in set(self.table.by_id) - set(changes):
-                self.table.remove(gone)
-        for key, entry in changes.items():
-            if entry is None or entry.ingress is None:
-                self.table.remove(key)
-            else:
-                self.table.put(entry.ingress)
-        if not self.table.synced:
-            log.info("contract loaded", extra={"ingresses": len(self.table.by_id)})
-        self.table.synced = True
+    async def _on_ingress(self, key: str, old: Ingress | None, new: Ingress | None) -> None:
+        if new is None:
+            self.table.remove(key)
+        else:
+            self.table.put(new)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -43,7 +43,6 @@ class IngressTable:
     def __init__(self) -> None:
         self.by_path: dict[str, Ingress] = {}
         self.by_id: dict[str, Ingress] = {}
-        self.synced = False
 
     def put(self, ingress: Ingress) -> None:
         self.remove(ingress.id)

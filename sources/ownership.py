@@ -15,9 +15,10 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
+from keventing.kafka.rebalance import RebalanceListener
+from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.sources")
 
@@ -44,22 +45,17 @@ class Ownership:
         return self.partitions > 0 and partition_for(source_id, self.partitions) in self.owned
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._member()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("assignment group failed; rejoining", extra={"error": repr(err)})
-                await self._set(frozenset(), final=True)
-                await asyncio.sleep(1)
+        await restarting(self._member, log, "assignment group failed; rejoining", on_failure=self._lost)
+
+    async def _lost(self) -> None:
+        await self._set(frozenset(), final=True)
 
     async def _member(self) -> None:
         self.partitions = await self._ensure_topic()
         consumer = make_consumer(self.bootstrap_servers, self.group)
         await consumer.start()
         try:
-            consumer.subscribe([self.topic], listener=_Listener(self))
+            consumer.subscribe([self.topic], listener=RebalanceListener(self.revoked, self.assigned))
             while True:
                 await consumer.getmany(timeout_ms=1000)  # keeps the membership alive; nothing to read
         finally:
@@ -91,14 +87,3 @@ class Ownership:
         await self._set(
             self.owned | {tp.partition for tp in partitions if tp.topic == self.topic}, final=True
         )
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: Ownership) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
-        await self.owner.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
-        await self.owner.assigned(assigned)

@@ -9,8 +9,8 @@ import logging
 import aiohttp
 
 from keventing import events
-from keventing.contract import ContractEntry, Source
-from keventing.contractstream import follow_contract
+from keventing.contract import Source
+from keventing.contractstream import ContractFollower
 from sources.clock import Clock
 from sources.containers import Backoff, ContainerSupervisor
 from sources.ownership import Ownership
@@ -25,8 +25,10 @@ class SourceRunner:
     def __init__(self, settings: SourcesSettings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
-        self.sources: dict[str, Source] = {}
-        self.synced = False
+        self.contract: ContractFollower[Source] = ContractFollower(
+            lambda entry: entry.source, applied=self._reconcile, what="sources"
+        )
+        self.sources = self.contract.entries  # the follower keeps it current
         self.ownership = Ownership(
             settings.kafka_bootstrap_servers,
             settings.assignment_topic,
@@ -42,7 +44,7 @@ class SourceRunner:
         self._lock = asyncio.Lock()
 
     def ready(self) -> bool:
-        return self.synced and self.ownership.joined
+        return self.contract.synced and self.ownership.joined
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(auto_decompress=False) as session:
@@ -65,25 +67,11 @@ class SourceRunner:
         await self.sender.send(source, event)
 
     async def _follow_contract(self) -> None:
-        await follow_contract(
+        await self.contract.follow(
             self.settings.kafka_bootstrap_servers,
             self.settings.contract_topic,
-            self._on_contract,
             self.settings.control_plane_replication_factor,
         )
-
-    async def _on_contract(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
-        if snapshot:  # the whole table: after a reconnect it replaces what was known
-            self.sources.clear()
-        for key, entry in changes.items():
-            if entry is None or entry.source is None:
-                self.sources.pop(key, None)
-            else:
-                self.sources[key] = entry.source
-        if not self.synced:
-            log.info("contract loaded", extra={"sources": len(self.sources)})
-        self.synced = True
-        await self._reconcile()
 
     async def _reconcile(self, final: bool = True) -> None:
         """Schedule and run exactly the sources this runner owns; stop the others.

@@ -1,0 +1,31 @@
+"""Keeping a long-running loop alive: run it again a second after it failed, until it is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+RESTART_DELAY = 1.0  # seconds: long enough not to spin against a broker that is down
+
+
+async def restarting(
+    run: Callable[[], Awaitable[None]],
+    log: logging.Logger,
+    message: str,
+    extra: dict[str, Any] | None = None,
+    on_failure: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Await ``run()`` forever; each failure is logged as a warning (``message``, plus the error), then
+    ``on_failure()`` is awaited and, after ``RESTART_DELAY``, ``run()`` starts again."""
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning(message, extra={**(extra or {}), "error": repr(err)})
+            if on_failure is not None:
+                await on_failure()
+            await asyncio.sleep(RESTART_DELAY)

@@ -1,0 +1,300 @@
+"""One event's trip through the dispatcher, with a fake HTTP transport and a fake Kafka producer: no sockets."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dispatcher.dispatch import RecordDispatcher
+from dispatcher.metrics import DispatcherMetrics
+from dispatcher.replies import ReplyPublisher
+from dispatcher.transport import Response, TransportError
+from keventing import events
+from keventing.contract import DeliveryPolicy, Egress, Reply
+
+SUBSCRIBER = "http://subscriber/"
+DLS = "http://dls/"
+LABELS = {"namespace_name": "ns", "kind": "Trigger", "name": "t"}
+
+
+class FakePost:
+    """Answers each POST to a URL with the next scripted response (or raises it); records every request."""
+
+    def __init__(self, script: dict[str, list[Response | Exception]]) -> None:
+        self.script = {url: list(answers) for url, answers in script.items()}
+        self.requests: list[tuple[str, dict[str, str], bytes, float | None]] = []
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+    ) -> Response:
+        self.requests.append((url, dict(headers), body, timeout))
+        answers = self.script.get(url) or [Response(202)]
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def urls(self) -> list[str]:
+        return [url for url, *_ in self.requests]
+
+
+class FakeKafka:
+    def __init__(self, fail: bool = False) -> None:
+        self.records: list[tuple[str, bytes | None, events.KafkaHeaders, bytes | None]] = []
+        self.fail = fail
+
+    async def produce(
+        self, topic: str, key: bytes | None, headers: events.KafkaHeaders, value: bytes | None
+    ) -> None:
+        if self.fail:
+            raise ConnectionError("kafka is down")
+        self.records.append((topic, key, headers, value))
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _egress(**overrides: Any) -> Egress:
+    fields: dict[str, Any] = {
+        "id": "Trigger/ns/t",
+        "kind": "Trigger",
+        "namespace": "ns",
+        "name": "t",
+        "uid": "u",
+        "topics": ("topic",),
+        "consumer_group": "group",
+        "destination": SUBSCRIBER,
+    }
+    return Egress(**{**fields, **overrides})
+
+
+def _event(event_id: str = "e-1") -> events.Event:
+    return events.Event(
+        {"specversion": "1.0", "id": event_id, "type": "dev.test", "source": "/test"},
+        b"{}",
+        {"timestamp": 1000},
+    )
+
+
+def _reply_response() -> Response:
+    headers = {"ce-specversion": "1.0", "ce-id": "r-1", "ce-type": "dev.reply", "ce-source": "/sub"}
+    return Response(200, headers, b"reply")
+
+
+class Harness:
+    def __init__(
+        self, egress: Egress, script: dict[str, list[Response | Exception]], kafka_fails: bool = False
+    ):
+        self.registry = CollectorRegistry()
+        self.post = FakePost(script)
+        self.kafka = FakeKafka(kafka_fails)
+        self.sleeps = Sleeps()
+        self.seen_replies: list[tuple[str, events.Event]] = []
+        replies = ReplyPublisher(
+            self.kafka.produce, self.post, lambda topic, e: self.seen_replies.append((topic, e))
+        )
+        metrics = DispatcherMetrics(self.registry).for_egress(egress)
+        self.dispatcher = RecordDispatcher(
+            egress, self.post, replies, metrics, 5.0, sleep=self.sleeps, wall_clock=lambda: 3.0
+        )
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, {**LABELS, **labels}) or 0.0
+
+
+async def test_a_2xx_delivers_the_event_in_binary_mode_with_prefer_reply() -> None:
+    harness = Harness(_egress(), {SUBSCRIBER: [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    assert outcome.attempts == 1
+    url, headers, body, timeout = harness.post.requests[0]
+    assert (url, body, timeout) == (SUBSCRIBER, b"{}", 5.0)
+    assert headers["ce-id"] == "e-1"
+    assert headers["prefer"] == "reply"
+    assert harness.sample("event_count_total", response_code="202", response_code_class="2xx") == 1
+    assert harness.sample("event_processing_latencies_count") == 1
+    assert harness.sample("event_processing_latencies_sum") == 2000.0  # wall clock 3 s, record at 1 s
+
+
+@pytest.mark.parametrize("status", [500, 503, 404, 408, 409, 429])
+async def test_retryable_statuses_are_retried_until_success(status: int) -> None:
+    egress = _egress(delivery=DeliveryPolicy(retry=3, backoff_policy="linear", backoff_delay=0.5))
+    harness = Harness(egress, {SUBSCRIBER: [Response(status), Response(status), Response(200)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    assert outcome.attempts == 3
+    assert harness.sleeps.waits == [0.5, 1.0]
+    assert harness.sample("keventing_dispatcher_retries_total") == 2
+
+
+async def test_transport_errors_are_retried_with_exponential_backoff() -> None:
+    egress = _egress(delivery=DeliveryPolicy(retry=2, backoff_policy="exponential", backoff_delay=0.1))
+    refused = TransportError("ClientConnectorError: refused")
+    harness = Harness(egress, {SUBSCRIBER: [refused, refused, Response(200)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    assert harness.sleeps.waits == [0.2, 0.4]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 413])
+async def test_other_client_errors_are_not_retried(status: int) -> None:
+    harness = Harness(_egress(delivery=DeliveryPolicy(retry=5)), {SUBSCRIBER: [Response(status)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.attempts == 1
+    assert harness.sleeps.waits == []
+    assert harness.sample("event_count_total", response_code=str(status), response_code_class="4xx") == 1
+
+
+async def test_retry_after_is_honoured_up_to_retry_after_max() -> None:
+    policy = DeliveryPolicy(retry=2, backoff_policy="linear", backoff_delay=0.1, retry_after_max=5.0)
+    script: dict[str, list[Response | Exception]] = {
+        SUBSCRIBER: [Response(429, {"retry-after": "3"}), Response(503, {"retry-after": "60"}), Response(200)]
+    }
+    harness = Harness(_egress(delivery=policy), script)
+    await harness.dispatcher.dispatch(_event())
+    assert harness.sleeps.waits == [3.0, 5.0]
+
+
+async def test_retry_after_is_ignored_without_retry_after_max() -> None:
+    policy = DeliveryPolicy(retry=1, backoff_policy="linear", backoff_delay=0.1)
+    harness = Harness(
+        _egress(delivery=policy), {SUBSCRIBER: [Response(429, {"retry-after": "3"}), Response(200)]}
+    )
+    await harness.dispatcher.dispatch(_event())
+    assert harness.sleeps.waits == [0.1]
+
+
+async def test_exhausted_retries_send_the_original_event_to_the_dead_letter_sink() -> None:
+    policy = DeliveryPolicy(retry=1, backoff_delay=0.1, dead_letter_url=DLS)
+    script: dict[str, list[Response | Exception]] = {
+        SUBSCRIBER: [Response(500, {"kne-reason": "overloaded"}, b"boom")],
+        DLS: [Response(202)],
+    }
+    harness = Harness(_egress(delivery=policy), script)
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "dead_lettered"
+    assert harness.post.urls() == [SUBSCRIBER, SUBSCRIBER, DLS]
+    _, headers, body, _ = harness.post.requests[-1]
+    assert body == b"{}"
+    assert "prefer" not in headers
+    assert headers["ce-id"] == "e-1"
+    assert headers["ce-knativeerrordest"] == SUBSCRIBER
+    assert headers["ce-knativeerrorcode"] == "500"
+    assert base64.b64decode(headers["ce-knativeerrordata"]) == b"boom"
+    assert headers["ce-reason"] == "overloaded"
+    assert harness.sample("keventing_dispatcher_dead_lettered_total") == 1
+    assert harness.sample("event_count_total", response_code="500", response_code_class="5xx") == 1
+
+
+async def test_a_failing_dead_letter_sink_is_retried_then_the_event_is_dropped() -> None:
+    policy = DeliveryPolicy(retry=2, backoff_delay=0.1, dead_letter_url=DLS)
+    harness = Harness(_egress(delivery=policy), {SUBSCRIBER: [Response(400)], DLS: [Response(503)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert (outcome.result, outcome.reason) == ("dropped", "dead_letter_sink_failed")
+    assert harness.post.urls() == [SUBSCRIBER, DLS, DLS, DLS]
+    assert harness.sample("keventing_dispatcher_dropped_total", reason="dead_letter_sink_failed") == 1
+    assert harness.sample("keventing_dispatcher_retries_total") == 0  # retries count subscriber attempts only
+
+
+async def test_without_a_dead_letter_sink_the_event_is_given_up_on() -> None:
+    harness = Harness(_egress(), {SUBSCRIBER: [Response(500)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert (outcome.result, outcome.reason) == ("dropped", "no_dead_letter_sink")
+    assert harness.sample("keventing_dispatcher_dropped_total", reason="no_dead_letter_sink") == 1
+
+
+async def test_a_reply_is_published_to_the_broker_topic() -> None:
+    egress = _egress(reply=Reply(strategy="topic", topic="broker-topic"))
+    harness = Harness(egress, {SUBSCRIBER: [_reply_response()]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    [(topic, _, headers, value)] = harness.kafka.records
+    assert (topic, value) == ("broker-topic", b"reply")
+    assert ("ce_id", b"r-1") in headers
+    assert [(t, e.id) for t, e in harness.seen_replies] == [("broker-topic", "r-1")]
+    assert harness.sample("keventing_dispatcher_replies_total") == 1
+
+
+async def test_a_reply_is_posted_to_the_reply_url() -> None:
+    egress = _egress(reply=Reply(strategy="url", url="http://reply/"))
+    harness = Harness(egress, {SUBSCRIBER: [_reply_response()], "http://reply/": [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    url, headers, body, timeout = harness.post.requests[-1]
+    assert (url, body, timeout) == ("http://reply/", b"reply", None)
+    assert headers["ce-id"] == "r-1"
+    assert "prefer" not in headers
+
+
+async def test_a_discarded_reply_goes_nowhere() -> None:
+    harness = Harness(_egress(), {SUBSCRIBER: [_reply_response()]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    assert harness.post.urls() == [SUBSCRIBER]
+    assert harness.kafka.records == []
+    assert harness.sample("keventing_dispatcher_replies_total") == 0
+
+
+async def test_a_failed_reply_fails_the_delivery_and_retries_all_of_it() -> None:
+    egress = _egress(
+        reply=Reply(strategy="url", url="http://reply/"),
+        delivery=DeliveryPolicy(retry=1, backoff_delay=0.1, dead_letter_url=DLS),
+    )
+    script: dict[str, list[Response | Exception]] = {
+        SUBSCRIBER: [_reply_response()],
+        "http://reply/": [Response(500)],
+    }
+    harness = Harness(egress, script)
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "dead_lettered"
+    assert harness.post.urls() == [SUBSCRIBER, "http://reply/", SUBSCRIBER, "http://reply/", DLS]
+    _, headers, _, _ = harness.post.requests[-1]
+    assert headers["ce-knativeerrorcode"] == "500"
+    assert b"reply target http://reply/ answered 500" in base64.b64decode(headers["ce-knativeerrordata"])
+
+
+async def test_a_reply_that_kafka_refuses_fails_the_delivery() -> None:
+    egress = _egress(reply=Reply(strategy="topic", topic="broker-topic"))
+    harness = Harness(egress, {SUBSCRIBER: [_reply_response()]}, kafka_fails=True)
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert (outcome.result, outcome.reason) == ("dropped", "no_dead_letter_sink")
+    assert outcome.last.error is not None and "reply could not be forwarded" in outcome.last.error
+
+
+async def test_a_2xx_body_that_is_not_a_cloudevent_is_a_failed_delivery() -> None:
+    harness = Harness(_egress(), {SUBSCRIBER: [Response(200, {"content-type": "text/plain"}, b"hello")]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "dropped"
+    assert outcome.last.error is not None and "not a CloudEvent" in outcome.last.error
+
+
+async def test_a_subscription_without_subscriber_forwards_to_its_reply_target() -> None:
+    egress = _egress(destination=None, reply=Reply(strategy="topic", topic="next"))
+    harness = Harness(egress, {})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    assert [topic for topic, *_ in harness.kafka.records] == ["next"]
+    assert harness.post.requests == []
+
+
+async def test_a_crash_inside_the_dispatch_drops_the_event_instead_of_raising() -> None:
+    class Broken(FakePost):
+        async def post(
+            self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        ) -> Response:
+            raise RuntimeError("bug")
+
+    harness = Harness(_egress(), {})
+    harness.dispatcher.post = Broken({})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert (outcome.result, outcome.reason) == ("dropped", "internal_error")
+    assert harness.sample("keventing_dispatcher_dropped_total", reason="internal_error") == 1
