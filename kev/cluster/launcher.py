@@ -26,7 +26,9 @@ from pathlib import Path
 
 from kev.cluster.pki import ClusterPKI, PKIError, kubeconfig, make_pki, write_kubeconfig
 from kev.cluster.toolchain import Toolchain, ToolchainError
-from keventing.kafka.embedded import free_port, tail
+
+# The embedded Kafka's process helpers serve here unchanged (pid liveness without zombies, argv from procfs).
+from keventing.kafka.embedded import _cmdline, _pid_alive, free_port, tail
 
 __all__ = ["ClusterState", "LocalCluster", "LocalClusterError"]
 
@@ -55,28 +57,6 @@ class ClusterState:
     @property
     def server(self) -> str:
         return f"https://{_HOST}:{self.apiserver_port}"
-
-
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (an exited child that nobody reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class LocalCluster:
@@ -124,7 +104,7 @@ class LocalCluster:
 
     def _ours(self, pid: int) -> bool:
         """A pid from cluster.json is ours only if it still runs with our state dir on its command line."""
-        return _pid_running(pid) and str(self.state_dir) in _cmdline(pid)
+        return _pid_alive(pid) and str(self.state_dir) in " ".join(_cmdline(pid) or [])
 
     def running(self) -> dict[str, int]:
         """The components that still run, by name."""
@@ -336,7 +316,7 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
-        while _pid_running(pid):
+        while _pid_alive(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.1)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# One cache root and one locking scheme for everything keventing downloads or builds (see the Kafka jars).
 from keventing.kafka.embedded import _file_lock, default_cache_dir, tail
 
 __all__ = [

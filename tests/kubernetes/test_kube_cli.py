@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kev.cluster.launcher import _pid_running
+from keventing.kafka.embedded import _pid_alive
 
 
 def _kev_cluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def test_up_then_kubectl_then_down_leaves_no_process(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         kubeconfig = up.stdout.strip().splitlines()[-1]
         assert Path(kubeconfig) == state_dir / "kubeconfig"
-        assert len(pids) == 3 and all(_pid_running(pid) for pid in pids)
+        assert len(pids) == 3 and all(_pid_alive(pid) for pid in pids)
 
         namespaces = _kev_cluster(
             "kubectl", "--state-dir", str(state_dir), "get", "ns", "-o", "name", timeout=60
@@ -38,6 +38,6 @@ def test_up_then_kubectl_then_down_leaves_no_process(tmp_path: Path) -> None:
     finally:
         down = _kev_cluster("down", "--state-dir", str(state_dir), timeout=60)
     assert down.returncode == 0, down.stderr
-    assert not [pid for pid in pids if _pid_running(pid)]
+    assert not [pid for pid in pids if _pid_alive(pid)]
     assert _kev_cluster("status", "--state-dir", str(state_dir), timeout=30).returncode == 1
     assert os.path.exists(state_dir / "kubeconfig")  # the state dir is kept for the next `up`
