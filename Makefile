@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint format crds bench bench-quick kafka-start kafka-stop clean
+.PHONY: install up demo test test-unit test-integration lint format crds bench bench-quick kafka-start kafka-stop cluster-tools clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ kafka-start: install
 
 kafka-stop: install
 	$(BIN)/kev kafka stop
+
+# Builds and caches etcd, kube-apiserver, kube-controller-manager, kubectl and helm (slow the first time).
+cluster-tools: install
+	$(BIN)/python -m kev.cluster.toolchain build
 
 clean:
 	rm -rf $(VENV) .kev .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,325 @@
+"""Run a real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
+
+:class:`LocalCluster` is to Kubernetes what :class:`~keventing.kafka.embedded.EmbeddedKafka` is to Kafka:
+binaries from the cached :class:`~kev.cluster.toolchain.Toolchain`, free ports, a scratch state dir holding
+the PKI, the etcd data, one log per component, a kubeconfig and ``cluster.json`` (ports and pids). Each
+component runs in its own session, so a cluster outlives the process that started it (``kev cluster up``)
+and another process can stop it from the state dir alone (``kev cluster down``). There is no kubelet:
+Deployments get ReplicaSets and Pods, but the Pods stay Pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kev.cluster.pki import ClusterPKI, PKIError, kubeconfig, make_pki, write_kubeconfig
+from kev.cluster.toolchain import Toolchain, ToolchainError
+
+# The embedded Kafka's process helpers serve here unchanged (pid liveness without zombies, argv from procfs).
+from keventing.kafka.embedded import _cmdline, _pid_alive, free_port, tail
+
+__all__ = ["ClusterState", "LocalCluster", "LocalClusterError"]
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR is the `kubernetes` Service's ClusterIP
+_HOST = "127.0.0.1"
+_STATE_FILE = "cluster.json"
+_STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+
+Progress = Callable[[str], None]
+
+
+class LocalClusterError(RuntimeError):
+    """The test cluster could not be built, started or stopped; the message says which component and why."""
+
+
+@dataclass
+class ClusterState:
+    """What ``cluster.json`` records: enough for another process to use or stop the cluster."""
+
+    apiserver_port: int
+    etcd_port: int
+    kubeconfig: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://{_HOST}:{self.apiserver_port}"
+
+
+class LocalCluster:
+    """A control plane whose every file lives in ``state_dir`` (a fresh temp dir if not given)."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        toolchain: Toolchain | None = None,
+        controller_manager: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="keventing-cluster-")).absolute()
+        self.toolchain = toolchain or Toolchain()
+        self.controller_manager = controller_manager
+        self._progress = progress
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalCluster(state_dir={str(self.state_dir)!r})"
+
+    # ---- paths and state --------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def pki(self) -> ClusterPKI:
+        return ClusterPKI(self.state_dir / "pki")
+
+    def log_file(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    def state(self) -> ClusterState | None:
+        try:
+            return ClusterState(**json.loads((self.state_dir / _STATE_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _save(self, state: ClusterState) -> None:
+        path = self.state_dir / _STATE_FILE
+        path.write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+    def _ours(self, pid: int) -> bool:
+        """A pid from cluster.json is ours only if it still runs with our state dir on its command line."""
+        return _pid_alive(pid) and str(self.state_dir) in " ".join(_cmdline(pid) or [])
+
+    def running(self) -> dict[str, int]:
+        """The components that still run, by name."""
+        state = self.state()
+        return {name: pid for name, pid in (state.pids if state else {}).items() if self._ours(pid)}
+
+    @property
+    def server(self) -> str:
+        state = self.state()
+        if state is None:
+            raise LocalClusterError(f"no cluster was started from {self.state_dir}")
+        return state.server
+
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> ClusterState:
+        """Build the binaries if needed, start every component and wait until the apiserver is ready.
+
+        ``timeout`` bounds the startup, not the one-off build. On failure nothing is left running.
+        """
+        if self.running():
+            raise LocalClusterError(f"a cluster already runs from {self.state_dir}: stop it first")
+        try:
+            binaries = {name: self.toolchain.binary(name) for name in self._components()}
+            binaries["kubectl"] = self.toolchain.binary("kubectl")
+        except ToolchainError as exc:
+            raise LocalClusterError(f"the cluster's binaries are not available: {exc}") from exc
+        started = time.monotonic()
+        deadline = started + timeout
+        try:
+            pki = make_pki(self.pki.directory, service_ip=SERVICE_IP)
+        except PKIError as exc:
+            raise LocalClusterError(str(exc)) from exc
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        state = ClusterState(
+            apiserver_port=free_port(), etcd_port=free_port(), kubeconfig=str(self.kubeconfig_path)
+        )
+        write_kubeconfig(
+            self.kubeconfig_path, kubeconfig(server=state.server, ca_cert=pki.ca_cert, token=pki.admin_token)
+        )
+        try:
+            self._launch("etcd", [str(binaries["etcd"]), *self._etcd_args(state)], state)
+            self._wait("etcd", deadline, lambda: self._http_ok(f"http://{_HOST}:{state.etcd_port}/health"))
+            self._launch(
+                "kube-apiserver", [str(binaries["kube-apiserver"]), *self._apiserver_args(state)], state
+            )
+            self._wait("kube-apiserver", deadline, lambda: self._http_ok(f"{state.server}/readyz", pki))
+            if self.controller_manager:
+                kcm = [str(binaries["kube-controller-manager"]), *self._controller_manager_args()]
+                self._launch("kube-controller-manager", kcm, state)
+                # The serviceaccount controller's first act proves the controller manager is working.
+                self._wait(
+                    "kube-controller-manager",
+                    deadline,
+                    lambda: self._http_ok(
+                        f"{state.server}/api/v1/namespaces/default/serviceaccounts/default", pki
+                    ),
+                )
+        except BaseException:
+            self.stop()
+            raise
+        self._say(f"cluster ready in {time.monotonic() - started:.1f} s at {state.server}")
+        return state
+
+    def stop(self) -> None:
+        """Stop every component (SIGTERM, then SIGKILL after a grace period); idempotent."""
+        state = self.state()
+        pids = dict(state.pids) if state else {}
+        for name, child in self._procs.items():
+            pids.setdefault(name, child.pid)
+        # Reverse start order: clients before the apiserver, the apiserver before its storage.
+        for name in reversed(list(pids)):
+            pid = pids[name]
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                continue
+            if proc is None and not self._ours(pid):
+                continue
+            self._terminate(pid, proc)
+        self._procs.clear()
+        if state is not None:
+            state.pids = {}
+            self._save(state)
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    def _components(self) -> list[str]:
+        names = ["etcd", "kube-apiserver"]
+        return [*names, "kube-controller-manager"] if self.controller_manager else names
+
+    def _etcd_args(self, state: ClusterState) -> list[str]:
+        client = f"http://{_HOST}:{state.etcd_port}"
+        peer = f"http://{_HOST}:{free_port()}"
+        return [
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--log-level=warn",
+            # Test data is disposable: skipping fsync makes every write (and so every test) faster.
+            "--unsafe-no-fsync",
+        ]
+
+    def _apiserver_args(self, state: ClusterState) -> list[str]:
+        pki = self.pki
+        return [
+            f"--etcd-servers=http://{_HOST}:{state.etcd_port}",
+            f"--bind-address={_HOST}",
+            f"--secure-port={state.apiserver_port}",
+            f"--cert-dir={pki.directory}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--token-auth-file={pki.token_file}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-account-issuer={state.server}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        pki, config = self.pki, str(self.kubeconfig_path)
+        return [
+            f"--kubeconfig={config}",
+            # Its own delegated authn/authz against the apiserver, else it logs warnings on every start.
+            f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}",
+            # There is no front proxy, so there is no request-header CA to look up (it only logs errors).
+            "--authentication-skip-lookup=true",
+            f"--bind-address={_HOST}",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={self.state_dir / 'controller-manager'}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
+
+    def _launch(self, name: str, argv: Sequence[str], state: ClusterState) -> None:
+        self._say(f"starting {name}…")
+        with self.log_file(name).open("ab") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._procs[name] = proc
+        state.pids[name] = proc.pid
+        self._save(state)  # at once: a `down` from elsewhere must find even a half-started cluster
+
+    def _wait(self, name: str, deadline: float, ready: Callable[[], bool]) -> None:
+        proc = self._procs[name]
+        while not ready():
+            if proc.poll() is not None:
+                raise self._failure(name, f"exited with code {proc.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise self._failure(name, "did not become ready in time")
+            time.sleep(0.25)
+
+    def _failure(self, name: str, what: str) -> LocalClusterError:
+        log = self.log_file(name)
+        return LocalClusterError(f"{name} {what}; last lines of {log}:\n{tail(log, 25)}")
+
+    def _http_ok(self, url: str, pki: ClusterPKI | None = None) -> bool:
+        request = urllib.request.Request(url)
+        context = None
+        if pki is not None:
+            # Anonymous requests get 401 on /readyz: probe as the admin, verifying our own CA.
+            request.add_header("Authorization", f"Bearer {pki.admin_token}")
+            context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _terminate(self, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+        # Each component leads its own process group: signal the group so no helper child survives.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        if not self._exited(pid, proc, _STOP_GRACE):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            if not self._exited(pid, proc, _STOP_GRACE):
+                raise LocalClusterError(f"process {pid} survived SIGKILL")
+
+    @staticmethod
+    def _exited(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True

@@ -1,0 +1,60 @@
+"""Fixtures for tests against a real Kubernetes control plane: one :class:`LocalCluster` per session.
+
+The toolchain is built before the first test runs (outside the per-test timeout: it takes many minutes
+the first time), and a missing toolchain that cannot be built fails the session; nothing skips. There is
+deliberately no ``__init__.py`` here: ``tests/`` is on sys.path, and a package named ``kubernetes`` would
+shadow the Kubernetes client library.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from kev.cluster.launcher import LocalCluster
+from kev.cluster.toolchain import Toolchain
+
+HERE = __file__.rsplit("/", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ours = [item for item in items if str(item.path).startswith(HERE)]
+    for item in ours:
+        item.add_marker(pytest.mark.kubernetes)
+    if ours:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        say = reporter.write_line if reporter is not None else print
+        Toolchain(progress=say).ensure()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("kube-cluster"), progress=print)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+async def kube_api(kube_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    """An admin API client (the kubeconfig's static token in system:masters)."""
+    api = await config.new_client_from_config(config_file=str(kube_cluster.kubeconfig_path))
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name)
