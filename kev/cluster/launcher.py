@@ -1,6 +1,6 @@
 """Run a real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
 
-:class:`LocalCluster` is to Kubernetes what :class:`~keventing.kafka.embedded.EmbeddedKafka` is to Kafka:
+:class:`LocalCluster` is to Kubernetes what :class:`~kev.kafka.embedded.EmbeddedKafka` is to Kafka:
 binaries from the cached :class:`~kev.cluster.toolchain.Toolchain`, free ports, a scratch state dir holding
 the PKI, the etcd data, one log per component, a kubeconfig and ``cluster.json`` (ports and pids). Each
 component runs in its own session, so a cluster outlives the process that started it (``kev cluster up``)
@@ -28,7 +28,7 @@ from kev.cluster.pki import ClusterPKI, PKIError, kubeconfig, make_pki, write_ku
 from kev.cluster.toolchain import Toolchain, ToolchainError
 
 # The embedded Kafka's process helpers serve here unchanged (pid liveness without zombies, argv from procfs).
-from keventing.kafka.embedded import _cmdline, _pid_alive, free_port, tail
+from kev.kafka.embedded import _cmdline, _pid_alive, free_port, tail
 
 __all__ = ["ClusterState", "LocalCluster", "LocalClusterError"]
 

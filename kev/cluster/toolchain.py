@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # One cache root and one locking scheme for everything keventing downloads or builds (see the Kafka jars).
-from keventing.kafka.embedded import _file_lock, default_cache_dir, tail
+from kev.kafka.embedded import _file_lock, default_cache_dir, tail
 
 __all__ = [
     "ETCD_VERSION",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from keventing.kafka.embedded import _pid_alive
+from kev.kafka.embedded import _pid_alive
 
 
 def _kev_cluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
