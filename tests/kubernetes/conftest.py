@@ -15,19 +15,18 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from kev.cluster.launcher import LocalCluster
-from kev.cluster.toolchain import Toolchain
-
-HERE = __file__.rsplit("/", 1)[0]
+from kev.cluster.toolchain import Toolchain, ToolchainError
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` deselection: `-m "not kubernetes"` must not build anything
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if str(item.path).startswith(HERE)]
-    for item in ours:
-        item.add_marker(pytest.mark.kubernetes)
-    if ours:
+    if any(item.get_closest_marker("kubernetes") for item in items):
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         say = reporter.write_line if reporter is not None else print
-        Toolchain(progress=say).ensure()
+        try:
+            Toolchain(progress=say).ensure()
+        except ToolchainError as exc:
+            pytest.exit(f"the Kubernetes tests need the test cluster's binaries: {exc}", returncode=1)
 
 
 @pytest.fixture(scope="session")

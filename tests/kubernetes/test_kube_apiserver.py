@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from kubernetes_asyncio import client
 
 from kev.cluster.launcher import LocalCluster
 from kev.cluster.toolchain import HELM_VERSION, KUBERNETES_VERSION
+
+pytestmark = pytest.mark.kubernetes
 
 
 async def test_apiserver_reports_the_pinned_kubernetes_version(kube_api: client.ApiClient) -> None:

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kev.kafka.embedded import _pid_alive
+
+pytestmark = pytest.mark.kubernetes
 
 
 def _kev_cluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

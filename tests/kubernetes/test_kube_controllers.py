@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 from kubernetes_asyncio import client
+
+pytestmark = pytest.mark.kubernetes
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:

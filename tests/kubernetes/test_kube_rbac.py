@@ -9,6 +9,8 @@ from kubernetes_asyncio import client
 
 from kev.cluster.launcher import LocalCluster
 
+pytestmark = pytest.mark.kubernetes
+
 
 async def _service_account_token(api: client.ApiClient, namespace: str, name: str) -> str:
     core = client.CoreV1Api(api)
