@@ -18,3 +18,19 @@ class ControllerSettings(CommonSettings):
     resync_seconds: float = Field(default=30.0, alias="KEVENTING_RESYNC_SECONDS")
     http_host: str = Field(default="0.0.0.0", alias="KEVENTING_HTTP_HOST")
     http_port: int = Field(default=8091, alias="KEVENTING_CONTROLLER_PORT")
+    # Kubernetes mode: resources come from the API server (kopf) instead of the local store.
+    kubernetes: bool = Field(default=False, alias="KEVENTING_KUBERNETES")
+    kubeconfig: str | None = Field(default=None, alias="KUBECONFIG")
+    kube_context: str | None = Field(default=None, alias="KEVENTING_KUBE_CONTEXT")
+    # Namespaces to watch, comma-separated; empty: every namespace.
+    namespaces: str = Field(default="", alias="KEVENTING_NAMESPACES")
+    # The eventing.knative.dev/broker.class values keventing claims ("Kafka": Knative's Kafka broker).
+    broker_classes: str = Field(default="Kafka", alias="KEVENTING_BROKER_CLASSES")
+
+    @property
+    def namespace_list(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+    @property
+    def broker_class_set(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.broker_classes.split(",") if c.strip())

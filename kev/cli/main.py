@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kev.cli.kafka import app as kafka_app
+from kev.cluster.cli import app as cluster_app
 from keventing.resources import (
     EventType,
     Resource,
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 event_app = typer.Typer(help="Send and display CloudEvents.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka", help="Start, stop and inspect the embedded Apache Kafka.")
+app.add_typer(cluster_app, name="cluster", help="A local Kubernetes control plane: build, up, down, kubectl.")
 app.add_typer(event_app, name="event")
 console = Console()
 err_console = Console(stderr=True)
@@ -405,10 +407,25 @@ def dispatcher() -> None:
 
 
 @app.command()
-def controller() -> None:
+def controller(
+    kubernetes: bool = typer.Option(
+        False, "--kubernetes", help="Reconcile Knative resources from a Kubernetes API server (kopf)."
+    ),
+    kubeconfig: str | None = typer.Option(
+        None, help="Kubeconfig file (default: in-cluster, then ~/.kube/config)."
+    ),
+    context: str | None = typer.Option(None, help="The kubeconfig context to use."),
+) -> None:
     """Run the control plane (resources → topics, contract, statuses)."""
     from controller.main import main as run
 
+    # The controller reads its settings from the environment, like every service; the flags set them.
+    if kubernetes:
+        os.environ["KEVENTING_KUBERNETES"] = "true"
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    if context:
+        os.environ["KEVENTING_KUBE_CONTEXT"] = context
     run()
 
 

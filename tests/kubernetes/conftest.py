@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from kubectl import Kubectl
 from kubernetes_asyncio import client, config
 
 from kev.cluster.launcher import LocalCluster
@@ -57,3 +58,9 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
         yield name
     finally:
         await core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube_cluster: LocalCluster) -> Kubectl:
+    """The cached kubectl with the admin kubeconfig, as a user runs it."""
+    return Kubectl(Toolchain().binary("kubectl"), kube_cluster.kubeconfig_path)

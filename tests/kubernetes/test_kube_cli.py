@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kev.kafka.embedded import _pid_alive
+from kev.stack import kev_command
 
 pytestmark = pytest.mark.kubernetes
 
 
 def _kev_cluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kev.cluster.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([*kev_command(), "cluster", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_up_then_kubectl_then_down_leaves_no_process(tmp_path: Path) -> None:

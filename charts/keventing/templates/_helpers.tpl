@@ -129,8 +129,6 @@ livenessProbe:
 {{/* Pod-level settings shared by every Deployment. */}}
 {{- define "keventing.podSpec" -}}
 serviceAccountName: {{ include "keventing.serviceAccountName" . }}
-# Local mode never talks to the Kubernetes API.
-automountServiceAccountToken: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

@@ -1,0 +1,231 @@
+"""The Kubernetes adapter: kopf watches Knative's resources, the pure reconciler decides, this writes back.
+
+kopf keeps an index of every object of the kinds keventing serves (watch events); any change schedules one
+coalesced reconcile pass over the whole index, exactly as local mode does over its store. Topics and the
+contract go to Kafka as in local mode (:mod:`controller.dataplane`); generated children are server-side
+applied as owned objects, so that Kubernetes' garbage collector removes them with their parent; each status
+subresource is patched when the wanted status differs from the one observed. Deletions that must clean up
+(a Broker's topic, a Trigger's consumer group) hold a finalizer until a pass without them has run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client as k8s
+
+from controller.adapter import Observed
+from controller.conditions import invalid, keep_transition_times
+from controller.context import ControllerConfig
+from controller.dataplane import KafkaDataPlane
+from controller.driver import Driver
+from controller.kubernetes.access import KubeAccess
+from controller.kubernetes.kinds import ApiKind, by_kind, custom_kinds
+from controller.kubernetes.objects import (
+    ObjectInvalid,
+    child_object,
+    key_of,
+    status_document,
+    status_patch,
+    to_resource,
+)
+from keventing.contract import ContractEntry
+from keventing.kafka.client import TopicSpec
+from keventing.resources import Condition, Resource, ResourceKey, Status
+from keventing.resources.base import now_rfc3339
+
+log = logging.getLogger("keventing.controller.kubernetes")
+
+FINALIZER = "keventing.knative.dev/cleanup"
+FIELD_MANAGER = "keventing-controller"
+# Knative's annotation naming who reconciles a Broker; Brokers of other classes are left alone.
+BROKER_CLASS = "eventing.knative.dev/broker.class"
+# kubernetes_asyncio picks the patch type from this request option (its stubs do not list it).
+APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
+MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+SERVED = frozenset(api.kind for api in custom_kinds())
+
+
+class KubernetesIndex:
+    """What the cluster holds, as the reconciler sees it: resource models by key, and invalid objects."""
+
+    def __init__(self, claims: Callable[[Resource], bool]) -> None:
+        self.claims = claims
+        self.resources: dict[ResourceKey, Resource] = {}
+        self.invalid: dict[ResourceKey, ObjectInvalid] = {}
+        # The status each object has on the API server, as last seen or written.
+        self.statuses: dict[ResourceKey, dict[str, Any]] = {}
+
+    def observe(self, body: Mapping[str, Any]) -> bool:
+        """Record one object as the API server has it now; True when the reconciler's input changed."""
+        key = key_of(body)
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return self.forget(key)
+        self.statuses[key] = dict(body.get("status") or {})
+        try:
+            resource = to_resource(body)
+        except ObjectInvalid as err:
+            self.resources.pop(key, None)
+            changed = str(self.invalid.get(key)) != str(err)
+            self.invalid[key] = err
+            return changed
+        self.invalid.pop(key, None)
+        if not self.claims(resource):
+            return self.resources.pop(key, None) is not None
+        before = self.resources.get(key)
+        self.resources[key] = resource
+        return before is None or before.model_dump() != resource.model_dump()
+
+    def forget(self, key: ResourceKey) -> bool:
+        self.statuses.pop(key, None)
+        gone = self.resources.pop(key, None) is not None
+        return self.invalid.pop(key, None) is not None or gone
+
+
+class KubernetesController:
+    """The Kubernetes implementation of :class:`controller.adapter.Adapter`."""
+
+    def __init__(
+        self,
+        access: KubeAccess,
+        config: ControllerConfig,
+        data_plane: KafkaDataPlane,
+        broker_classes: frozenset[str],
+        resync_seconds: float,
+    ) -> None:
+        self.access = access
+        self.api = k8s.CustomObjectsApi(access.api)
+        self.config = config
+        self.data_plane = data_plane
+        self.broker_classes = broker_classes
+        self.index = KubernetesIndex(self._claims)
+        self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
+
+    def _claims(self, resource: Resource) -> bool:
+        if resource.KIND != "Broker":
+            return True
+        return resource.metadata.annotations.get(BROKER_CLASS, "Kafka") in self.broker_classes
+
+    # ----------------------------------------------------------------------------------------- kopf
+
+    def registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return self.access.connection_info()
+
+        @kopf.on.startup(registry=registry)
+        def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+            configure_kopf(settings)
+
+        for api in custom_kinds():
+            self._watch(registry, api)
+        return registry
+
+    def _watch(self, registry: kopf.OperatorRegistry, api: ApiKind) -> None:
+        @kopf.on.event(api.group, api.version, api.plural, registry=registry)
+        async def on_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+            if event.get("type") == "DELETED":
+                changed = self.index.forget(key_of(body))
+            else:
+                changed = self.index.observe(body)
+            if changed:
+                self.driver.changed()
+
+        @kopf.on.delete(api.group, api.version, api.plural, registry=registry)
+        async def on_delete(body: kopf.Body, **_: Any) -> None:
+            # kopf keeps the finalizer until this returns: after a pass without the resource, its topic,
+            # consumer group and contract entry are gone.
+            self.index.forget(key_of(body))
+            await self.driver.passed_after_now()
+
+    # ------------------------------------------------------------------------------------- the Adapter
+
+    def observe(self) -> Observed:
+        return Observed(list(self.index.resources.values()), self.data_plane.topic_errors)
+
+    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
+        return await self.data_plane.create_topics(topics)
+
+    async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
+        await self.data_plane.delete_topics(wanted)
+
+    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
+        await self.data_plane.publish_contract(contract)
+
+    async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
+        for key, child in children.items():
+            kind = by_kind(key.kind)
+            await self.api.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                key.namespace,
+                kind.plural,
+                key.name,
+                child_object(child),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                **APPLY_PATCH,
+            )
+        for key, resource in list(self.index.resources.items()):
+            if key in children or not _controlled_by_served_kind(resource):
+                continue
+            kind = by_kind(key.kind)
+            try:
+                await self.api.delete_namespaced_custom_object(
+                    kind.group, kind.version, key.namespace, kind.plural, key.name
+                )
+            except k8s.ApiException as err:
+                if err.status != 404:
+                    raise
+            log.info("deleted generated resource", extra={"resource": str(key)})
+
+    async def write_statuses(self, statuses: Mapping[ResourceKey, Status]) -> None:
+        wanted = dict(statuses)
+        for key, err in self.index.invalid.items():
+            wanted[key] = Status(conditions=invalid(str(err)))
+        now = now_rfc3339()
+        for key, status in wanted.items():
+            current = self.index.statuses.get(key)
+            if key.kind not in SERVED or current is None:
+                continue  # not an object of this cluster (yet), or deleted meanwhile
+            previous = [Condition.model_validate(c) for c in current.get("conditions", [])]
+            document = status_document(keep_transition_times(status, previous, now))
+            patch = status_patch(document, current)
+            if patch is None:
+                continue
+            kind = by_kind(key.kind)
+            try:
+                await self.api.patch_namespaced_custom_object_status(
+                    kind.group,
+                    kind.version,
+                    key.namespace,
+                    kind.plural,
+                    key.name,
+                    patch,
+                    **MERGE_PATCH,
+                )
+            except k8s.ApiException as err:
+                if err.status != 404:
+                    raise
+                continue
+            self.index.statuses[key] = document
+
+
+def _controlled_by_served_kind(resource: Resource) -> bool:
+    return any(ref.controller and ref.kind in SERVED for ref in resource.metadata.ownerReferences)
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # kopf's bookkeeping on users' objects goes under keventing's own annotation prefix.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="keventing.knative.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="keventing.knative.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Kubernetes Events for failures, not for every handler run
+    settings.watching.server_timeout = 300
