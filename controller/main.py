@@ -56,7 +56,7 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
         await access.close()
 
 
-def main() -> None:
-    settings = ControllerSettings()
+def main(settings: ControllerSettings | None = None) -> None:
+    settings = settings or ControllerSettings()
     logs.setup("controller", settings.log_level, settings.log_format)
     run_forever(lambda: run_kubernetes(settings) if settings.kubernetes else run(settings))

@@ -418,15 +418,15 @@ def controller(
 ) -> None:
     """Run the control plane (resources → topics, contract, statuses)."""
     from controller.main import main as run
+    from controller.settings import ControllerSettings
 
-    # The controller reads its settings from the environment, like every service; the flags set them.
-    if kubernetes:
-        os.environ["KEVENTING_KUBERNETES"] = "true"
+    # The environment configures the controller like every service; the flags override it.
+    overrides: dict[str, Any] = {"kubernetes": True} if kubernetes else {}
     if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
+        overrides["kubeconfig"] = kubeconfig
     if context:
-        os.environ["KEVENTING_KUBE_CONTEXT"] = context
-    run()
+        overrides["kube_context"] = context
+    run(ControllerSettings(**overrides))
 
 
 @app.command("sources")
