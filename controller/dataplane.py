@@ -2,16 +2,25 @@
 
 The contract is the one document between the planes, so wherever resources come from, it is published
 here, on the compacted ``<instance>.contract`` topic, and only what changed is written.
+
+Before a new egress is published its consumer group gets committed offsets at the end of its topics (as
+Knative's Kafka broker does): a Trigger is Ready only after that, so every event sent once it is Ready
+reaches it, however long the dispatcher takes to join the group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from controller.adapter import publish_diff
-from keventing.contract import ContractEntry
-from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic
+from keventing.contract import ContractEntry, Egress
+from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
 from keventing.kafka.compacted import CompactedTopic
 from keventing.settings import CommonSettings
 
@@ -73,7 +82,53 @@ class KafkaDataPlane:
 
     async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
         wanted = {key: entry.encode() for key, entry in contract.items()}
+        known_groups = {
+            entry.egress.consumer_group
+            for entry in map(ContractEntry.decode, self.published_contract.values())
+            if entry.egress is not None
+        }
+        new_egresses = [
+            entry.egress
+            for entry in contract.values()
+            if entry.egress is not None and entry.egress.consumer_group not in known_groups
+        ]
+        await self.init_offsets(new_egresses)
         await publish(self.contract, self.published_contract, wanted)
+
+    async def init_offsets(self, egresses: Iterable[Egress]) -> None:
+        """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
+        todo = [e for e in egresses if e.initial_offset == "latest" and e.bootstrap_servers is None]
+        if not todo:
+            return
+        async with admin_client(self.bootstrap_servers) as admin:
+            semaphore = asyncio.Semaphore(8)
+
+            async def one(egress: Egress) -> None:
+                async with semaphore:
+                    if await admin.list_consumer_group_offsets(egress.consumer_group):
+                        return  # an existing group (a renamed resource, a restarted controller) keeps its place
+                    await self._commit_end_offsets(admin, egress)
+
+            await asyncio.gather(*(one(egress) for egress in todo))
+
+    async def _commit_end_offsets(self, admin: AIOKafkaAdminClient, egress: Egress) -> None:
+        described = await admin.describe_topics(list(egress.topics))
+        partitions = [
+            TopicPartition(d["topic"], p["partition"])
+            for d in described
+            if not d.get("error_code")
+            for p in d.get("partitions", [])
+        ]
+        if not partitions:
+            return  # the topic does not exist (yet): the dispatcher positions the group itself
+        consumer = make_consumer(self.bootstrap_servers, egress.consumer_group)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+        finally:
+            await consumer.stop()
 
 
 async def publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Mapping[str, bytes]) -> None:

@@ -29,6 +29,9 @@ from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
 
+# The Kubernetes fixtures (kube_cluster, kube_api, namespace, kubectl) and the toolchain build.
+pytest_plugins = ["kube_fixtures"]
+
 # Speed is measured in bench/, not asserted in tests: no per-example deadline (a busy machine would trip it).
 hypothesis_settings.register_profile("keventing", deadline=None)
 hypothesis_settings.load_profile("keventing")

@@ -468,11 +468,15 @@ def run_bound(
 def up(
     examples: Path = typer.Option(Path("examples/quickstart"), "--apply", help="Resources to apply once up."),
     demo: bool = typer.Option(False, "--demo", help="Send the quickstart event, show it, stop."),
+    kubernetes: bool = typer.Option(
+        False, "--kubernetes", help="The controller reconciles resources from a Kubernetes cluster."
+    ),
+    kubeconfig: str | None = typer.Option(None, help="With --kubernetes: the cluster's kubeconfig."),
 ) -> None:
     """Run embedded Kafka, controller, receiver, dispatcher, sources and event-display; Ctrl-C stops all."""
     from kev.cli.up import run_up
 
-    raise typer.Exit(run_up(examples, demo))
+    raise typer.Exit(run_up(examples, demo, kubeconfig=kubeconfig, kubernetes=kubernetes))
 
 
 def main() -> None:

@@ -1,4 +1,9 @@
-"""``kev up`` and ``kev up --demo``: the whole stack on one machine, with the quickstart applied."""
+"""``kev up`` and ``kev up --demo``: the whole stack on one machine, with the quickstart applied.
+
+``--kubernetes`` runs the same data plane with the controller in Kubernetes mode against a cluster (any
+kubeconfig, e.g. ``kev cluster up``'s): Knative's CRDs are applied if missing, and the quickstart goes to the
+cluster instead of the local store.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ def curl_command(url: str) -> str:
     return f"curl -v \"{url}\" -X POST {headers} -d '{DEMO_BODY}'"
 
 
-def run_up(examples: Path, demo: bool) -> int:
+def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes: bool = False) -> int:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     kafka: EmbeddedKafka | None = None
     started_kafka = False
@@ -51,7 +56,12 @@ def run_up(examples: Path, demo: bool) -> int:
         kafka.start()
         bootstrap = kafka.bootstrap_servers
     settings = CommonSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap)  # type: ignore[call-arg]
-    stack = Stack(bootstrap, log_dir, instance=settings.instance)
+    extra_env = {}
+    if kubernetes:
+        extra_env["KEVENTING_KUBERNETES"] = "true"
+        if kubeconfig:
+            extra_env["KUBECONFIG"] = str(Path(kubeconfig).absolute())
+    stack = Stack(bootstrap, log_dir, instance=settings.instance, extra_env=extra_env)
     display_log = log_dir / "event-display.log"
     busy = [
         p
@@ -72,6 +82,11 @@ def run_up(examples: Path, demo: bool) -> int:
             kafka.stop()
         return 1
     try:
+        if kubernetes:
+            from kev.cluster.apply import apply_crds
+
+            console.print("applying Knative's CRDs to the cluster…")
+            asyncio.run(apply_crds(kubeconfig))
         stack.start_all(ALL_SERVICES)
         display = Service(
             "event-display",
@@ -87,12 +102,20 @@ def run_up(examples: Path, demo: bool) -> int:
             stack.services[display.name] = display
         console.print("starting controller, receiver, dispatcher, sources and event-display…")
         stack.wait_ready(timeout=90)
-        keys = asyncio.run(_apply_dir(settings, examples))
+        if kubernetes:
+            from kev.cluster.apply import apply_documents, wait_ready_in_cluster
+
+            keys = asyncio.run(apply_documents(kubeconfig, _documents(examples)))
+        else:
+            keys = asyncio.run(_apply_dir(settings, examples))
         for key in keys:
             console.print(f"applied {key}")
         for key in keys:
             if key.kind in ("Broker", "Trigger"):
-                asyncio.run(wait_ready(settings, key, timeout=60))
+                if kubernetes:
+                    asyncio.run(wait_ready_in_cluster(kubeconfig, key, timeout=60))
+                else:
+                    asyncio.run(wait_ready(settings, key, timeout=60))
         url = f"{stack.ingress_url}/default/default"
         console.print(f"\n[bold green]keventing is up.[/bold green] Broker URL: [bold]{url}[/bold]")
         console.print(f"logs: {log_dir}\n\nSend an event:\n  {curl_command(url)}\n")
@@ -111,18 +134,25 @@ def run_up(examples: Path, demo: bool) -> int:
             kafka.stop()
 
 
-async def _apply_dir(settings: CommonSettings, directory: Path) -> list[ResourceKey]:
+def _documents(directory: Path) -> list[dict]:
     import yaml
 
+    return [
+        document
+        for path in sorted(directory.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+async def _apply_dir(settings: CommonSettings, directory: Path) -> list[ResourceKey]:
     store = ResourceStore(settings)
     await store.ensure()
     keys = []
     try:
-        for path in sorted(directory.glob("*.yaml")):
-            for document in yaml.safe_load_all(path.read_text()):
-                if document:
-                    resource, _ = await store.apply(parse_resource(document))
-                    keys.append(resource.key)
+        for document in _documents(directory):
+            resource, _ = await store.apply(parse_resource(document))
+            keys.append(resource.key)
     finally:
         await store.close()
     return keys

@@ -1,9 +1,11 @@
 """Fixtures for tests against a real Kubernetes control plane: one :class:`LocalCluster` per session.
 
 The toolchain is built before the first test runs (outside the per-test timeout: it takes many minutes
-the first time), and a missing toolchain that cannot be built fails the session; nothing skips. There is
-deliberately no ``__init__.py`` here: ``tests/`` is on sys.path, and a package named ``kubernetes`` would
-shadow the Kubernetes client library.
+the first time), and a missing toolchain that cannot be built fails the session; nothing skips. A plugin
+that tests/conftest.py loads, not a tests/kubernetes/conftest.py: a second module named ``conftest`` would
+shadow the first for the tests that ``from conftest import`` it. ``tests/kubernetes/`` has no
+``__init__.py`` either: ``tests/`` is on sys.path, and a package named ``kubernetes`` would shadow the
+Kubernetes client library.
 """
 
 from __future__ import annotations
