@@ -22,7 +22,9 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
 
     from controller.dataplane import KafkaDataPlane
     from controller.kubernetes.access import KubeAccess
+    from controller.kubernetes.eventtypes import EventTypeMirror
     from controller.kubernetes.operator import KubernetesController
+    from keventing.kafka.compacted import CompactedTopic
 
     # kopf logs every handler run at INFO, with its settings attached: only its warnings are news here.
     logging.getLogger("kopf").setLevel(logging.WARNING)
@@ -38,10 +40,20 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
     )
     watching = asyncio.Event()
     app = ops_app(lambda: watching.is_set() and controller.driver.passes > 0)
+    event_types = EventTypeMirror(
+        CompactedTopic(
+            settings.kafka_bootstrap_servers,
+            settings.resources_topic,
+            settings.control_plane_replication_factor,
+        ),
+        access.api,
+        controller.index.resources.get,
+    )
     namespaces = settings.namespace_list
     try:
         await asyncio.gather(
             controller.driver.run(),
+            event_types.run(),
             kopf.operator(
                 registry=controller.registry(),
                 standalone=True,

@@ -121,6 +121,18 @@ def test_broker_and_trigger_applied_with_kubectl_become_ready_and_deliver(
     got = [events.from_http(r.headers, r.body) for r in received]
     assert [e.id for e in got] == [wanted]
 
+    # Both types seen at the Broker are recorded as EventTypes in the cluster, owned by the Broker.
+    deadline = time.monotonic() + 60
+    while len(recorded := kubectl.list("eventtypes", namespace)) < 2:
+        assert time.monotonic() < deadline, f"EventTypes recorded: {recorded}"
+        time.sleep(0.5)
+    assert sorted(e["spec"]["type"] for e in recorded) == ["order.created", "order.shipped"]
+    for event_type in recorded:
+        owners = event_type["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
+            ("Broker", "default", broker["metadata"]["uid"])
+        ]
+
 
 def test_trigger_without_its_broker_is_not_ready_until_the_broker_exists(
     operator_stack: Stack, kubectl: Kubectl, namespace: str, sink: Any
