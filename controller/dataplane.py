@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.commit import OffsetCommitRequest
 
 from controller.adapter import publish_diff
 from keventing.contract import ContractEntry, Egress
@@ -25,6 +26,10 @@ from keventing.kafka.compacted import CompactedTopic
 from keventing.settings import CommonSettings
 
 log = logging.getLogger("keventing.controller")
+
+# A fresh cluster takes a few seconds to elect group coordinators: retry that long, then go on without.
+_POSITION_ATTEMPTS = 20
+_POSITION_RETRY_SECONDS = 0.5
 
 
 class KafkaDataPlane:
@@ -101,18 +106,31 @@ class KafkaDataPlane:
         if not todo:
             return
         async with admin_client(self.bootstrap_servers) as admin:
-            semaphore = asyncio.Semaphore(8)
+            ends = await self._end_offsets(admin, {topic for egress in todo for topic in egress.topics})
+            semaphore = asyncio.Semaphore(16)
 
             async def one(egress: Egress) -> None:
+                offsets = {tp: offset for tp, offset in ends.items() if tp.topic in egress.topics}
+                if not offsets:
+                    return  # the topic does not exist (yet): the dispatcher positions the group itself
                 async with semaphore:
-                    if await admin.list_consumer_group_offsets(egress.consumer_group):
-                        return  # an existing group (a renamed resource, a restarted controller) keeps its place
-                    await self._commit_end_offsets(admin, egress)
+                    error: Exception | None = None
+                    for _ in range(_POSITION_ATTEMPTS):
+                        try:
+                            await _commit_if_new(admin, egress.consumer_group, offsets)
+                            return
+                        except KafkaError as err:  # a fresh cluster is still electing group coordinators
+                            error = err
+                            await asyncio.sleep(_POSITION_RETRY_SECONDS)
+                    log.warning(
+                        "could not position a new consumer group; the dispatcher positions it when it joins",
+                        extra={"group": egress.consumer_group, "error": repr(error)},
+                    )
 
             await asyncio.gather(*(one(egress) for egress in todo))
 
-    async def _commit_end_offsets(self, admin: AIOKafkaAdminClient, egress: Egress) -> None:
-        described = await admin.describe_topics(list(egress.topics))
+    async def _end_offsets(self, admin: AIOKafkaAdminClient, topics: set[str]) -> dict[TopicPartition, int]:
+        described = await admin.describe_topics(sorted(topics))
         partitions = [
             TopicPartition(d["topic"], p["partition"])
             for d in described
@@ -120,15 +138,41 @@ class KafkaDataPlane:
             for p in d.get("partitions", [])
         ]
         if not partitions:
-            return  # the topic does not exist (yet): the dispatcher positions the group itself
-        consumer = make_consumer(self.bootstrap_servers, egress.consumer_group)
+            return {}
+        consumer = make_consumer(self.bootstrap_servers, None)
         await consumer.start()
         try:
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+            return dict(await consumer.end_offsets(partitions))
         finally:
             await consumer.stop()
+
+
+async def _commit_if_new(
+    admin: AIOKafkaAdminClient, group: str, offsets: Mapping[TopicPartition, int]
+) -> None:
+    """Commit ``offsets`` for ``group`` unless it has committed offsets already (a restarted controller's).
+
+    One OffsetCommit request with no generation, as Kafka's own AdminClient.alterConsumerGroupOffsets sends
+    it: aiokafka's admin client has no such call, so this goes through its request method.
+    """
+    coordinator = await admin.find_coordinator(group)
+    if await admin.list_consumer_group_offsets(group, coordinator):
+        return
+    by_topic: dict[str, list[tuple[int, int, str]]] = {}
+    for tp, offset in sorted(offsets.items()):
+        by_topic.setdefault(tp.topic, []).append((tp.partition, offset, ""))
+    request = OffsetCommitRequest(
+        group,
+        OffsetCommitRequest.DEFAULT_GENERATION_ID,
+        "",
+        OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+        list(by_topic.items()),
+    )
+    response = await admin._send_request(request, coordinator)
+    for _topic, partitions in response.topics:
+        for _partition, error_code in partitions:
+            if error_code:
+                raise for_code(error_code)(f"committing the start of {group} failed")
 
 
 async def publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Mapping[str, bytes]) -> None:

@@ -225,3 +225,17 @@ def test_kafka_outage_loses_no_accepted_event_and_recovers(
     finally:
         stack.stop_all()
         kafka.stop()
+
+
+def test_events_sent_once_a_trigger_is_ready_arrive_even_if_no_dispatcher_ran_yet(
+    own_stack: Stack, sink: RecordingSink, ns: str
+) -> None:
+    """Ready means positioned: the controller commits the new group's start before the Trigger is Ready."""
+    kev = Kev(own_stack)
+    path = f"{ns}/late-dispatcher"
+    kev.apply(broker_doc("default", ns), trigger_doc("t", ns, "default", sink.url(path)))
+    kev.wait_ready("Trigger", "t", ns)
+    ids = [f"early-{i}" for i in range(20)]
+    assert sorted(_publish(kev.broker_url(ns, "default"), ids)) == sorted(ids)
+    _start_dispatcher(own_stack, "dispatcher")
+    assert _wait_unique(sink, path, len(ids), 60) >= set(ids)
