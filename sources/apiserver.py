@@ -106,6 +106,21 @@ def apiserver_event(
     return events.Event(attributes, orjson.dumps(data))
 
 
+Listed = dict[str, tuple[str, dict[str, Any]]]  # uid → (resourceVersion, object)
+
+
+def changes_between(before: Listed, now: Listed) -> list[tuple[Verb, dict[str, Any]]]:
+    """What a relist after an expired watch must send: objects added, changed and gone since ``before``."""
+    changes: list[tuple[Verb, dict[str, Any]]] = []
+    for uid, (version, obj) in now.items():
+        if uid not in before:
+            changes.append(("add", obj))
+        elif before[uid][0] != version:
+            changes.append(("update", obj))
+    changes.extend(("delete", obj) for uid, (_, obj) in before.items() if uid not in now)
+    return changes
+
+
 def owned_as_wanted(watch: ApiServerWatch, obj: dict[str, Any]) -> bool:
     """Knative's ``owner`` filter: only objects whose controller is of that kind (and apiVersion, if set)."""
     if not watch.owner_kind:
@@ -474,7 +489,7 @@ class ApiServerWatcher:
     async def _follow(self, target: Target, established: asyncio.Event) -> None:
         """List, then watch from the list's version; relist (sending what changed) when the watch expired."""
         selector = {"labelSelector": target.resource.label_selector} if target.resource.label_selector else {}
-        known: dict[str, tuple[str, dict[str, Any]]] | None = None
+        known: Listed | None = None
         while True:
             try:
                 listed = await self.access.request("GET", target.path, selector, as_user=self.user)
@@ -483,7 +498,8 @@ class ApiServerWatcher:
             version = str(listed["metadata"]["resourceVersion"])
             current = {_uid(o): (_version(o), _typed(o, target)) for o in listed.get("items", [])}
             if known is not None:
-                await self._catch_up(known, current)
+                for verb, obj in changes_between(known, current):
+                    await self._emit(verb, obj)
             known = current
             established.set()
             while True:
@@ -505,14 +521,14 @@ class ApiServerWatcher:
                                 raise ApiError(int(obj.get("code") or 500), str(obj.get("message")))
                             break
                         version = _version(obj) or version
-                        verb = _WATCH_VERBS.get(str(kind))
-                        if verb is None:
+                        change_verb = _WATCH_VERBS.get(str(kind))
+                        if change_verb is None:
                             continue  # BOOKMARK
-                        if verb == "delete":
+                        if change_verb == "delete":
                             known.pop(_uid(obj), None)
                         else:
                             known[_uid(obj)] = (_version(obj), obj)
-                        await self._emit(verb, obj)
+                        await self._emit(change_verb, obj)
                 except ApiError as err:
                     if err.status == 410:
                         expired = True
@@ -520,18 +536,6 @@ class ApiServerWatcher:
                         raise _as_not_watching(err, target, self.user) from None
                 if expired:
                     break
-
-    async def _catch_up(
-        self, before: dict[str, tuple[str, dict[str, Any]]], now: dict[str, tuple[str, dict[str, Any]]]
-    ) -> None:
-        for uid, (version, obj) in now.items():
-            if uid not in before:
-                await self._emit("add", obj)
-            elif before[uid][0] != version:
-                await self._emit("update", obj)
-        for uid, (_, obj) in before.items():
-            if uid not in now:
-                await self._emit("delete", obj)
 
     async def _emit(self, verb: Verb, obj: dict[str, Any]) -> None:
         if not owned_as_wanted(self.watch, obj):

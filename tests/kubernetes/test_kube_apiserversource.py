@@ -1,8 +1,9 @@
 """ApiServerSource on a real kube-apiserver: ConfigMap changes become Knative's events at a sink.
 
 In Kubernetes mode the source is applied with kubectl and reconciled by the operator; in local mode it is
-applied with ``kev apply`` to the local store. Either way the sources runner watches the test cluster (its
-kubeconfig) as the source's service account, so what that account may not list it cannot watch.
+applied with ``kev apply`` to the local store. Either way the sources runner watches the test cluster as the
+source's service account, so what that account may not list it cannot watch; the runner itself runs with
+the token of a ServiceAccount bound to the chart's own sources ClusterRole, which proves that RBAC sufficient.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import yaml
 from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
+from kev.cluster.pki import kubeconfig, write_kubeconfig
+from kev.cluster.toolchain import Toolchain
 from kev.kafka.embedded import free_port
 from kev.readiness import wait_ready
 from kev.stack import Stack, kev_command
@@ -30,10 +33,11 @@ from keventing.settings import CommonSettings
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(300)]
 
 
-def _stack(kafka: str, logs: Path, kubernetes: bool, kubeconfig: Path) -> Stack:
+def _stack(kafka: str, logs: Path, kubernetes: bool, admin: Path, runner: Path) -> Stack:
+    """The controller (the operator with the admin kubeconfig, or local mode) and a sources runner."""
     env = {"KEVENTING_RESYNC_SECONDS": "5", "KEVENTING_APISERVER_RECHECK_SECONDS": "1"}
     if kubernetes:
-        env |= {"KEVENTING_KUBERNETES": "true", "KUBECONFIG": str(kubeconfig)}
+        env |= {"KEVENTING_KUBERNETES": "true", "KUBECONFIG": str(admin)}
     stack = Stack(
         bootstrap_servers=kafka,
         log_dir=logs,
@@ -45,16 +49,61 @@ def _stack(kafka: str, logs: Path, kubernetes: bool, kubeconfig: Path) -> Stack:
         extra_env=env,
     )
     stack.start(stack.service("controller"))
-    stack.start(stack.service("sources", KUBECONFIG=str(kubeconfig)))
+    stack.start(stack.service("sources", KUBECONFIG=str(runner)))
     return stack
+
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "keventing"
+
+
+@pytest.fixture(scope="module")
+def runner_kubeconfig(
+    kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A kubeconfig for the chart's ServiceAccount, with the chart's RBAC rendered by helm and applied."""
+    namespace = f"kev-{uuid.uuid4().hex[:8]}"
+    rendered = subprocess.run(
+        [
+            str(Toolchain().binary("helm")),
+            "template",
+            "kev",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.31.0",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run("create", "serviceaccount", "kev-keventing", "-n", namespace)
+    kubectl.run("apply", "-f", "-", stdin=rendered)
+    token = kubectl.run("create", "token", "kev-keventing", "-n", namespace, "--duration=2h").stdout.strip()
+    document = kubeconfig(server=kube_cluster.server, ca_cert=kube_cluster.pki.ca_cert, token=token)
+    return write_kubeconfig(tmp_path_factory.mktemp("runner") / "kubeconfig", document)
 
 
 @pytest.fixture(scope="module")
 def kube_stack(
-    kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+    kafka: str,
+    kube_cluster: LocalCluster,
+    kubectl: Kubectl,
+    runner_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     kubectl.apply_crds()
-    stack = _stack(kafka, tmp_path_factory.mktemp("apiserver-kube"), True, kube_cluster.kubeconfig_path)
+    stack = _stack(
+        kafka,
+        tmp_path_factory.mktemp("apiserver-kube"),
+        True,
+        kube_cluster.kubeconfig_path,
+        runner_kubeconfig,
+    )
     try:
         stack.wait_ready(timeout=90)
         yield stack
@@ -64,9 +113,15 @@ def kube_stack(
 
 @pytest.fixture(scope="module")
 def local_stack(
-    kafka: str, kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+    kafka: str, kube_cluster: LocalCluster, runner_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    stack = _stack(kafka, tmp_path_factory.mktemp("apiserver-local"), False, kube_cluster.kubeconfig_path)
+    stack = _stack(
+        kafka,
+        tmp_path_factory.mktemp("apiserver-local"),
+        False,
+        kube_cluster.kubeconfig_path,
+        runner_kubeconfig,
+    )
     try:
         stack.wait_ready(timeout=90)
         yield stack

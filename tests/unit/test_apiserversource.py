@@ -13,7 +13,7 @@ from keventing.contract import ApiServerWatch, WatchedResource
 from keventing.resources import ApiServerSource, ResourceInvalid, parse_resource
 from keventing.resources.sources import LabelSelector
 from keventing.sourcereports import ReportedCondition, SourceReport
-from sources.apiserver import apiserver_event, guess_plural, owned_as_wanted, self_link
+from sources.apiserver import apiserver_event, changes_between, guess_plural, owned_as_wanted, self_link
 
 
 def _doc(**spec: Any) -> dict[str, Any]:
@@ -219,3 +219,10 @@ def test_the_owner_filter_wants_a_controller_of_that_kind() -> None:
     assert owned_as_wanted(watch, pod)
     assert not owned_as_wanted(_watch(owner_kind="Deployment"), pod)
     assert owned_as_wanted(_watch(), {"metadata": {}})
+
+
+def test_a_relist_after_an_expired_watch_sends_what_changed_meanwhile() -> None:
+    kept, changed, gone, new = ({"metadata": {"name": n}} for n in ("kept", "changed", "gone", "new"))
+    before = {"1": ("10", kept), "2": ("11", changed), "3": ("12", gone)}
+    now = {"1": ("10", kept), "2": ("15", changed), "4": ("16", new)}
+    assert changes_between(before, now) == [("update", changed), ("add", new), ("delete", gone)]
