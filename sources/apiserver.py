@@ -225,9 +225,14 @@ class ApiServerAccess:
         async with response:
             if not 200 <= response.status < 300:
                 raise ApiError(response.status, _message(await response.read()))
-            while line := await response.content.readline():
-                if line.strip():
-                    yield orjson.loads(line)
+            # Chunks, not readline: one watch event (a large object) may exceed aiohttp's line limit.
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
 
 
 def _message(data: bytes) -> str:

@@ -293,3 +293,49 @@ def test_configmap_changes_become_resource_events_in_local_mode(
     assert [o["data"]["value"] for o in objects] == ["1", "2", "2"]
     assert all(o["metadata"]["name"] == "settings" and o["kind"] == "ConfigMap" for o in objects)
     assert all(e.source == kube_cluster.server for e in got)
+
+
+def test_a_namespace_selector_watches_every_matching_namespace_and_filters_apply(
+    kube_stack: Stack, kubectl: Kubectl, namespace: str, sink: Any
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    other = f"{namespace}-b"
+    kubectl.run("create", "namespace", other)
+    try:
+        for ns in (namespace, other):
+            kubectl.run("label", "namespace", ns, f"team={team}")
+            kubectl.apply(*_account_that_may_watch_configmaps("watcher", ns)[1:])
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "watcher", "namespace": namespace},
+            }
+        )
+        # The account of the source's namespace, granted configmaps in both namespaces.
+        for ns in (namespace, other):
+            kubectl.run(
+                "create",
+                "rolebinding",
+                "source-account",
+                "--role=configmap-watcher",
+                f"--serviceaccount={namespace}:watcher",
+                "-n",
+                ns,
+            )
+        path = f"apiserver-selector-{namespace}"
+        source = _source("teams", namespace, sink.url(path), "watcher")
+        source["spec"]["namespaceSelector"] = {"matchLabels": {"team": team}}
+        source["spec"]["filters"] = [{"exact": {"type": "dev.knative.apiserver.ref.add"}}]
+        kubectl.apply(source)
+        ready = kubectl.wait_ready("apiserversource", "teams", namespace, timeout=90)
+        assert sorted(ready["status"]["namespaces"]) == sorted([namespace, other])
+
+        for ns in (namespace, other):
+            kubectl.apply(_configmap("settings", ns, "1"))
+            kubectl.apply(_configmap("settings", ns, "2"))  # an update: filtered out
+        got = [events.from_http(r.headers, r.body) for r in sink.wait_for(path, 2, timeout=60)]
+        assert {e.attributes["namespace"] for e in got} == {namespace, other}
+        assert {e.type for e in got} == {"dev.knative.apiserver.ref.add"}
+    finally:
+        kubectl.run("delete", "namespace", other, "--wait=false")
