@@ -27,6 +27,7 @@ from controller.reconciler import reconcile
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
 from keventing.resources import Resource, ResourceKey, Status
+from keventing.sourcereports import SourceReport
 
 __all__ = ["Adapter", "Desired", "Diff", "Observed", "ReconcilePass", "publish_diff"]
 
@@ -40,6 +41,8 @@ class Observed:
     resources: Sequence[Resource]
     # Topic name → why creating it failed (the owning resource's status says so until a creation succeeds).
     topic_errors: Mapping[str, str] = field(default_factory=dict)
+    # Contract entry id → what the source adapter running it reports (see keventing.sourcereports).
+    source_reports: Mapping[str, SourceReport] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ class ReconcilePass:
 
     def _reconcile(self) -> Desired:
         observed = self.adapter.observe()
-        self.desired = reconcile(observed.resources, self.config, observed.topic_errors)
+        self.desired = reconcile(
+            observed.resources, self.config, observed.topic_errors, observed.source_reports
+        )
         return self.desired
 
     async def run(self) -> Desired:

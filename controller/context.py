@@ -16,6 +16,7 @@ from keventing.durations import parse_duration
 from keventing.kafka.client import TopicSpec
 from keventing.resources import DeliverySpec, Resource, ResourceKey, Status
 from keventing.resources.messaging import SubscriberStatus
+from keventing.sourcereports import SourceReport
 
 R = TypeVar("R", bound=Resource)
 
@@ -74,6 +75,8 @@ class Context:
     desired: Desired = field(default_factory=Desired)
     # Every addressable resource → its URL (None while it is not ready); merged from the addressable phases.
     addresses: dict[ResourceKey, str | None] = field(default_factory=dict)
+    # Contract entry id → what the sources runner reports about the source (keventing.sourcereports).
+    source_reports: Mapping[str, SourceReport] = field(default_factory=dict)
 
     def of(self, cls: type[R]) -> list[R]:
         return [r for r in self.resources.values() if isinstance(r, cls)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -24,6 +24,7 @@ from keventing.contract import ContractEntry, Egress
 from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
 from keventing.kafka.compacted import CompactedTopic
 from keventing.settings import CommonSettings
+from keventing.sourcereports import SourceReport, follow_reports
 
 log = logging.getLogger("keventing.controller")
 
@@ -46,14 +47,33 @@ class KafkaDataPlane:
         self.managed_topics: set[str] = set()
         # Topic name → why creating it failed; the owning resource's status says so until it succeeds.
         self.topic_errors: dict[str, str] = {}
+        # What the sources runners report (kept current from the start); each listener hears of a change.
+        self.source_reports: dict[str, SourceReport] = {}
+        self.report_listeners: list[Callable[[], None]] = []
+        self._reports = CompactedTopic(
+            settings.kafka_bootstrap_servers,
+            settings.source_reports_topic,
+            settings.control_plane_replication_factor,
+        )
+        self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Learn what an earlier run published, so that a restart writes only what changed since."""
         await self.contract.ensure()
         self.published_contract = await self.contract.snapshot()
         self.managed_topics = {t for t in map(_topic_of, self.published_contract.values()) if t}
+        self._following = asyncio.create_task(
+            follow_reports(self._reports, self.source_reports, self._reports_changed)
+        )
+
+    def _reports_changed(self) -> None:
+        for listener in self.report_listeners:
+            listener()
 
     async def stop(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
         await self.contract.stop()
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:

@@ -49,6 +49,7 @@ class LocalController:
         self.store = ResourceStore(settings)
         self.data_plane = KafkaDataPlane(settings)
         self.driver = Driver(self, self.config, settings.resync_seconds)
+        self.data_plane.report_listeners.append(self.driver.changed)
         self.resources: dict[str, Resource] = {}
         self.published_statuses: dict[str, bytes] = {}
         self.synced = False
@@ -83,7 +84,9 @@ class LocalController:
     # ------------------------------------------------------------------------------------- the Adapter
 
     def observe(self) -> Observed:
-        return Observed(list(self.resources.values()), self.data_plane.topic_errors)
+        return Observed(
+            list(self.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
+        )
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         return await self.data_plane.create_topics(topics)

@@ -17,6 +17,7 @@ from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
 from keventing.resources import Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.messaging import ChannelableStatus
+from keventing.sourcereports import SourceReport
 
 __all__ = ["PHASES", "ControllerConfig", "Desired", "Phase", "merge", "reconcile"]
 
@@ -45,8 +46,10 @@ def reconcile(
     resources: Iterable[Resource],
     config: ControllerConfig,
     topic_errors: Mapping[str, str] | None = None,
+    source_reports: Mapping[str, SourceReport] | None = None,
 ) -> Desired:
-    """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations."""
+    """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations,
+    ``source_reports`` what the source adapters report about the sources they run."""
     valid: dict[ResourceKey, Resource] = {}
     invalid: dict[ResourceKey, Status] = {}
     for resource in resources:
@@ -56,7 +59,7 @@ def reconcile(
             invalid[resource.key] = _invalid_status(resource, str(err))
             continue
         valid[resource.key] = resource
-    ctx = Context(valid, config, topic_errors or {})
+    ctx = Context(valid, config, topic_errors or {}, source_reports=source_reports or {})
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)

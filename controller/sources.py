@@ -1,7 +1,8 @@
-"""Sources: PingSource, ContainerSource, SinkBinding and KafkaSource.
+"""Sources: PingSource, ApiServerSource, ContainerSource, SinkBinding and KafkaSource.
 
-Each source's sink is resolved to a URL (``status.sinkUri``). PingSources and ContainerSources become
-``Source`` entries in the contract for the sources runner; a KafkaSource becomes an ``Egress`` for the
+Each source's sink is resolved to a URL (``status.sinkUri``). PingSources, ApiServerSources and
+ContainerSources become ``Source`` entries in the contract for the sources runner (an ApiServerSource's
+permissions and watches are checked by the runner, whose report becomes its conditions); a KafkaSource becomes an ``Egress`` for the
 dispatcher (the same delivery machinery as a Trigger); a SinkBinding only resolves, because what it binds
 is started by ``kev run --binding`` (or, on Kubernetes, by the operator's webhook).
 """
@@ -15,6 +16,7 @@ from controller.context import Context, Contribution, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing.binding import binding_env, expand
 from keventing.contract import (
+    ApiServerWatch,
     ContainerProcess,
     ContractEntry,
     DeliveryPolicy,
@@ -22,12 +24,15 @@ from keventing.contract import (
     PingSchedule,
     Reply,
     Source,
+    WatchedResource,
 )
-from keventing.resources import ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 from keventing.resources.sources import (
+    APISERVER_EVENT_TYPES,
     KAFKA_EVENT_TYPE,
     KAFKA_KEY_TYPES,
     PING_EVENT_TYPE,
+    ApiServerSourceStatus,
     CloudEventAttributes,
     KafkaSourceStatus,
     SourceResource,
@@ -35,6 +40,7 @@ from keventing.resources.sources import (
     kafka_event_source,
     ping_event_source,
 )
+from keventing.sourcereports import SourceReport
 
 # Knative's KafkaSource egress defaults: 10 retries, exponential backoff from 10 s.
 KAFKA_SOURCE_DELIVERY = DeliveryPolicy(retry=10, backoff_policy="exponential", backoff_delay=10.0)
@@ -46,6 +52,11 @@ def reconcile_sources(ctx: Context) -> Contribution:
     for ping in ctx.of(PingSource):
         status, source = reconcile_ping_source(ping, resolver)
         _publish(out, ping, status, ContractEntry(source=source) if source else None)
+    for apiserver in ctx.of(ApiServerSource):
+        api_status, api_source = reconcile_apiserver_source(
+            apiserver, resolver, ctx.source_reports.get(str(apiserver.key))
+        )
+        _publish(out, apiserver, api_status, ContractEntry(source=api_source) if api_source else None)
     for container in ctx.of(ContainerSource):
         status, source = reconcile_container_source(container, resolver)
         _publish(out, container, status, ContractEntry(source=source) if source else None)
@@ -107,6 +118,75 @@ def ping_source_entry(ping: PingSource, sink: str) -> Source:
             timezone=ping.spec.timezone or None,
             content_type=ping.spec.contentType or None,
             data_base64=base64.b64encode(payload).decode() if payload is not None else None,
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------- ApiServerSource
+
+APISERVER_CONDITIONS = ["SinkProvided", "SufficientPermissions", "Deployed"]
+
+
+def reconcile_apiserver_source(
+    source: ApiServerSource, resolver: Resolver, report: SourceReport | None
+) -> tuple[ApiServerSourceStatus, Source | None]:
+    """The sink is resolved here; permissions and watches are the sources runner's to check, and its report
+    counts only once it is about this generation of the spec."""
+    conditions = Conditions()
+    status = ApiServerSourceStatus(observedGeneration=source.metadata.generation)
+    sink = _resolve_sink(source, resolver, conditions, "SinkProvided")
+    status.sinkUri = sink
+    current = report if report is not None and report.generation == source.metadata.generation else None
+    if current is None:
+        waiting = "waiting for the sources runner to check the service account's permissions and watch"
+        conditions.unknown("SufficientPermissions", "Pending", waiting)
+        conditions.unknown("Deployed", "Pending", waiting)
+    else:
+        for type_ in ("SufficientPermissions", "Deployed"):
+            reported = current.condition(type_)
+            if reported is None:
+                conditions.unknown(type_, "Pending", "the sources runner has not reported it yet")
+            elif reported.status == "True":
+                conditions.true(type_, reported.reason, reported.message)
+            elif reported.status == "False":
+                conditions.false(type_, reported.reason or "Failed", reported.message or "")
+            else:
+                conditions.unknown(type_, reported.reason or "Pending", reported.message or "")
+        status.namespaces = list(current.namespaces) or None
+        if current.event_source:
+            status.ceAttributes = [
+                CloudEventAttributes(type=t, source=current.event_source)
+                for t in APISERVER_EVENT_TYPES[source.mode]
+            ]
+    status.conditions = conditions.finish(APISERVER_CONDITIONS)
+    if sink is None:
+        return status, None
+    return status, apiserver_source_entry(source, sink)
+
+
+def apiserver_source_entry(source: ApiServerSource, sink: str) -> Source:
+    spec = source.spec
+    selector = spec.namespaceSelector
+    return Source(
+        **identity(source),
+        sink=sink,
+        ce_overrides=source.ce_overrides,
+        apiserver=ApiServerWatch(
+            resources=tuple(
+                WatchedResource(
+                    api_version=r.apiVersion,
+                    kind=r.kind,
+                    label_selector=r.selector.to_query() if r.selector else "",
+                )
+                for r in spec.resources
+            ),
+            mode="Resource" if source.mode == "Resource" else "Reference",
+            service_account=source.service_account,
+            namespace_selector=selector.to_query() if selector is not None else None,
+            owner_api_version=spec.owner.apiVersion if spec.owner else None,
+            owner_kind=spec.owner.kind if spec.owner else None,
+            filters=spec.filters or None,
+            generation=source.metadata.generation,
         ),
     )
 

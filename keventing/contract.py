@@ -98,6 +98,31 @@ class ContainerProcess(ContractModel):
     working_dir: str | None = None
 
 
+class WatchedResource(ContractModel):
+    """One kind an ApiServerSource watches, with its label selector in the API server's query syntax."""
+
+    api_version: str
+    kind: str
+    label_selector: str = ""
+
+
+class ApiServerWatch(ContractModel):
+    """What an ApiServerSource watches, as whom, and what it sends (``mode`` Reference or Resource).
+
+    ``namespace_selector`` None: the source's own namespace; "" (Knative's ``{}``): every namespace.
+    ``generation`` is the resource's, so that the runner's report says which spec it checked.
+    """
+
+    resources: tuple[WatchedResource, ...]
+    mode: Literal["Reference", "Resource"] = "Reference"
+    service_account: str = "default"
+    namespace_selector: str | None = None
+    owner_api_version: str | None = None
+    owner_kind: str | None = None
+    filters: list[dict[str, Any]] | None = None
+    generation: int = 1
+
+
 class Source(ContractModel):
     """A source adapter the sources runner runs: where it sends events and what it sends."""
 
@@ -110,6 +135,7 @@ class Source(ContractModel):
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
     container: ContainerProcess | None = None
+    apiserver: ApiServerWatch | None = None
 
 
 class ContractEntry(ContractModel):

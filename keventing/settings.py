@@ -32,3 +32,7 @@ class CommonSettings(BaseSettings):
     @property
     def contract_topic(self) -> str:
         return f"{self.instance}.contract"
+
+    @property
+    def source_reports_topic(self) -> str:
+        return f"{self.instance}.source-reports"

@@ -1,5 +1,6 @@
-"""Follows the contract's Source entries and runs the ones this runner owns: PingSource schedules and
-ContainerSource processes. Ownership or the contract changing triggers one reconcile of the two."""
+"""Follows the contract's Source entries and runs the ones this runner owns: PingSource schedules,
+ApiServerSource watches and ContainerSource processes. Ownership or the contract changing triggers one
+reconcile of them; what only the runner can know about a source goes back to the controller as a report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import aiohttp
 from keventing import events
 from keventing.contract import Source
 from keventing.contractstream import ContractFollower
+from keventing.kafka.compacted import CompactedTopic
+from keventing.sourcereports import SourceReport
+from sources.apiserver import ApiServerAccess, ApiServerSources
 from sources.clock import Clock
 from sources.containers import Backoff, ContainerSupervisor
 from sources.ownership import Ownership
@@ -41,12 +45,25 @@ class SourceRunner:
         self.containers = ContainerSupervisor(
             Backoff(settings.restart_backoff_seconds, settings.restart_backoff_max_seconds)
         )
+        self.apiservers: ApiServerSources | None = None
+        self.reports = CompactedTopic(
+            settings.kafka_bootstrap_servers,
+            settings.source_reports_topic,
+            settings.control_plane_replication_factor,
+        )
+        self._reported: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
 
     def ready(self) -> bool:
         return self.contract.synced and self.ownership.joined
 
     async def run(self) -> None:
+        access = await ApiServerAccess.load(self.settings.kubeconfig, self.settings.kube_context)
+        self.apiservers = ApiServerSources(
+            access, self._send, self._report, self.settings.apiserver_recheck_seconds
+        )
+        await self.reports.ensure()
+        self._reported = await self.reports.snapshot()
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             self.sender = EventSender(session)
             tasks = [
@@ -61,6 +78,16 @@ class SourceRunner:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self.containers.stop_all()
+                await self.apiservers.stop_all()
+                if access is not None:
+                    await access.close()
+                await self.reports.stop()
+
+    async def _report(self, report: SourceReport) -> None:
+        value = report.encode()
+        if self._reported.get(report.id) != value:
+            await self.reports.put(report.id, value)
+            self._reported[report.id] = value
 
     async def _send(self, source: Source, event: events.Event) -> None:
         assert self.sender is not None
@@ -90,9 +117,26 @@ class SourceRunner:
                     self.scheduler.put(source)
             if not final:
                 return
+            if self.apiservers is not None:
+                await self._reconcile_apiservers(owned)
             for source_id in list(self.containers.running):
                 if source_id not in owned or owned[source_id].container is None:
                     await self.containers.stop(source_id)
             for source in owned.values():
                 if source.container is not None:
                     await self.containers.ensure(source)
+
+    async def _reconcile_apiservers(self, owned: dict[str, Source]) -> None:
+        assert self.apiservers is not None
+        running = {*self.apiservers.running, *self.apiservers.unconfigured}
+        for source_id in running:
+            if source_id not in owned or owned[source_id].apiserver is None:
+                await self.apiservers.stop(source_id)
+        for source in owned.values():
+            if source.apiserver is not None:
+                await self.apiservers.ensure(source)
+        # A source gone from the contract leaves no report behind (one that moved is reported by its new owner).
+        if self.contract.synced:
+            for source_id in [k for k in self._reported if k not in self.sources]:
+                await self.reports.put(source_id, None)
+                del self._reported[source_id]

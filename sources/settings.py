@@ -21,6 +21,11 @@ class SourcesSettings(CommonSettings):
     restart_backoff_max_seconds: float = Field(
         default=60.0, alias="KEVENTING_CONTAINER_RESTART_BACKOFF_MAX_SECONDS"
     )
+    # ApiServerSource: the API server to watch (a kubeconfig, or in-cluster when running in a pod).
+    kubeconfig: str | None = Field(default=None, alias="KUBECONFIG")
+    kube_context: str | None = Field(default=None, alias="KEVENTING_KUBE_CONTEXT")
+    # How often an ApiServerSource's permissions and namespaces are checked again.
+    apiserver_recheck_seconds: float = Field(default=10.0, alias="KEVENTING_APISERVER_RECHECK_SECONDS")
 
     @property
     def assignment_topic(self) -> str:

@@ -103,6 +103,7 @@ class KubernetesController:
         self.broker_classes = broker_classes
         self.index = KubernetesIndex(self._claims)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
+        data_plane.report_listeners.append(self.driver.changed)
 
     def _claims(self, resource: Resource) -> bool:
         if resource.KIND != "Broker":
@@ -146,7 +147,9 @@ class KubernetesController:
     # ------------------------------------------------------------------------------------- the Adapter
 
     def observe(self) -> Observed:
-        return Observed(list(self.index.resources.values()), self.data_plane.topic_errors)
+        return Observed(
+            list(self.index.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
+        )
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         return await self.data_plane.create_topics(topics)

@@ -20,10 +20,11 @@ from keventing.resources.flows import Parallel, Sequence
 from keventing.resources.kafka import KafkaSink
 from keventing.resources.messaging import Channel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
-from keventing.resources.sources import ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources.sources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 
 __all__ = [
     "KINDS",
+    "ApiServerSource",
     "Broker",
     "Channel",
     "Condition",

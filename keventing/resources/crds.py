@@ -116,6 +116,19 @@ KNATIVE: dict[str, KnativeCrd] = {
         SOURCE,
         annotations=_event_types("dev.knative.sources.ping"),
     ),
+    "ApiServerSource": KnativeCrd(
+        SOURCES,
+        (SINK, AGE, READY, REASON),
+        SOURCE,
+        annotations=_event_types(
+            "dev.knative.apiserver.resource.add",
+            "dev.knative.apiserver.resource.delete",
+            "dev.knative.apiserver.resource.update",
+            "dev.knative.apiserver.ref.add",
+            "dev.knative.apiserver.ref.delete",
+            "dev.knative.apiserver.ref.update",
+        ),
+    ),
     "ContainerSource": KnativeCrd(SOURCES, (SINK, AGE, READY, REASON), SOURCE),
     "SinkBinding": KnativeCrd(
         (*SOURCES, "bindings"), (SINK, AGE, READY, REASON), {**SOURCE, "duck.knative.dev/binding": "true"}

@@ -1,4 +1,5 @@
-"""sources.knative.dev resources: PingSource, ContainerSource, SinkBinding (v1) and KafkaSource (v1beta1).
+"""sources.knative.dev resources: PingSource, ApiServerSource, ContainerSource, SinkBinding (v1) and KafkaSource
+(v1beta1).
 
 Every source embeds Knative's SourceSpec (``sink`` and ``ceOverrides``) and reports a SourceStatus
 (``sinkUri``, ``ceAttributes``). The Kubernetes-only parts (a ContainerSource's image, a SinkBinding's
@@ -138,6 +139,146 @@ def _check_json(content_type: str | None, data: bytes, path: str) -> None:
         raise ResourceInvalid(path, f"invalid JSON for contentType application/json: {err}") from None
     if not isinstance(value, dict):
         raise ResourceInvalid(path, "JSON data must be an object")
+
+
+# ----------------------------------------------------------------------------------- ApiServerSource
+
+APISERVER_REFERENCE_MODE = "Reference"
+APISERVER_RESOURCE_MODE = "Resource"
+APISERVER_EVENT_TYPES = {
+    APISERVER_RESOURCE_MODE: (
+        "dev.knative.apiserver.resource.add",
+        "dev.knative.apiserver.resource.update",
+        "dev.knative.apiserver.resource.delete",
+    ),
+    APISERVER_REFERENCE_MODE: (
+        "dev.knative.apiserver.ref.add",
+        "dev.knative.apiserver.ref.update",
+        "dev.knative.apiserver.ref.delete",
+    ),
+}
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+class LabelSelectorRequirement(Model):
+    key: str
+    operator: str
+    values: list[str] | None = None
+
+
+class LabelSelector(Model):
+    """Kubernetes' LabelSelector: ``matchLabels`` and ``matchExpressions``, ANDed."""
+
+    matchLabels: dict[str, str] | None = None
+    matchExpressions: list[LabelSelectorRequirement] | None = None
+
+    def validate_at(self, path: str) -> None:
+        for i, requirement in enumerate(self.matchExpressions or []):
+            where = f"{path}.matchExpressions[{i}]"
+            if requirement.operator not in _SELECTOR_OPERATORS:
+                raise ResourceInvalid(
+                    f"{where}.operator",
+                    f"must be one of {', '.join(_SELECTOR_OPERATORS)}, got {requirement.operator!r}",
+                )
+            has_values = bool(requirement.values)
+            if requirement.operator in ("In", "NotIn") and not has_values:
+                raise ResourceInvalid(f"{where}.values", f"must be non-empty for {requirement.operator}")
+            if requirement.operator in ("Exists", "DoesNotExist") and has_values:
+                raise ResourceInvalid(f"{where}.values", f"must be empty for {requirement.operator}")
+
+    def to_query(self) -> str:
+        """The selector in the API server's ``labelSelector`` query syntax (``app=x,tier in (a,b)``)."""
+        parts = [f"{key}={value}" for key, value in sorted((self.matchLabels or {}).items())]
+        for requirement in self.matchExpressions or []:
+            values = ",".join(requirement.values or [])
+            parts.append(
+                {
+                    "In": f"{requirement.key} in ({values})",
+                    "NotIn": f"{requirement.key} notin ({values})",
+                    "Exists": requirement.key,
+                    "DoesNotExist": f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(parts)
+
+
+class APIVersionKind(Model):
+    apiVersion: str
+    kind: str
+
+
+class APIVersionKindSelector(Model):
+    apiVersion: str
+    kind: str
+    selector: LabelSelector | None = None
+
+
+def _validate_api_version(value: str, path: str) -> None:
+    # Kubernetes' ParseGroupVersion: "v1", or "group/version" with one slash and both parts set.
+    parts = value.split("/")
+    if not value or len(parts) > 2 or not all(parts):
+        raise ResourceInvalid(path, f"invalid value: {value!r} (expected VERSION or GROUP/VERSION)")
+
+
+class ApiServerSourceSpec(Model):
+    resources: list[APIVersionKindSelector] = Field(default_factory=list)
+    owner: APIVersionKind | None = None
+    mode: str = APISERVER_REFERENCE_MODE
+    serviceAccountName: str | None = None
+    namespaceSelector: LabelSelector | None = None
+    filters: list[dict[str, Any]] | None = None
+    sink: Destination
+    ceOverrides: CloudEventOverrides | None = None
+
+
+class ApiServerSourceStatus(SourceStatus):
+    namespaces: list[str] | None = None
+
+
+class ApiServerSource(SourceResource):
+    API_VERSIONS = ("sources.knative.dev/v1",)
+    KIND = "ApiServerSource"
+    PLURAL = "apiserversources"
+
+    spec: ApiServerSourceSpec
+    status: ApiServerSourceStatus = Field(default_factory=ApiServerSourceStatus)
+
+    @property
+    def service_account(self) -> str:
+        return self.spec.serviceAccountName or "default"  # Knative's default
+
+    @property
+    def mode(self) -> str:
+        return self.spec.mode or APISERVER_REFERENCE_MODE
+
+    def validate_semantics(self) -> None:
+        from keventing.filters import FilterError, validate_filters
+
+        super().validate_semantics()
+        spec = self.spec
+        if self.mode not in APISERVER_EVENT_TYPES:
+            raise ResourceInvalid(
+                "spec.mode",
+                f"invalid value: {spec.mode!r} (expected {APISERVER_REFERENCE_MODE} or {APISERVER_RESOURCE_MODE})",
+            )
+        if not spec.resources:
+            raise ResourceInvalid("spec.resources", "missing field(s)")
+        for i, resource in enumerate(spec.resources):
+            _validate_api_version(resource.apiVersion, f"spec.resources[{i}].apiVersion")
+            if not resource.kind.strip():
+                raise ResourceInvalid(f"spec.resources[{i}].kind", "missing field(s)")
+            if resource.selector is not None:
+                resource.selector.validate_at(f"spec.resources[{i}].selector")
+        if spec.owner is not None:
+            _validate_api_version(spec.owner.apiVersion, "spec.owner.apiVersion")
+            if not spec.owner.kind.strip():
+                raise ResourceInvalid("spec.owner.kind", "missing field(s)")
+        if spec.namespaceSelector is not None:
+            spec.namespaceSelector.validate_at("spec.namespaceSelector")
+        try:
+            validate_filters(spec.filters)
+        except FilterError as err:
+            raise ResourceInvalid("", str(err)) from None
 
 
 # ----------------------------------------------------------------------------------- ContainerSource
@@ -292,4 +433,4 @@ class KafkaSource(SourceResource):
             spec.delivery.validate_at("spec.delivery")
 
 
-KINDS: tuple[type[Resource], ...] = (PingSource, ContainerSource, SinkBinding, KafkaSource)
+KINDS: tuple[type[Resource], ...] = (PingSource, ApiServerSource, ContainerSource, SinkBinding, KafkaSource)

@@ -31,6 +31,7 @@ KNATIVE_VERSIONS = {
     "Sequence": ("flows.knative.dev", ["v1"]),
     "Parallel": ("flows.knative.dev", ["v1"]),
     "PingSource": ("sources.knative.dev", ["v1", "v1beta2"]),
+    "ApiServerSource": ("sources.knative.dev", ["v1"]),
     "ContainerSource": ("sources.knative.dev", ["v1"]),
     "SinkBinding": ("sources.knative.dev", ["v1"]),
     "KafkaSource": ("sources.knative.dev", ["v1beta1"]),

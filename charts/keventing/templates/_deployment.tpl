@@ -7,7 +7,7 @@ A keventing service's Deployment: one container running `kev <command>`, its ops
   values    the component's values (port, replicas, resources, extraEnv, scheduling)
   env       the component's own environment, rendered (optional)
   recreate  true: never two pods at once, not even during a rollout (optional)
-  apiAccess true: the pod gets its service account's token (only the Kubernetes-mode controller needs it)
+  apiAccess true: the pod gets its service account's token (the Kubernetes-mode controller and sources)
 */}}
 {{- define "keventing.deployment" -}}
 {{- $root := .root }}
