@@ -169,6 +169,12 @@ class PodTemplateSpec(OpenModel):
     spec: PodSpec = Field(default_factory=PodSpec)
 
 
+# What a ContainerSource generates on Kubernetes, named as Knative names them: <source>-deployment, bound by
+# <source>-sinkbinding.
+CONTAINER_SOURCE_DEPLOYMENT_SUFFIX = "-deployment"
+CONTAINER_SOURCE_BINDING_SUFFIX = "-sinkbinding"
+
+
 class ContainerSourceSpec(Model):
     template: PodTemplateSpec
     sink: Destination
