@@ -3,20 +3,26 @@
 The operator serves its admission webhook over HTTPS on loopback (``KEVENTING_WEBHOOK_URL``), so a
 Deployment created after its binding is bound by the API server calling the webhook; one that existed
 before is patched by the operator. There is no kubelet: pods never run, but pod templates are what counts.
+The operator runs with the token of the chart's ServiceAccount and ClusterRole (rendered with helm), so
+these tests also prove that the chart's RBAC suffices for binding.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from kubectl import Kubectl
+import yaml
+from kubectl import CRDS, Kubectl
 
 from kev.cluster.launcher import LocalCluster
+from kev.cluster.pki import kubeconfig
 from kev.kafka.embedded import free_port
 from kev.stack import Stack
 
@@ -30,6 +36,9 @@ def binding_stack(
     kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     kubectl.apply_crds()
+    operator_kubeconfig = _chart_service_account(
+        kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator") / "kubeconfig"
+    )
     webhook_port = free_port()
     stack = Stack(
         bootstrap_servers=kafka,
@@ -41,7 +50,7 @@ def binding_stack(
         sources_port=free_port(),
         extra_env={
             "KEVENTING_KUBERNETES": "true",
-            "KUBECONFIG": str(kube_cluster.kubeconfig_path),
+            "KUBECONFIG": str(operator_kubeconfig),
             "KEVENTING_RESYNC_SECONDS": "5",
             "KEVENTING_HTTP_HOST": "127.0.0.1",
             "KEVENTING_WEBHOOK_PORT": str(webhook_port),
@@ -56,6 +65,40 @@ def binding_stack(
         yield stack
     finally:
         stack.stop_all()
+
+
+def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) -> Path:
+    """A kubeconfig with the token of the chart's controller ServiceAccount, bound to the chart's ClusterRole."""
+    release, namespace = f"binder-{uuid.uuid4().hex[:6]}", f"keventing-{uuid.uuid4().hex[:6]}"
+    rendered = subprocess.run(
+        [
+            str(cluster.toolchain.binary("helm")),
+            "template",
+            release,
+            str(CRDS.parent),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.31.0",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=rendered)
+    token = kubectl.run("create", "token", account, "-n", namespace, "--duration", "2h").stdout.strip()
+    path.write_text(
+        yaml.safe_dump(kubeconfig(server=cluster.server, ca_cert=cluster.pki.ca_cert, token=token))
+    )
+    return path
 
 
 def _webhook_registered(kubectl: Kubectl, port: int) -> bool:
