@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from keventing.binding import K_CE_OVERRIDES, K_SINK, binding_env
-from keventing.resources import ResourceKey
+from keventing.resources import ResourceInvalid, ResourceKey
+from keventing.resources.sources import BindingSubject
 
 BOUND_ENV = (K_SINK, K_CE_OVERRIDES)
 
@@ -81,19 +82,13 @@ def binding_of(body: Mapping[str, Any]) -> Binding:
     meta = body.get("metadata") or {}
     key = ResourceKey("SinkBinding", meta.get("namespace") or "default", meta.get("name", ""))
     spec = body.get("spec") or {}
-    subject = spec.get("subject") or {}
-    kind = SUBJECT_KINDS.get(subject.get("kind", ""))
-    if kind is None:
-        raise SubjectInvalid(
-            f"spec.subject.kind {subject.get('kind')!r} cannot be bound; expected one of "
-            f"{', '.join(SUBJECT_KINDS)}"
-        )
-    api_version = subject.get("apiVersion")
-    if api_version and api_version != kind.api_version:
-        raise SubjectInvalid(f"spec.subject.apiVersion {api_version!r}: a {kind.kind} is {kind.api_version}")
-    name, selector = subject.get("name"), subject.get("selector")
-    if (name is None) == (selector is None):
-        raise SubjectInvalid("spec.subject: expected exactly one of name, selector")
+    subject = BindingSubject.model_validate(spec.get("subject") or {})
+    try:
+        subject.validate_at("spec.subject")
+    except ResourceInvalid as err:
+        raise SubjectInvalid(str(err)) from None
+    kind = SUBJECT_KINDS[subject.kind or ""]
+    name, selector = subject.name, subject.selector
     overrides = (spec.get("ceOverrides") or {}).get("extensions") or {}
     sink = (body.get("status") or {}).get("sinkUri")
     return Binding(key, kind, name, selector, sink, {str(k): str(v) for k, v in overrides.items()})

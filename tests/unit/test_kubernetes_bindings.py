@@ -8,9 +8,10 @@ import copy
 
 import orjson
 import pytest
-from helpers import container_source_doc
+from helpers import container_source_doc, sink_binding_doc
 
 from controller.kubernetes.bindings import (
+    SUBJECT_KINDS,
     SubjectInvalid,
     binding_of,
     desired_env,
@@ -21,6 +22,7 @@ from controller.kubernetes.deployments import container_source_deployment
 from controller.kubernetes.webhook import admission_response, webhook_configuration
 from controller.reconciler import ControllerConfig, reconcile
 from keventing.resources import ResourceKey, parse_resource
+from keventing.resources.sources import BINDABLE_KINDS
 
 SINK = "http://sink.example/"
 OVERRIDES = '{"extensions":{"team":"a"}}'
@@ -220,3 +222,17 @@ def test_a_container_source_deployment_runs_its_template_and_is_owned_by_it() ->
     assert template["spec"] == document["spec"]["template"]["spec"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= template["metadata"]["labels"].items()
+
+
+def test_the_webhook_knows_every_kind_a_sink_binding_may_name() -> None:
+    assert {kind: k.api_version for kind, k in SUBJECT_KINDS.items()} == BINDABLE_KINDS
+
+
+def test_a_sink_binding_naming_a_kind_without_a_pod_template_is_not_ready_with_why() -> None:
+    document = sink_binding_doc(
+        "sb", "ns", {"uri": SINK}, subject={"apiVersion": "v1", "kind": "Service", "name": "x"}
+    )
+    desired = reconcile([parse_resource(document, semantics=False)], ControllerConfig(kubernetes=True))
+    ready = desired.statuses[ResourceKey("SinkBinding", "ns", "sb")].condition("Ready")
+    assert ready is not None and ready.status == "False"
+    assert "spec.subject.kind" in (ready.message or "") and "Deployment" in (ready.message or "")
