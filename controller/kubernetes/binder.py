@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -170,9 +171,8 @@ class SinkBinder:
         service = settings.webhook_service
         namespace = settings.webhook_namespace
         names = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost"]
-        certificate = make_certificate(
-            Path(tempfile.mkdtemp(prefix="keventing-webhook-")), names, ["127.0.0.1"]
-        )
+        directory = Path(tempfile.mkdtemp(prefix="keventing-webhook-"))
+        certificate = make_certificate(directory, names, ["127.0.0.1"])
         configuration = webhook_configuration(
             settings.webhook_configuration,
             certificate.ca_bundle,
@@ -187,3 +187,4 @@ class SinkBinder:
             await serving
         finally:
             serving.cancel()
+            shutil.rmtree(directory, ignore_errors=True)
