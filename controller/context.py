@@ -34,6 +34,8 @@ class ControllerConfig:
         retry=10, backoff_policy="exponential", backoff_delay=0.2
     )
     event_type_auto_create: bool = True
+    # Kubernetes mode: a ContainerSource is a Deployment bound by a generated SinkBinding, not a local process.
+    kubernetes: bool = False
 
 
 @dataclass

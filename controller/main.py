@@ -22,6 +22,7 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
 
     from controller.dataplane import KafkaDataPlane
     from controller.kubernetes.access import KubeAccess
+    from controller.kubernetes.binder import SinkBinder
     from controller.kubernetes.eventtypes import EventTypeMirror
     from controller.kubernetes.operator import KubernetesController
     from keventing.kafka.compacted import CompactedTopic
@@ -38,6 +39,9 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
         settings.broker_class_set,
         settings.resync_seconds,
     )
+    binder = SinkBinder(access, settings)
+    registry = controller.registry()
+    binder.register(registry)
     watching = asyncio.Event()
     app = ops_app(lambda: watching.is_set() and controller.driver.passes > 0)
     event_types = EventTypeMirror(
@@ -55,13 +59,14 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
             controller.driver.run(),
             event_types.run(),
             kopf.operator(
-                registry=controller.registry(),
+                registry=registry,
                 standalone=True,
                 clusterwide=not namespaces,
                 namespaces=namespaces,
                 ready_flag=watching,
             ),
             serve(app, settings.http_host, settings.http_port),
+            binder.run_webhook(),
         )
     finally:
         await data_plane.stop()

@@ -37,6 +37,7 @@ PHASES: list[Phase] = [
     # Flows aggregate the statuses of their channels and subscriptions, so they come after both.
     flows.reconcile_flow_statuses,
     # Sources resolve sinks of any addressable kind, so they come after every addressable.
+    sources.bind_container_sources,
     sources.reconcile_sources,
     eventtypes.reconcile_event_types,
 ]

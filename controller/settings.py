@@ -26,6 +26,16 @@ class ControllerSettings(CommonSettings):
     namespaces: str = Field(default="", alias="KEVENTING_NAMESPACES")
     # The eventing.knative.dev/broker.class values keventing claims ("Kafka": Knative's Kafka broker).
     broker_classes: str = Field(default="Kafka", alias="KEVENTING_BROKER_CLASSES")
+    # Kubernetes mode: SinkBinding's mutating admission webhook (HTTPS) listens on this port; unset, there is
+    # no webhook and only existing subjects are bound.
+    webhook_port: int | None = Field(default=None, alias="KEVENTING_WEBHOOK_PORT")
+    # Where the API server reaches the webhook: this URL (https://host:port) if set, else the Service below.
+    webhook_url: str | None = Field(default=None, alias="KEVENTING_WEBHOOK_URL")
+    webhook_service: str = Field(default="keventing-webhook", alias="KEVENTING_WEBHOOK_SERVICE")
+    webhook_namespace: str = Field(default="default", alias="KEVENTING_WEBHOOK_NAMESPACE")
+    webhook_configuration: str = Field(
+        default="keventing-sinkbindings", alias="KEVENTING_WEBHOOK_CONFIGURATION"
+    )
 
     @property
     def namespace_list(self) -> list[str]:

@@ -4,13 +4,16 @@ Each source's sink is resolved to a URL (``status.sinkUri``). PingSources, ApiSe
 ContainerSources become ``Source`` entries in the contract for the sources runner (an ApiServerSource's
 permissions and watches are checked by the runner, whose report becomes its conditions); a KafkaSource becomes an ``Egress`` for the
 dispatcher (the same delivery machinery as a Trigger); a SinkBinding only resolves, because what it binds
-is started by ``kev run --binding`` (or, on Kubernetes, by the operator's webhook).
+is started by ``kev run --binding`` (or, on Kubernetes, bound by the operator's webhook). On Kubernetes a
+ContainerSource is not run by the sources runner: it generates a SinkBinding for its Deployment, which the
+operator applies (see :mod:`controller.kubernetes.binder`).
 """
 
 from __future__ import annotations
 
 import base64
 
+from controller.children import adopt, prune
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
@@ -27,14 +30,19 @@ from keventing.contract import (
     WatchedResource,
 )
 from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources.base import ObjectMeta
 from keventing.resources.sources import (
     APISERVER_EVENT_TYPES,
+    CONTAINER_SOURCE_BINDING_SUFFIX,
+    CONTAINER_SOURCE_DEPLOYMENT_SUFFIX,
     KAFKA_EVENT_TYPE,
     KAFKA_KEY_TYPES,
     PING_EVENT_TYPE,
     ApiServerSourceStatus,
+    BindingSubject,
     CloudEventAttributes,
     KafkaSourceStatus,
+    SinkBindingSpec,
     SourceResource,
     SourceStatus,
     kafka_event_source,
@@ -44,6 +52,38 @@ from keventing.sourcereports import SourceReport
 
 # Knative's KafkaSource egress defaults: 10 retries, exponential backoff from 10 s.
 KAFKA_SOURCE_DELIVERY = DeliveryPolicy(retry=10, backoff_policy="exponential", backoff_delay=10.0)
+
+
+def bind_container_sources(ctx: Context) -> Contribution:
+    """On Kubernetes, each ContainerSource's SinkBinding (its Deployment, by name, to its sink), as Knative's."""
+    out = Contribution()
+    if not ctx.config.kubernetes:
+        return out
+    for container in ctx.of(ContainerSource):
+        adopt(ctx, out, container, [container_source_binding(container)])
+    prune(ctx, out, [ContainerSource.KIND])
+    return out
+
+
+def container_source_binding(container: ContainerSource) -> SinkBinding:
+    return SinkBinding(
+        apiVersion=SinkBinding.API_VERSIONS[0],
+        kind=SinkBinding.KIND,
+        metadata=ObjectMeta(
+            name=container.name + CONTAINER_SOURCE_BINDING_SUFFIX, namespace=container.namespace
+        ),
+        spec=SinkBindingSpec(
+            subject=BindingSubject(
+                apiVersion="apps/v1",
+                kind="Deployment",
+                name=container.name + CONTAINER_SOURCE_DEPLOYMENT_SUFFIX,
+            ),
+            sink=container.spec.sink.model_copy(deep=True),
+            ceOverrides=container.spec.ceOverrides.model_copy(deep=True)
+            if container.spec.ceOverrides
+            else None,
+        ),
+    )
 
 
 def reconcile_sources(ctx: Context) -> Contribution:
@@ -58,6 +98,9 @@ def reconcile_sources(ctx: Context) -> Contribution:
         )
         _publish(out, apiserver, api_status, ContractEntry(source=api_source) if api_source else None)
     for container in ctx.of(ContainerSource):
+        if ctx.config.kubernetes:
+            _publish(out, container, reconcile_container_deployment(container, resolver), None)
+            continue
         status, source = reconcile_container_source(container, resolver)
         _publish(out, container, status, ContractEntry(source=source) if source else None)
     for binding in ctx.of(SinkBinding):
@@ -218,6 +261,18 @@ def reconcile_container_source(
             )
     status.conditions = conditions.finish(["SinkBindingReady", "ReceiveAdapterReady"])
     return status, source
+
+
+def reconcile_container_deployment(container: ContainerSource, resolver: Resolver) -> SourceStatus:
+    """A ContainerSource on Kubernetes: its Deployment is generated (by the operator) and bound to the sink."""
+    conditions = Conditions()
+    status = SourceStatus(observedGeneration=container.metadata.generation)
+    status.sinkUri = _resolve_sink(container, resolver, conditions, "SinkBindingReady")
+    deployment = container.name + CONTAINER_SOURCE_DEPLOYMENT_SUFFIX
+    # The test cluster has no kubelet: Ready says the Deployment is generated and bound, not that it runs.
+    conditions.true("ReceiveAdapterReady", message=f"Deployment {deployment} generated")
+    status.conditions = conditions.finish(["SinkBindingReady", "ReceiveAdapterReady"])
+    return status
 
 
 def container_process(container: ContainerSource, sink: str) -> ContainerProcess:

@@ -310,6 +310,12 @@ class PodTemplateSpec(OpenModel):
     spec: PodSpec = Field(default_factory=PodSpec)
 
 
+# What a ContainerSource generates on Kubernetes, named as Knative names them: <source>-deployment, bound by
+# <source>-sinkbinding.
+CONTAINER_SOURCE_DEPLOYMENT_SUFFIX = "-deployment"
+CONTAINER_SOURCE_BINDING_SUFFIX = "-sinkbinding"
+
+
 class ContainerSourceSpec(Model):
     template: PodTemplateSpec
     sink: Destination
@@ -339,12 +345,36 @@ class ContainerSource(SourceResource):
 # --------------------------------------------------------------------------------------- SinkBinding
 
 
+# The kinds a SinkBinding binds on Kubernetes (those with a pod template), and the API each is served at.
+BINDABLE_KINDS = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "Pod": "v1",
+}
+
+
 class BindingSubject(OpenModel):
     apiVersion: str | None = None
     kind: str | None = None
     namespace: str | None = None
     name: str | None = None
     selector: dict[str, Any] | None = None
+
+    def validate_at(self, path: str) -> None:
+        api_version = BINDABLE_KINDS.get(self.kind or "")
+        if api_version is None:
+            raise ResourceInvalid(
+                f"{path}.kind", f"{self.kind!r} cannot be bound; expected one of {', '.join(BINDABLE_KINDS)}"
+            )
+        if self.apiVersion and self.apiVersion != api_version:
+            raise ResourceInvalid(
+                f"{path}.apiVersion", f"a {self.kind} is {api_version}, got {self.apiVersion!r}"
+            )
+        if (self.name is None) == (self.selector is None):
+            raise ResourceInvalid(path, "expected exactly one of name, selector")
 
 
 class SinkBindingSpec(Model):
@@ -368,6 +398,8 @@ class SinkBinding(SourceResource):
                 "spec.subject.namespace",
                 f"must be the SinkBinding's namespace {self.namespace!r}, got {subject.namespace!r}",
             )
+        if subject is not None:
+            subject.validate_at("spec.subject")
 
 
 # --------------------------------------------------------------------------------------- KafkaSource

@@ -1,0 +1,242 @@
+"""SinkBinding and ContainerSource on a real kube-apiserver: the operator binds Deployments to sinks.
+
+The operator serves its admission webhook over HTTPS on loopback (``KEVENTING_WEBHOOK_URL``), so a
+Deployment created after its binding is bound by the API server calling the webhook; one that existed
+before is patched by the operator. There is no kubelet: pods never run, but pod templates are what counts.
+The operator runs with the token of the chart's ServiceAccount and ClusterRole (rendered with helm), so
+these tests also prove that the chart's RBAC suffices for binding.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import CRDS, Kubectl
+
+from kev.cluster.launcher import LocalCluster
+from kev.cluster.pki import kubeconfig
+from kev.kafka.embedded import free_port
+from kev.stack import Stack
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
+
+SINK = "http://event-display.example.svc.cluster.local/"
+
+
+@pytest.fixture(scope="module")
+def binding_stack(
+    kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    kubectl.apply_crds()
+    operator_kubeconfig = _chart_service_account(
+        kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator") / "kubeconfig"
+    )
+    webhook_port = free_port()
+    stack = Stack(
+        bootstrap_servers=kafka,
+        log_dir=tmp_path_factory.mktemp("binding-logs"),
+        instance=f"kube-{uuid.uuid4().hex[:8]}",
+        receiver_port=free_port(),
+        dispatcher_port=free_port(),
+        controller_port=free_port(),
+        sources_port=free_port(),
+        extra_env={
+            "KEVENTING_KUBERNETES": "true",
+            "KUBECONFIG": str(operator_kubeconfig),
+            "KEVENTING_RESYNC_SECONDS": "5",
+            "KEVENTING_HTTP_HOST": "127.0.0.1",
+            "KEVENTING_WEBHOOK_PORT": str(webhook_port),
+            "KEVENTING_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+            "KEVENTING_WEBHOOK_CONFIGURATION": f"keventing-sinkbindings-{uuid.uuid4().hex[:8]}",
+        },
+    )
+    stack.start_all(("controller",))
+    try:
+        stack.wait_ready(timeout=90, names=["controller"])
+        _wait_for(lambda: _webhook_registered(kubectl, webhook_port), "the webhook configuration")
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) -> Path:
+    """A kubeconfig with the token of the chart's controller ServiceAccount, bound to the chart's ClusterRole."""
+    release, namespace = f"binder-{uuid.uuid4().hex[:6]}", f"keventing-{uuid.uuid4().hex[:6]}"
+    rendered = subprocess.run(
+        [
+            str(cluster.toolchain.binary("helm")),
+            "template",
+            release,
+            str(CRDS.parent),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.31.0",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=rendered)
+    token = kubectl.run("create", "token", account, "-n", namespace, "--duration", "2h").stdout.strip()
+    path.write_text(
+        yaml.safe_dump(kubeconfig(server=cluster.server, ca_cert=cluster.pki.ca_cert, token=token))
+    )
+    return path
+
+
+def _webhook_registered(kubectl: Kubectl, port: int) -> bool:
+    listed = json.loads(kubectl.run("get", "mutatingwebhookconfigurations", "-o", "json").stdout)
+    urls = [w["clientConfig"].get("url", "") for item in listed["items"] for w in item["webhooks"]]
+    return any(f"127.0.0.1:{port}" in url for url in urls)
+
+
+def _wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return result
+
+
+def _deployment(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, **labels}},
+                "spec": {
+                    "containers": [
+                        {"name": "main", "image": "example/app", "env": [{"name": "KEPT", "value": "yes"}]},
+                        {"name": "sidecar", "image": "example/sidecar"},
+                    ]
+                },
+            },
+        },
+    }
+
+
+def _sink_binding(name: str, namespace: str, subject: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "SinkBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "subject": {"apiVersion": "apps/v1", "kind": "Deployment", **subject},
+            "sink": {"uri": SINK},
+            "ceOverrides": {"extensions": {"team": "orders"}},
+        },
+    }
+
+
+def _env(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, str]]:
+    deployment = kubectl.get("deployment", name, namespace)
+    assert deployment is not None, f"Deployment {name} does not exist"
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return [{v["name"]: v.get("value") for v in c.get("env", [])} for c in containers]
+
+
+def _bound(env: dict[str, str | None]) -> bool:
+    return env.get("K_SINK") == SINK and env.get("K_CE_OVERRIDES") == '{"extensions":{"team":"orders"}}'
+
+
+def test_sink_binding_by_selector_binds_existing_and_new_deployments_and_unbinds_when_deleted(
+    binding_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(_deployment("before", namespace, {"bind": "me"}), _deployment("other", namespace, {}))
+    kubectl.apply(_sink_binding("orders", namespace, {"selector": {"matchLabels": {"bind": "me"}}}))
+    binding = kubectl.wait_ready("sinkbinding", "orders", namespace)
+    assert binding["status"]["sinkUri"] == SINK
+    assert "SinkProvided" in {c["type"] for c in binding["status"]["conditions"]}
+
+    # An existing Deployment: patched by the operator, in every container, keeping the container's own env.
+    envs = _wait_for(
+        lambda: (e := _env(kubectl, "before", namespace)) and all(map(_bound, e)) and e, "binding"
+    )
+    assert envs[0]["KEPT"] == "yes"
+    # A Deployment created afterwards: bound on admission, by the API server calling the webhook.
+    kubectl.apply(_deployment("after", namespace, {"bind": "me"}))
+    assert all(_bound(env) for env in _env(kubectl, "after", namespace))
+    # The selector is honoured: a Deployment without the label is left as it is.
+    assert _env(kubectl, "other", namespace) == [{"KEPT": "yes"}, {}]
+
+    kubectl.run("delete", "sinkbinding", "orders", "-n", namespace, "--wait=true", "--timeout=60s")
+    for name in ("before", "after"):
+        assert _env(kubectl, name, namespace) == [{"KEPT": "yes"}, {}], name
+    # Once deleted, new Deployments are no longer bound.
+    kubectl.apply(_deployment("later", namespace, {"bind": "me"}))
+    assert _env(kubectl, "later", namespace) == [{"KEPT": "yes"}, {}]
+
+
+def test_sink_binding_by_name_follows_a_changed_subject(
+    binding_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(_deployment("first", namespace, {}), _deployment("second", namespace, {}))
+    kubectl.apply(_sink_binding("named", namespace, {"name": "first"}))
+    _wait_for(lambda: all(map(_bound, _env(kubectl, "first", namespace))), "the first Deployment bound")
+    kubectl.apply(_sink_binding("named", namespace, {"name": "second"}))
+    _wait_for(lambda: all(map(_bound, _env(kubectl, "second", namespace))), "the second Deployment bound")
+    _wait_for(lambda: _env(kubectl, "first", namespace) == [{"KEPT": "yes"}, {}], "the first one unbound")
+
+
+def test_container_source_generates_an_owned_bound_deployment_collected_with_it(
+    binding_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "sources.knative.dev/v1",
+            "kind": "ContainerSource",
+            "metadata": {"name": "heartbeats", "namespace": namespace},
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "beat", "image": "example/heartbeats"}]}},
+                "sink": {"uri": SINK},
+                "ceOverrides": {"extensions": {"team": "orders"}},
+            },
+        }
+    )
+    source = kubectl.wait_ready("containersource", "heartbeats", namespace)
+    assert source["status"]["sinkUri"] == SINK
+    uid = source["metadata"]["uid"]
+
+    binding = kubectl.wait_ready("sinkbinding", "heartbeats-sinkbinding", namespace)
+    assert binding["spec"]["subject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "heartbeats-deployment",
+    }
+    deployment = _wait_for(
+        lambda: kubectl.get("deployment", "heartbeats-deployment", namespace), "Deployment"
+    )
+    for owned in (deployment, binding):
+        assert [(o["uid"], o.get("controller")) for o in owned["metadata"]["ownerReferences"]] == [
+            (uid, True)
+        ]
+    _wait_for(lambda: all(map(_bound, _env(kubectl, "heartbeats-deployment", namespace))), "bound Deployment")
+
+    kubectl.run("delete", "containersource", "heartbeats", "-n", namespace, "--wait=true", "--timeout=60s")
+    _wait_for(
+        lambda: (
+            kubectl.get("deployment", "heartbeats-deployment", namespace) is None
+            and kubectl.get("sinkbinding", "heartbeats-sinkbinding", namespace) is None
+        ),
+        "the ContainerSource's Deployment and SinkBinding to be garbage-collected",
+    )
