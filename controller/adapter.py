@@ -24,6 +24,7 @@ from typing import Generic, Protocol, TypeVar
 
 from controller.context import ControllerConfig, Desired
 from controller.reconciler import reconcile
+from controller.resolver import ObjectRef
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
 from keventing.resources import Resource, ResourceKey, Status
@@ -40,6 +41,9 @@ class Observed:
     resources: Sequence[Resource]
     # Topic name → why creating it failed (the owning resource's status says so until a creation succeeds).
     topic_errors: Mapping[str, str] = field(default_factory=dict)
+    # The objects of foreign kinds (Services, any Addressable) that Destinations refer to and that exist →
+    # their URL (None while they have none); None when the adapter has no such objects (local mode).
+    addressables: Mapping[ObjectRef, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ def publish_diff(published: Mapping[str, V], wanted: Mapping[str, V]) -> Diff[V]
 class Adapter(Protocol):
     """The I/O around the reconciler; every method but ``observe`` takes back one part of the Desired."""
 
-    def observe(self) -> Observed:
-        """The resources to reconcile and the topic errors, as of now."""
+    async def observe(self) -> Observed:
+        """The resources to reconcile, the topic errors and the addressables, as of now."""
         ...
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
@@ -95,16 +99,18 @@ class ReconcilePass:
     config: ControllerConfig
     desired: Desired = field(default_factory=Desired)
 
-    def _reconcile(self) -> Desired:
-        observed = self.adapter.observe()
-        self.desired = reconcile(observed.resources, self.config, observed.topic_errors)
+    def _reconcile(self, observed: Observed) -> Desired:
+        self.desired = reconcile(
+            observed.resources, self.config, observed.topic_errors, observed.addressables
+        )
         return self.desired
 
     async def run(self) -> Desired:
-        desired = self._reconcile()
+        observed = await self.adapter.observe()
+        desired = self._reconcile(observed)
         if await self.adapter.create_topics(desired.topics):
             # A topic's creation failed or recovered: the statuses that depend on it change.
-            desired = self._reconcile()
+            desired = self._reconcile(await self.adapter.observe())
         await self.adapter.write_children(desired.children)
         await self.adapter.publish_contract(desired.contract)
         await self.adapter.write_statuses(desired.statuses)

@@ -82,7 +82,7 @@ class LocalController:
 
     # ------------------------------------------------------------------------------------- the Adapter
 
-    def observe(self) -> Observed:
+    async def observe(self) -> Observed:
         return Observed(list(self.resources.values()), self.data_plane.topic_errors)
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
