@@ -209,3 +209,88 @@ def _topics(bootstrap: str) -> set[str]:
             return set(await admin.list_topics())
 
     return asyncio.run(list_topics())
+
+
+def _subscribed_trigger(name: str, namespace: str, broker: str, subscriber: dict[str, Any]) -> dict:
+    trigger = _trigger(name, namespace, broker, "unused")
+    trigger["spec"]["subscriber"] = subscriber
+    return trigger
+
+
+def test_a_trigger_to_a_core_service_gets_its_cluster_address_with_the_relative_uri(
+    operator_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "display", "namespace": namespace},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    subscriber = {"ref": {"apiVersion": "v1", "kind": "Service", "name": "display"}, "uri": "/path"}
+    kubectl.apply(
+        _broker("default", namespace), service, _subscribed_trigger("svc", namespace, "default", subscriber)
+    )
+    trigger = kubectl.wait_ready("trigger", "svc", namespace)
+    assert trigger["status"]["subscriberUri"] == f"http://display.{namespace}.svc.cluster.local/path"
+
+
+ADDRESSABLE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "endpoints.test.keventing.dev"},
+    "spec": {
+        "group": "test.keventing.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "endpoints", "singular": "endpoint", "kind": "Endpoint"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+# How a user lets keventing read their Addressable kind (Knative's convention, aggregated by the chart).
+ADDRESSABLE_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "test-endpoint-addressable", "labels": {"duck.knative.dev/addressable": "true"}},
+    "rules": [
+        {"apiGroups": ["test.keventing.dev"], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]}
+    ],
+}
+
+
+def test_a_trigger_to_a_custom_addressable_is_ready_once_the_object_has_an_address(
+    operator_stack: Stack, kubectl: Kubectl, namespace: str, sink: Any
+) -> None:
+    subscriber = {"ref": {"apiVersion": "test.keventing.dev/v1", "kind": "Endpoint", "name": "target"}}
+    kubectl.apply(
+        _broker("default", namespace), _subscribed_trigger("duck", namespace, "default", subscriber)
+    )
+    trigger = kubectl.wait_for_condition("trigger", "duck", namespace, "SubscriberResolved", "False")
+    resolved = next(c for c in trigger["status"]["conditions"] if c["type"] == "SubscriberResolved")
+    assert resolved["reason"] == "Unable to get the Subscriber's URI"
+    assert (
+        resolved["message"]
+        == f'Endpoint.test.keventing.dev "target" in namespace "{namespace}" does not exist'
+    )
+
+    # The kind is installed and an object of it appears: the next resync resolves it.
+    kubectl.apply(ADDRESSABLE_CRD, ADDRESSABLE_ROLE)
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/endpoints.test.keventing.dev")
+    url = sink.url(f"duck-{namespace}")
+    kubectl.apply(
+        {
+            "apiVersion": "test.keventing.dev/v1",
+            "kind": "Endpoint",
+            "metadata": {"name": "target", "namespace": namespace},
+            "status": {"address": {"url": url}},
+        }
+    )
+    trigger = kubectl.wait_ready("trigger", "duck", namespace)
+    assert trigger["status"]["subscriberUri"] == url
