@@ -62,7 +62,8 @@ def foreign_refs(resources: Iterable[Resource]) -> set[ObjectRef]:
     """Every object of a foreign kind that a Destination in the resources refers to."""
     out: set[ObjectRef] = set()
     for resource in resources:
-        for destination in _destinations(resource):
+        # Destinations are intent: only the spec holds them (walking statuses would cost every pass).
+        for destination in _destinations(getattr(resource, "spec", None)):
             if destination.ref is not None and is_foreign(destination.ref) and destination.ref.apiVersion:
                 out.add(object_ref(destination.ref, resource.namespace))
     return out

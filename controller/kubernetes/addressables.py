@@ -2,7 +2,8 @@
 Addressable (an object with ``status.address.url``).
 
 Each pass GETs every distinct referenced object once (bounded concurrency), so an object that appears or
-gets its address later is seen within a resync. Which resource (plural) serves a kind comes from API
+gets its address later is seen within a resync; when a GET fails for another reason than absence, the last
+pass's answer stands. Which resource (plural) serves a kind comes from API
 discovery, cached once found; a group/version the API server does not serve yet is asked again next time
 (its CRD may be installed later).
 """
@@ -31,14 +32,31 @@ class AddressableLookup:
         self.api = api
         self._resources: dict[tuple[str, str], ApiResource] = {}
         self._limit = asyncio.Semaphore(concurrency)
+        self._last: dict[ObjectRef, str | None] = {}
 
     async def lookup(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, str | None]:
         """The referenced objects that exist → their address (None while they have none)."""
         wanted = sorted(set(refs))
         found = await asyncio.gather(*(self._get(ref) for ref in wanted))
-        return {ref: address_of(body) for ref, body in zip(wanted, found, strict=True) if body is not None}
+        self._last = {
+            ref: address_of(body) for ref, body in zip(wanted, found, strict=True) if body is not None
+        }
+        return dict(self._last)
 
     async def _get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        try:
+            return await self._fetch(ref)
+        except (k8s.ApiException, OSError, TimeoutError) as err:
+            # A blip (an aggregated API down, a timeout) must neither stop every reconcile pass nor flap
+            # the referrer's Ready: keep what the last pass saw (never seen: not resolvable yet).
+            log.warning(
+                "cannot get a referenced object", extra={"object": ref.described(), "reason": str(err)}
+            )
+            if ref in self._last:
+                return {"status": {"address": {"url": self._last[ref]}}}
+            return None
+
+    async def _fetch(self, ref: ObjectRef) -> dict[str, Any] | None:
         async with self._limit:
             resource = await self._resource(ref.api_version, ref.kind)
             if resource is None:
