@@ -24,6 +24,7 @@ from typing import Generic, Protocol, TypeVar
 
 from controller.context import ControllerConfig, Desired
 from controller.reconciler import reconcile
+from controller.resolver import ObjectRef
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
 from keventing.resources import Resource, ResourceKey, Status
@@ -43,6 +44,9 @@ class Observed:
     topic_errors: Mapping[str, str] = field(default_factory=dict)
     # Contract entry id → what the source adapter running it reports (see keventing.sourcereports).
     source_reports: Mapping[str, SourceReport] = field(default_factory=dict)
+    # The objects of foreign kinds (Services, any Addressable) that Destinations refer to and that exist →
+    # their URL (None while they have none); None when the adapter has no such objects (local mode).
+    addressables: Mapping[ObjectRef, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,8 @@ def publish_diff(published: Mapping[str, V], wanted: Mapping[str, V]) -> Diff[V]
 class Adapter(Protocol):
     """The I/O around the reconciler; every method but ``observe`` takes back one part of the Desired."""
 
-    def observe(self) -> Observed:
-        """The resources to reconcile and the topic errors, as of now."""
+    async def observe(self) -> Observed:
+        """The resources to reconcile, the topic errors and the addressables, as of now."""
         ...
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
@@ -98,18 +102,22 @@ class ReconcilePass:
     config: ControllerConfig
     desired: Desired = field(default_factory=Desired)
 
-    def _reconcile(self) -> Desired:
-        observed = self.adapter.observe()
+    def _reconcile(self, observed: Observed) -> Desired:
         self.desired = reconcile(
-            observed.resources, self.config, observed.topic_errors, observed.source_reports
+            observed.resources,
+            self.config,
+            observed.topic_errors,
+            source_reports=observed.source_reports,
+            addressables=observed.addressables,
         )
         return self.desired
 
     async def run(self) -> Desired:
-        desired = self._reconcile()
+        observed = await self.adapter.observe()
+        desired = self._reconcile(observed)
         if await self.adapter.create_topics(desired.topics):
             # A topic's creation failed or recovered: the statuses that depend on it change.
-            desired = self._reconcile()
+            desired = self._reconcile(await self.adapter.observe())
         await self.adapter.write_children(desired.children)
         await self.adapter.publish_contract(desired.contract)
         await self.adapter.write_statuses(desired.statuses)

@@ -104,7 +104,7 @@ def reconcile_channels(ctx: Context) -> Contribution:
     """Channels mirror their backing KafkaChannel (after flows' addresses: a dead-letter sink may be one)."""
     out = Contribution()
     # A Channel's dead-letter sink may be a Channel reconciled earlier in this phase.
-    resolver = Resolver(ChainMap(out.addresses, ctx.addresses), ctx.resources)
+    resolver = Resolver(ChainMap(out.addresses, ctx.addresses), ctx.resources, ctx.addressables)
     for channel in ctx.of(Channel):
         out.addressable(channel.key, _reconcile_channel(channel, ctx, resolver))
     return out

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from controller.resolver import Resolver
+from controller.resolver import ObjectRef, Resolver
 from keventing.contract import ContractEntry, DeliveryPolicy
 from keventing.durations import parse_duration
 from keventing.kafka.client import TopicSpec
@@ -74,6 +74,8 @@ class Context:
     resources: dict[ResourceKey, Resource]
     config: ControllerConfig
     topic_errors: Mapping[str, str]
+    # The foreign objects the resources refer to that exist → their URL (see controller.resolver).
+    addressables: Mapping[ObjectRef, str | None] | None = None
     desired: Desired = field(default_factory=Desired)
     # Every addressable resource → its URL (None while it is not ready); merged from the addressable phases.
     addresses: dict[ResourceKey, str | None] = field(default_factory=dict)
@@ -85,7 +87,7 @@ class Context:
 
     @property
     def resolver(self) -> Resolver:
-        return Resolver(self.addresses, self.resources)
+        return Resolver(self.addresses, self.resources, self.addressables)
 
 
 def identity(resource: Resource) -> dict[str, Any]:

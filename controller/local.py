@@ -84,7 +84,7 @@ class LocalController:
 
     # ------------------------------------------------------------------------------------- the Adapter
 
-    def observe(self) -> Observed:
+    async def observe(self) -> Observed:
         return Observed(
             list(self.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from controller import brokers, channels, conditions, eventtypes, flows, sinks, sources
 from controller.context import Context, Contribution, ControllerConfig, Desired
+from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
 from keventing.resources import Resource, ResourceInvalid, ResourceKey, Status
@@ -48,9 +49,11 @@ def reconcile(
     config: ControllerConfig,
     topic_errors: Mapping[str, str] | None = None,
     source_reports: Mapping[str, SourceReport] | None = None,
+    addressables: Mapping[ObjectRef, str | None] | None = None,
 ) -> Desired:
     """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations,
-    ``source_reports`` what the source adapters report about the sources they run."""
+    ``source_reports`` what the source adapters report about the sources they run, ``addressables`` the
+    foreign objects destinations refer to (None: the adapter has none)."""
     valid: dict[ResourceKey, Resource] = {}
     invalid: dict[ResourceKey, Status] = {}
     for resource in resources:
@@ -60,7 +63,7 @@ def reconcile(
             invalid[resource.key] = _invalid_status(resource, str(err))
             continue
         valid[resource.key] = resource
-    ctx = Context(valid, config, topic_errors or {}, source_reports=source_reports or {})
+    ctx = Context(valid, config, topic_errors or {}, addressables, source_reports=source_reports or {})
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)

@@ -23,6 +23,7 @@ from controller.context import ControllerConfig
 from controller.dataplane import KafkaDataPlane
 from controller.driver import Driver
 from controller.kubernetes.access import KubeAccess
+from controller.kubernetes.addressables import AddressableLookup
 from controller.kubernetes.kinds import ApiKind, by_kind, custom_kinds
 from controller.kubernetes.objects import (
     ObjectInvalid,
@@ -32,6 +33,7 @@ from controller.kubernetes.objects import (
     status_patch,
     to_resource,
 )
+from controller.resolver import foreign_refs
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
 from keventing.resources import Condition, Resource, ResourceKey, Status
@@ -102,6 +104,7 @@ class KubernetesController:
         self.data_plane = data_plane
         self.broker_classes = broker_classes
         self.index = KubernetesIndex(self._claims)
+        self.addressables = AddressableLookup(access.api)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
 
@@ -146,10 +149,10 @@ class KubernetesController:
 
     # ------------------------------------------------------------------------------------- the Adapter
 
-    def observe(self) -> Observed:
-        return Observed(
-            list(self.index.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
-        )
+    async def observe(self) -> Observed:
+        resources = list(self.index.resources.values())
+        addressables = await self.addressables.lookup(foreign_refs(resources))
+        return Observed(resources, self.data_plane.topic_errors, self.data_plane.source_reports, addressables)
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         return await self.data_plane.create_topics(topics)

@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import typer
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kev.cli.kafka import app as kafka_app
+from kev.client import ClientError, ClientSettings, ResourceClient, open_client
 from kev.cluster.cli import app as cluster_app
 from keventing.resources import (
     EventType,
@@ -28,8 +29,6 @@ from keventing.resources import (
     kind_for,
     parse_resource,
 )
-from keventing.settings import CommonSettings
-from keventing.store import ResourceStore
 
 app = typer.Typer(
     help="keventing: Knative Eventing on Apache Kafka.", no_args_is_help=True, add_completion=False
@@ -39,6 +38,7 @@ app.add_typer(kafka_app, name="kafka", help="Start, stop and inspect the embedde
 app.add_typer(cluster_app, name="cluster", help="A local Kubernetes control plane: build, up, down, kubectl.")
 app.add_typer(event_app, name="event")
 console = Console()
+T = TypeVar("T")
 err_console = Console(stderr=True)
 
 
@@ -47,23 +47,33 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _store_call(fn: Any) -> Any:
-    async def run() -> Any:
-        store = ResourceStore(CommonSettings())
-        try:
-            await store.ensure()
-            return await fn(store)
-        finally:
-            await store.close()
+# Where the resource commands read and write; `kev --kubeconfig PATH` (or --context) points them at a cluster.
+settings = ClientSettings()
+
+
+@app.callback()
+def target(
+    kubeconfig: str | None = typer.Option(
+        None, "--kubeconfig", help="Work against this cluster instead of the local store."
+    ),
+    context: str | None = typer.Option(None, "--context", help="The kubeconfig context (implies a cluster)."),
+) -> None:
+    """keventing: Knative Eventing on Apache Kafka."""
+    if kubeconfig or context:
+        settings.kubernetes = True
+        settings.kubeconfig = kubeconfig or settings.kubeconfig
+        settings.kube_context = context or settings.kube_context
+
+
+def _client_call(fn: Callable[[ResourceClient], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with open_client(settings) as client:
+            return await fn(client)
 
     try:
         return asyncio.run(run())
-    except (ConnectionError, OSError) as err:
-        raise fail(f"cannot reach Kafka at {CommonSettings().kafka_bootstrap_servers}: {err}") from None
-    except Exception as err:
-        if type(err).__module__.startswith("aiokafka"):
-            raise fail(f"Kafka at {CommonSettings().kafka_bootstrap_servers} failed: {err!r}") from None
-        raise
+    except ClientError as err:
+        raise fail(str(err)) from None
 
 
 # ------------------------------------------------------------------------------------------ resources
@@ -121,10 +131,10 @@ def apply(
             err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1)
 
-    async def store_all(store: ResourceStore) -> list[tuple[Resource, str]]:
-        return [await store.apply(r) for r in resources]
+    async def apply_all(client: ResourceClient) -> list[tuple[Resource, str]]:
+        return [(r, await client.apply(r)) for r in resources]
 
-    for resource, action in _store_call(store_all):
+    for resource, action in _client_call(apply_all):
         console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action}")
 
 
@@ -154,10 +164,10 @@ def get(
         raise fail(f"unknown output format {output!r}: use table, yaml or json")
     ns = None if all_namespaces else namespace
 
-    async def fetch(store: ResourceStore) -> list[Resource]:
-        return await store.list(cls.KIND, ns)
+    async def fetch(client: ResourceClient) -> list[Resource]:
+        return await client.list(cls.KIND, ns)
 
-    found = [r for r in _store_call(fetch) if name is None or r.name == name]
+    found = [r for r in _client_call(fetch) if name is None or r.name == name]
     if name is not None and not found:
         raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
     documents = [r.to_document() for r in found]
@@ -246,10 +256,10 @@ def describe(
     """Show a resource's spec, status and conditions."""
     cls = _resolve_kind(kind)
 
-    async def fetch(store: ResourceStore) -> Resource | None:
-        return await store.get(ResourceKey(cls.KIND, namespace, name))
+    async def fetch(client: ResourceClient) -> Resource | None:
+        return await client.get(ResourceKey(cls.KIND, namespace, name))
 
-    resource = _store_call(fetch)
+    resource = _client_call(fetch)
     if resource is None:
         raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
     document = resource.to_document()
@@ -291,10 +301,10 @@ def delete(
     cls = _resolve_kind(kind)
     key = ResourceKey(cls.KIND, namespace, name)
 
-    async def remove(store: ResourceStore) -> bool:
-        return await store.delete(key)
+    async def remove(client: ResourceClient) -> bool:
+        return await client.delete(key)
 
-    if not _store_call(remove):
+    if not _client_call(remove):
         raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
     console.print(f'{cls.KIND.lower()} "{name}" deleted')
 
@@ -363,10 +373,10 @@ def event_send(
 
 
 def _broker_url(name: str, namespace: str) -> str:
-    async def fetch(store: ResourceStore) -> Resource | None:
-        return await store.get(ResourceKey("Broker", namespace, name))
+    async def fetch(client: ResourceClient) -> Resource | None:
+        return await client.get(ResourceKey("Broker", namespace, name))
 
-    broker = _store_call(fetch)
+    broker = _client_call(fetch)
     if broker is None:
         raise fail(f'Broker "{name}" not found in namespace "{namespace}"')
     if broker.status.address is None or not broker.status.address.url:
@@ -420,8 +430,11 @@ def controller(
     from controller.main import main as run
     from controller.settings import ControllerSettings
 
-    # The environment configures the controller like every service; the flags override it.
-    overrides: dict[str, Any] = {"kubernetes": True} if kubernetes else {}
+    # The environment configures the controller like every service; the flags (`kev --kubeconfig PATH
+    # controller` too) override it.
+    kubeconfig = kubeconfig or (settings.kubeconfig if settings.kubernetes else None)
+    context = context or settings.kube_context
+    overrides: dict[str, Any] = {"kubernetes": True} if kubernetes or settings.kubernetes else {}
     if kubeconfig:
         overrides["kubeconfig"] = kubeconfig
     if context:
@@ -446,10 +459,10 @@ def run_bound(
     """Run a program with a SinkBinding's K_SINK and K_CE_OVERRIDES: kev run --binding NAME -- CMD ARGS..."""
     from keventing.binding import binding_env
 
-    async def fetch(store: ResourceStore) -> Resource | None:
-        return await store.get(ResourceKey("SinkBinding", namespace, binding))
+    async def fetch(client: ResourceClient) -> Resource | None:
+        return await client.get(ResourceKey("SinkBinding", namespace, binding))
 
-    found = _store_call(fetch)
+    found = _client_call(fetch)
     if not isinstance(found, SinkBinding):
         raise fail(f'SinkBinding "{binding}" not found in namespace "{namespace}"')
     sink = found.status.sinkUri

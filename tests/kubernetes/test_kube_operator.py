@@ -6,17 +6,21 @@ The data plane (receiver, dispatcher) runs as local processes on the session's K
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
-from kubectl import Kubectl
+import yaml
+from kubectl import ROOT, Kubectl
 
 from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import free_port
-from kev.stack import Stack
+from kev.stack import Stack, kev_command
 from keventing import events, naming
 from keventing.kafka.client import admin_client, group_positioned
 
@@ -221,3 +225,186 @@ def _topics(bootstrap: str) -> set[str]:
             return set(await admin.list_topics())
 
     return asyncio.run(list_topics())
+
+
+def _subscribed_trigger(name: str, namespace: str, broker: str, subscriber: dict[str, Any]) -> dict:
+    trigger = _trigger(name, namespace, broker, "unused")
+    trigger["spec"]["subscriber"] = subscriber
+    return trigger
+
+
+def test_a_trigger_to_a_core_service_gets_its_cluster_address_with_the_relative_uri(
+    operator_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "display", "namespace": namespace},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    subscriber = {"ref": {"apiVersion": "v1", "kind": "Service", "name": "display"}, "uri": "/path"}
+    kubectl.apply(
+        _broker("default", namespace), service, _subscribed_trigger("svc", namespace, "default", subscriber)
+    )
+    trigger = kubectl.wait_ready("trigger", "svc", namespace)
+    assert trigger["status"]["subscriberUri"] == f"http://display.{namespace}.svc.cluster.local/path"
+
+
+ADDRESSABLE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "endpoints.test.keventing.dev"},
+    "spec": {
+        "group": "test.keventing.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "endpoints", "singular": "endpoint", "kind": "Endpoint"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+# How a user lets keventing read their Addressable kind (Knative's convention, aggregated by the chart).
+ADDRESSABLE_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "test-endpoint-addressable", "labels": {"duck.knative.dev/addressable": "true"}},
+    "rules": [
+        {"apiGroups": ["test.keventing.dev"], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]}
+    ],
+}
+
+
+def test_a_trigger_to_a_custom_addressable_is_ready_once_the_object_has_an_address(
+    operator_stack: Stack, kubectl: Kubectl, namespace: str, sink: Any
+) -> None:
+    subscriber = {"ref": {"apiVersion": "test.keventing.dev/v1", "kind": "Endpoint", "name": "target"}}
+    kubectl.apply(
+        _broker("default", namespace), _subscribed_trigger("duck", namespace, "default", subscriber)
+    )
+    trigger = kubectl.wait_for_condition("trigger", "duck", namespace, "SubscriberResolved", "False")
+    resolved = next(c for c in trigger["status"]["conditions"] if c["type"] == "SubscriberResolved")
+    assert resolved["reason"] == "Unable to get the Subscriber's URI"
+    assert (
+        resolved["message"]
+        == f'Endpoint.test.keventing.dev "target" in namespace "{namespace}" does not exist'
+    )
+
+    # The kind is installed and an object of it appears: the next resync resolves it.
+    kubectl.apply(ADDRESSABLE_CRD, ADDRESSABLE_ROLE)
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/endpoints.test.keventing.dev")
+    url = sink.url(f"duck-{namespace}")
+    kubectl.apply(
+        {
+            "apiVersion": "test.keventing.dev/v1",
+            "kind": "Endpoint",
+            "metadata": {"name": "target", "namespace": namespace},
+            "status": {"address": {"url": url}},
+        }
+    )
+    trigger = kubectl.wait_ready("trigger", "duck", namespace)
+    assert trigger["status"]["subscriberUri"] == url
+
+
+def _kev(cluster: LocalCluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`kev --kubeconfig …` as a user runs it (a wide terminal, so that table cells are not cut)."""
+    return subprocess.run(
+        [*kev_command(), "--kubeconfig", str(cluster.kubeconfig_path), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+
+
+def test_kev_applies_gets_and_deletes_the_quickstart_on_a_cluster(
+    operator_stack: Stack, kube_cluster: LocalCluster, kubectl: Kubectl
+) -> None:
+    try:
+        applied = _kev(kube_cluster, "apply", "-f", "examples/quickstart")
+        assert applied.returncode == 0, applied.stderr
+        assert "broker.eventing.knative.dev/default created" in applied.stdout
+        assert "trigger.eventing.knative.dev/event-display created" in applied.stdout
+        again = _kev(kube_cluster, "apply", "-f", "examples/quickstart")
+        assert "trigger.eventing.knative.dev/event-display unchanged" in again.stdout, again.stderr
+        shown = kubectl.run(
+            "get", "trigger", "event-display", "-n", "default", "--show-managed-fields", "-o", "json"
+        )
+        managers = {
+            f["manager"]: f["operation"] for f in orjson.loads(shown.stdout)["metadata"]["managedFields"]
+        }
+        assert managers["kev"] == "Apply"
+
+        # `kev get` shows the statuses the operator wrote.
+        kubectl.wait_ready("trigger", "event-display", "default")
+        table = _kev(kube_cluster, "get", "triggers", "-n", "default")
+        assert table.returncode == 0, table.stderr
+        row = next(line for line in table.stdout.splitlines() if line.startswith("event-display"))
+        assert row.split()[1:3] == ["True", "http://localhost:8081"]
+        listed = orjson.loads(_kev(kube_cluster, "get", "brokers", "-n", "default", "-o", "json").stdout)
+        [broker] = listed["items"]
+        assert broker["status"]["address"]["url"] == f"{operator_stack.ingress_url}/default/default"
+
+        # A Trigger whose subscriber is missing: its REASON column says why.
+        subscriber = {"ref": {"apiVersion": "v1", "kind": "Service", "name": "nowhere"}}
+        missing = yaml.safe_dump(_subscribed_trigger("lost", "default", "default", subscriber))
+        assert _kev(kube_cluster, "apply", "-f", "-", stdin=missing).returncode == 0
+        kubectl.wait_for_condition("trigger", "lost", "default", "SubscriberResolved", "False")
+        table = _kev(kube_cluster, "get", "triggers", "-n", "default")
+        row = next(line for line in table.stdout.splitlines() if line.startswith("lost"))
+        assert row.split()[1] == "False"
+        assert 'Service "nowhere" in namespace "default" does not exist' in row
+
+        deleted = _kev(kube_cluster, "delete", "trigger", "event-display", "-n", "default")
+        assert deleted.returncode == 0, deleted.stderr
+        assert 'trigger "event-display" deleted' in deleted.stdout
+        deadline = time.monotonic() + 60
+        while kubectl.get("trigger", "event-display", "default") is not None:
+            assert time.monotonic() < deadline, "the Trigger was not deleted"
+            time.sleep(0.25)
+        missing = _kev(kube_cluster, "delete", "trigger", "event-display", "-n", "default")
+        assert missing.returncode == 1
+        assert 'Trigger "event-display" not found in namespace "default"' in missing.stderr
+    finally:
+        kubectl.run(
+            "delete", "-f", str(ROOT / "examples" / "quickstart"), "--ignore-not-found", "--wait=false"
+        )
+
+
+def test_kev_validates_before_it_applies_to_a_cluster(
+    operator_stack: Stack, kube_cluster: LocalCluster, kubectl: Kubectl, namespace: str
+) -> None:
+    bad = _trigger("bad", namespace, "default", "http://127.0.0.1:1/", delivery={"backoffDelay": "soon"})
+    result = _kev(kube_cluster, "apply", "-f", "-", stdin=yaml.safe_dump(bad))
+    assert result.returncode == 1
+    assert "Trigger 'bad' is invalid" in result.stderr
+    assert "backoffDelay" in result.stderr
+    assert kubectl.get("trigger", "bad", namespace) is None
+
+
+def test_kev_event_send_finds_the_broker_address_on_the_cluster(
+    operator_stack: Stack, kube_cluster: LocalCluster, kubectl: Kubectl, namespace: str
+) -> None:
+    applied = _kev(kube_cluster, "apply", "-f", "-", stdin=yaml.safe_dump(_broker("default", namespace)))
+    assert applied.returncode == 0, applied.stderr
+    kubectl.wait_ready("broker", "default", namespace)
+    described = _kev(kube_cluster, "describe", "broker", "default", "-n", namespace)
+    assert described.returncode == 0, described.stderr
+    assert f"{operator_stack.ingress_url}/{namespace}/default" in described.stdout
+    sent = _kev(kube_cluster, "event", "send", "--broker", "default", "-n", namespace, "--data", "{}")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("202")
+
+
+def test_kev_with_a_context_the_kubeconfig_lacks_says_so(kube_cluster: LocalCluster) -> None:
+    result = _kev(kube_cluster, "--context", "no-such-context", "get", "triggers")
+    assert result.returncode == 1
+    assert "no-such-context" in result.stderr

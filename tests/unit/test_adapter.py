@@ -46,7 +46,7 @@ class InMemoryAdapter:
         self.calls: list[str] = []
         self.statuses: dict[ResourceKey, Status] = {}
 
-    def observe(self) -> Observed:
+    async def observe(self) -> Observed:
         self.calls.append("observe")
         return Observed(self.resources, dict(self.topic_errors))
 
