@@ -23,7 +23,7 @@ KSERVICE = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "
 
 
 def _reconcile(*documents: dict[str, Any], addressables: dict[ObjectRef, str | None]) -> Desired:
-    return reconcile([parse_resource(d) for d in documents], CONFIG, None, addressables)
+    return reconcile([parse_resource(d) for d in documents], CONFIG, None, addressables=addressables)
 
 
 def _trigger(subscriber: dict[str, Any]) -> dict[str, Any]:
