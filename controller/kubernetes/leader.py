@@ -45,8 +45,8 @@ class LeaseConfig:
     def __post_init__(self) -> None:
         if not 0 < self.renew_seconds < self.lease_seconds:
             raise ValueError(
-                f"the leader election's renew period ({self.renew_seconds} s) must be positive and shorter "
-                f"than its lease duration ({self.lease_seconds} s)"
+                f"the leader election's renew period ({self.renew_seconds:g} s) must be positive and shorter "
+                f"than its lease duration ({self.lease_seconds:g} s)"
             )
 
     @property

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from kubectl import Kubectl
+from kubectl import RELEASE_NAMESPACE, Kubectl
 from kubernetes_asyncio import client, config
 
 from kev.cluster.launcher import LocalCluster
@@ -22,8 +22,6 @@ from kev.cluster.pki import kubeconfig, write_kubeconfig
 from kev.cluster.toolchain import Toolchain, ToolchainError
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "keventing"
-# Where the chart's ServiceAccount and leader-election Role live in these tests (the release namespace).
-RELEASE_NAMESPACE = "keventing"
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` deselection: `-m "not kubernetes"` must not build anything
