@@ -115,12 +115,14 @@ class LeaderElector:
                 if await self._try_write():
                     self._renewed_at = started
                     break
+                if not announced:
+                    holder = self._seen[0] if self._seen else None
+                    log.info(
+                        "standing by: another replica leads", extra={"leader": holder, "lease": self._lease}
+                    )
+                    announced = True
             except _TRANSIENT as err:
                 log.warning("cannot read the leader Lease; retrying", extra={"error": str(err)})
-            if not announced:
-                holder = self._seen[0] if self._seen else None
-                log.info("standing by: another replica leads", extra={"leader": holder, "lease": self._lease})
-                announced = True
             await asyncio.sleep(RETRY_SECONDS)
         self.leading = True
         log.info("acquired the leader Lease", extra={"lease": self._lease, "identity": self.config.identity})
@@ -150,25 +152,28 @@ class LeaderElector:
                 self._renewed_at = started  # when the request left: the API server wrote no earlier than that
                 break
 
-    async def release(self) -> None:
+    async def release(self, timeout: float = 5.0) -> None:
         """Give the Lease up on a clean shutdown, so that a standby takes over at once (best effort)."""
         if not self.leading:
             return
         self.leading = False
         try:
-            lease = await self.coordination.read_namespaced_lease(self.config.name, self.config.namespace)
-            if lease.spec is None or lease.spec.holder_identity != self.config.identity:
-                return
-            # No holder: a standby takes it on its next look, without waiting for it to expire.
-            lease.spec = k8s.V1LeaseSpec(
-                lease_duration_seconds=1,
-                lease_transitions=lease.spec.lease_transitions,
-                renew_time=lease.spec.renew_time,
-            )
-            await self.coordination.replace_namespaced_lease(self.config.name, self.config.namespace, lease)
-            log.info("released the leader Lease", extra={"lease": self._lease})
+            await asyncio.wait_for(self._release(), timeout)
         except _TRANSIENT as err:
-            log.warning("could not release the leader Lease", extra={"error": str(err)})
+            log.warning("could not release the leader Lease", extra={"error": str(err) or type(err).__name__})
+
+    async def _release(self) -> None:
+        lease = await self.coordination.read_namespaced_lease(self.config.name, self.config.namespace)
+        if lease.spec is None or lease.spec.holder_identity != self.config.identity:
+            return
+        # No holder: a standby takes it on its next look, without waiting for it to expire.
+        lease.spec = k8s.V1LeaseSpec(
+            lease_duration_seconds=1,
+            lease_transitions=lease.spec.lease_transitions,
+            renew_time=lease.spec.renew_time,
+        )
+        await self.coordination.replace_namespaced_lease(self.config.name, self.config.namespace, lease)
+        log.info("released the leader Lease", extra={"lease": self._lease})
 
     @property
     def _lease(self) -> str:
