@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from controller.local import LocalController, controller_config
+from controller.kubernetes.leader import LeadershipLost
+from controller.local import LocalController
 from controller.settings import ControllerSettings
 from keventing import logs
 from keventing.ops import ops_app, run_forever, serve
+
+log = logging.getLogger("keventing.controller")
 
 
 async def run(settings: ControllerSettings) -> None:
@@ -18,62 +21,36 @@ async def run(settings: ControllerSettings) -> None:
 
 
 async def run_kubernetes(settings: ControllerSettings) -> None:
-    import kopf
-
-    from controller.dataplane import KafkaDataPlane
+    """The operator's ops endpoints at once; the operator itself once this replica leads (if it elects)."""
     from controller.kubernetes.access import KubeAccess
-    from controller.kubernetes.binder import SinkBinder
-    from controller.kubernetes.eventtypes import EventTypeMirror
-    from controller.kubernetes.operator import KubernetesController
-    from keventing.kafka.compacted import CompactedTopic
+    from controller.kubernetes.runner import KubernetesOperator, OperatorStopped, leader_elector
 
-    # kopf logs every handler run at INFO, with its settings attached: only its warnings are news here.
-    logging.getLogger("kopf").setLevel(logging.WARNING)
     access = await KubeAccess.load(settings.kubeconfig, settings.kube_context)
-    data_plane = KafkaDataPlane(settings)
-    await data_plane.start()
-    controller = KubernetesController(
-        access,
-        controller_config(settings),
-        data_plane,
-        settings.broker_class_set,
-        settings.resync_seconds,
-    )
-    binder = SinkBinder(access, settings)
-    registry = controller.registry()
-    binder.register(registry)
-    watching = asyncio.Event()
-    app = ops_app(lambda: watching.is_set() and controller.driver.passes > 0)
-    event_types = EventTypeMirror(
-        CompactedTopic(
-            settings.kafka_bootstrap_servers,
-            settings.resources_topic,
-            settings.control_plane_replication_factor,
-        ),
-        access.api,
-        controller.index.resources.get,
-    )
-    namespaces = settings.namespace_list
+    elector = leader_elector(settings, access) if settings.leader_election else None
+    operator = KubernetesOperator(settings, access, elector)
+    app = ops_app(operator.ready)
     try:
-        await asyncio.gather(
-            controller.driver.run(),
-            event_types.run(),
-            kopf.operator(
-                registry=registry,
-                standalone=True,
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                ready_flag=watching,
-            ),
-            serve(app, settings.http_host, settings.http_port),
-            binder.run_webhook(),
-        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(serve(app, settings.http_host, settings.http_port))
+            tasks.create_task(operator.run())
+    except* OperatorStopped:
+        log.info("stopped")
     finally:
-        await data_plane.stop()
         await access.close()
 
 
 def main(settings: ControllerSettings | None = None) -> None:
     settings = settings or ControllerSettings()
     logs.setup("controller", settings.log_level, settings.log_format)
-    run_forever(lambda: run_kubernetes(settings) if settings.kubernetes else run(settings))
+    try:
+        run_forever(lambda: run_kubernetes(settings) if settings.kubernetes else run(settings))
+    except* LeadershipLost as lost:
+        # Exiting is the way back to standby: Kubernetes restarts the pod, which waits for the Lease again.
+        log.error("lost the leader Lease; exiting", extra={"reason": str(_first(lost))})
+        raise SystemExit(1) from None
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -36,6 +36,15 @@ class ControllerSettings(CommonSettings):
     webhook_configuration: str = Field(
         default="keventing-sinkbindings", alias="KEVENTING_WEBHOOK_CONFIGURATION"
     )
+    # Kubernetes mode: replicas elect a leader on a coordination.k8s.io Lease; only the leader reconciles.
+    leader_election: bool = Field(default=True, alias="KEVENTING_LEADER_ELECTION")
+    # The Lease's namespace (empty: the pod's own, else `default`) and name (empty: <instance>-controller).
+    leader_election_namespace: str = Field(default="", alias="KEVENTING_LEADER_ELECTION_NAMESPACE")
+    leader_election_lease_name: str = Field(default="", alias="KEVENTING_LEADER_ELECTION_LEASE_NAME")
+    leader_election_lease_seconds: float = Field(
+        default=15.0, alias="KEVENTING_LEADER_ELECTION_LEASE_SECONDS"
+    )
+    leader_election_renew_seconds: float = Field(default=5.0, alias="KEVENTING_LEADER_ELECTION_RENEW_SECONDS")
 
     @property
     def namespace_list(self) -> list[str]:

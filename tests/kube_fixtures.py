@@ -10,15 +10,20 @@ Kubernetes client library.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
-from kubectl import Kubectl
+from kubectl import RELEASE_NAMESPACE, Kubectl
 from kubernetes_asyncio import client, config
 
 from kev.cluster.launcher import LocalCluster
+from kev.cluster.pki import kubeconfig, write_kubeconfig
 from kev.cluster.toolchain import Toolchain, ToolchainError
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "keventing"
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` deselection: `-m "not kubernetes"` must not build anything
@@ -66,3 +71,52 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
 def kubectl(kube_cluster: LocalCluster) -> Kubectl:
     """The cached kubectl with the admin kubeconfig, as a user runs it."""
     return Kubectl(Toolchain().binary("kubectl"), kube_cluster.kubeconfig_path)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A kubeconfig with the token of the chart's ServiceAccount, bound to nothing but the chart's RBAC.
+
+    The operator tests run the operator with it, which proves templates/rbac.yaml grants enough.
+    """
+    kubectl.apply_crds()
+    kubectl.run("create", "namespace", RELEASE_NAMESPACE)
+    rendered = subprocess.run(
+        [
+            str(Toolchain().binary("helm")),
+            "template",
+            "keventing",
+            str(CHART),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            # The helm build stamps no default Kubernetes version of its own.
+            "--kube-version",
+            "1.34.4",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl.run("apply", "-n", RELEASE_NAMESPACE, "-f", "-", stdin=rendered)
+    token = kubectl.run("create", "token", "keventing", "-n", RELEASE_NAMESPACE, "--duration=2h").stdout
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    document = kubeconfig(server=kube_cluster.server, ca_cert=kube_cluster.pki.ca_cert, token=token.strip())
+    return write_kubeconfig(path, document)
+
+
+@pytest.fixture(scope="session")
+def operator_env(kafka: str, operator_kubeconfig: Path) -> dict[str, str]:
+    """The environment of a Kubernetes-mode stack whose operator runs as the chart's ServiceAccount."""
+    return {
+        "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
+        "KEVENTING_KUBERNETES": "true",
+        "KUBECONFIG": str(operator_kubeconfig),
+        "KEVENTING_RESYNC_SECONDS": "5",
+        "KEVENTING_LEADER_ELECTION_NAMESPACE": RELEASE_NAMESPACE,
+    }

@@ -12,6 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "charts" / "keventing" / "crds"
+# Where the chart's ServiceAccount and leader-election Role live in these tests (the release namespace).
+RELEASE_NAMESPACE = "keventing"
 
 
 class Kubectl:

@@ -193,6 +193,31 @@ class LocalCluster:
             state.pids = {}
             self._save(state)
 
+    def stop_apiserver(self) -> None:
+        """Stop only the kube-apiserver (etcd keeps the data), as an outage or an upgrade does."""
+        state = self.state()
+        pid = state.pids.get("kube-apiserver") if state else None
+        if state is None or pid is None:
+            raise LocalClusterError(f"no kube-apiserver runs from {self.state_dir}")
+        self._terminate(pid, self._procs.pop("kube-apiserver", None))
+        del state.pids["kube-apiserver"]
+        self._save(state)
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start the kube-apiserver again, on the same port, after :meth:`stop_apiserver`."""
+        state = self.state()
+        if state is None:
+            raise LocalClusterError(f"no cluster was started from {self.state_dir}")
+        argv = [str(self.toolchain.binary("kube-apiserver")), *self._apiserver_args(state)]
+        self._launch("kube-apiserver", argv, state)
+        # Keep the start order in cluster.json: stop() stops in reverse, clients before the apiserver.
+        state.pids = {name: state.pids[name] for name in self._components() if name in state.pids}
+        self._save(state)
+        server, pki = state.server, self.pki
+        self._wait(
+            "kube-apiserver", time.monotonic() + timeout, lambda: self._http_ok(f"{server}/readyz", pki)
+        )
+
     def __enter__(self) -> LocalCluster:
         self.start()
         return self

@@ -1,7 +1,8 @@
 """The operator on a real kube-apiserver: Knative YAML applied with kubectl becomes Ready and delivers.
 
 The data plane (receiver, dispatcher) runs as local processes on the session's Kafka, as `kev up
---kubernetes` runs it; the operator is `kev controller --kubernetes` with the test cluster's kubeconfig.
+--kubernetes` runs it; the operator is `kev controller --kubernetes` with the token of the chart's
+ServiceAccount, so that every test here also proves the chart's RBAC sufficient.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl
 
-from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import free_port
 from kev.stack import Stack, kev_command
 from keventing import events, naming
@@ -29,9 +29,8 @@ pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def operator_stack(
-    kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+    operator_env: dict[str, str], kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    kubectl.apply_crds()
     stack = Stack(
         bootstrap_servers=kafka,
         log_dir=tmp_path_factory.mktemp("operator-logs"),
@@ -40,12 +39,7 @@ def operator_stack(
         dispatcher_port=free_port(),
         controller_port=free_port(),
         sources_port=free_port(),
-        extra_env={
-            "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
-            "KEVENTING_KUBERNETES": "true",
-            "KUBECONFIG": str(kube_cluster.kubeconfig_path),
-            "KEVENTING_RESYNC_SECONDS": "5",
-        },
+        extra_env=operator_env,
     )
     stack.start_all()
     try:

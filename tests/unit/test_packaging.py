@@ -573,5 +573,7 @@ def test_chart_ships_the_dashboard_for_grafanas_sidecar() -> None:
 
 def test_chart_defaults_suit_a_kafka_cluster() -> None:
     assert values()["defaultTopic"]["replicationFactor"] == 3
-    assert values()["controller"]["replicas"] == 1
+    # Empty: the template picks 2 (leader and standby) in Kubernetes mode, 1 in local mode.
+    assert values()["controller"]["replicas"] is None
+    assert 'ternary 2 1 (eq .Values.controller.mode "kubernetes")' in templates()["controller.yaml"]
     assert values()["kafka"]["bootstrapServers"]

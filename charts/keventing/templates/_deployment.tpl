@@ -6,6 +6,7 @@ A keventing service's Deployment: one container running `kev <command>`, its ops
   args      the kev command line (a list)
   values    the component's values (port, replicas, resources, extraEnv, scheduling)
   env       the component's own environment, rendered (optional)
+  replicas  overrides values.replicas (optional)
   recreate  true: never two pods at once, not even during a rollout (optional)
   apiAccess true: the pod gets its service account's token (the Kubernetes-mode controller and sources)
 */}}
@@ -20,7 +21,7 @@ metadata:
   labels:
     {{- include "keventing.componentLabels" $component | nindent 4 }}
 spec:
-  replicas: {{ $values.replicas }}
+  replicas: {{ if hasKey . "replicas" }}{{ .replicas }}{{ else }}{{ $values.replicas }}{{ end }}
   {{- if .recreate }}
   strategy:
     type: Recreate

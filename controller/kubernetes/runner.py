@@ -1,0 +1,113 @@
+"""What one Kubernetes-mode controller replica runs: its ops endpoints' readiness, and the operator (kopf's
+watches and the reconcile driver) once it holds the leader Lease, for as long as it holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from controller.dataplane import KafkaDataPlane
+from controller.kubernetes.access import KubeAccess
+from controller.kubernetes.binder import SinkBinder
+from controller.kubernetes.eventtypes import EventTypeMirror
+from controller.kubernetes.leader import LeaderElector, LeaseConfig, default_identity, default_namespace
+from controller.kubernetes.operator import KubernetesController
+from controller.local import controller_config
+from controller.settings import ControllerSettings
+from keventing.kafka.compacted import CompactedTopic
+
+
+class OperatorStopped(Exception):
+    """kopf stopped on a signal: the replica shuts down cleanly (and releases the Lease)."""
+
+
+class KubernetesOperator:
+    """Waits for the Lease, then runs kopf's watches and the reconcile driver for as long as it leads."""
+
+    def __init__(
+        self, settings: ControllerSettings, access: KubeAccess, elector: LeaderElector | None
+    ) -> None:
+        self.settings = settings
+        self.access = access
+        self.elector = elector
+        self.controller: KubernetesController | None = None
+        self.watching = asyncio.Event()
+
+    def ready(self) -> bool:
+        if self.controller is None:
+            # A standby is ready: ready to take over, which is all a replica that does not lead can be.
+            return self.elector is not None and not self.elector.leading
+        return self.watching.is_set() and self.controller.driver.passes > 0
+
+    async def run(self) -> None:
+        if self.elector is None:
+            await self._lead()
+            return
+        await self.elector.acquire()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._lead())
+                tasks.create_task(self.elector.hold())
+        finally:
+            await self.elector.release()  # a no-op once the Lease is lost
+
+    async def _lead(self) -> None:
+        settings = self.settings
+        # kopf logs every handler run at INFO, with its settings attached: only its warnings are news here.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+        data_plane = KafkaDataPlane(settings)
+        await data_plane.start()
+        try:
+            controller = KubernetesController(
+                self.access,
+                controller_config(settings),
+                data_plane,
+                settings.broker_class_set,
+                settings.resync_seconds,
+            )
+            self.controller = controller
+            binder = SinkBinder(self.access, settings)
+            event_types = EventTypeMirror(
+                CompactedTopic(
+                    settings.kafka_bootstrap_servers,
+                    settings.resources_topic,
+                    settings.control_plane_replication_factor,
+                ),
+                self.access.api,
+                controller.index.resources.get,
+            )
+            registry = controller.registry()
+            binder.register(registry)
+            namespaces = settings.namespace_list
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(controller.driver.run())
+                tasks.create_task(event_types.run())
+                tasks.create_task(binder.run_webhook())
+                tasks.create_task(self._watch(registry, namespaces))
+        finally:
+            await data_plane.stop()
+
+    async def _watch(self, registry: kopf.OperatorRegistry, namespaces: list[str]) -> None:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            ready_flag=self.watching,
+        )
+        # kopf takes SIGTERM and SIGINT over once it runs, and returns when one came: stop everything else.
+        raise OperatorStopped("the operator was told to stop")
+
+
+def leader_elector(settings: ControllerSettings, access: KubeAccess) -> LeaderElector:
+    config = LeaseConfig(
+        namespace=settings.leader_election_namespace or default_namespace(),
+        name=settings.leader_election_lease_name or f"{settings.instance}-controller",
+        identity=default_identity(),
+        lease_seconds=settings.leader_election_lease_seconds,
+        renew_seconds=settings.leader_election_renew_seconds,
+    )
+    return LeaderElector(access.api, config)
