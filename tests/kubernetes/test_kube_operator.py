@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl
 
+from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import free_port
 from kev.stack import Stack, kev_command
 from keventing import events, naming
