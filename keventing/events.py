@@ -16,6 +16,8 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from keventing.nesting import nesting_exceeds
+
 SPECVERSION = "1.0"
 REQUIRED = ("id", "source", "specversion", "type")
 STRUCTURED_JSON = "application/cloudevents+json"
@@ -24,7 +26,13 @@ KAFKA_HEADER_PREFIX = "ce_"
 HTTP_HEADER_PREFIX = "ce-"
 # Printable ASCII except space, double quote and percent travels unencoded (HTTP binding, 3.1.3.2).
 _HTTP_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
-_NAME = re.compile(r"^[a-z0-9]+$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_NAME = re.compile(r"[a-z0-9]+")
+# The type system's String excludes control characters (C0, DEL, C1): a value with one could not travel
+# as an HTTP header (the dispatcher's Content-Type) and the spec forbids it anyway.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Structured-mode data nested deeper than this is refused (orjson cannot encode past 255 levels).
+MAX_DATA_DEPTH = 64
 _NEEDS_QUOTING = re.compile(r'[^\x21-\x7e]|["%]')
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -73,10 +81,16 @@ def validate(attributes: Mapping[str, str]) -> None:
         raise InvalidEvent(f"missing required attribute(s): {', '.join(missing)}")
     if attributes["specversion"] != SPECVERSION:
         raise InvalidEvent(f"unsupported specversion {attributes['specversion']!r}: only 1.0 is accepted")
-    for name in attributes:
-        if not _NAME.match(name):
+    for name, value in attributes.items():
+        if not _NAME.fullmatch(name):
             raise InvalidEvent(
                 f"invalid attribute name {name!r}: names use only lower-case letters a-z and digits 0-9"
+            )
+        control = _CONTROL.search(value)
+        if control:
+            raise InvalidEvent(
+                f"attribute {name} contains the control character {control.group()!r}: "
+                "CloudEvents attribute values must not contain control characters"
             )
     time = attributes.get("time")
     if time is not None and not _is_rfc3339(time):
@@ -165,6 +179,8 @@ def _attribute_string(name: str, value: object) -> str:
 def _structured_data(value: object, content_type: str | None) -> bytes | None:
     if value is None:
         return None
+    if nesting_exceeds(value, MAX_DATA_DEPTH):
+        raise InvalidEvent(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
     if isinstance(value, str) and not is_json_content_type(content_type):
         return value.encode()
     return orjson.dumps(value)

@@ -18,10 +18,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from keventing.contract import Ingress
 from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
-from keventing.kafka.client import start_producer
+from keventing.kafka.client import MAX_REQUEST_SIZE, start_producer
 from keventing.ops import ops_app
 from receiver.batching import BatchProducer
-from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, too_large
+from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
 from receiver.metrics import IngressMetrics
 from receiver.settings import ReceiverSettings
 
@@ -56,6 +56,7 @@ class ReceiverApp:
             settings.max_event_bytes,
             settings.retry_after_seconds,
             metrics,
+            max_record_bytes=MAX_REQUEST_SIZE,
             on_event=self.event_types.observe,
         )
         self.ops = ops_app(self.ready)
@@ -66,7 +67,7 @@ class ReceiverApp:
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
         if self.batches is None:
-            raise ConnectionError("not connected to Kafka yet")
+            raise NotConnected("the receiver is not connected to Kafka yet")
         return await self.batches.send(topic, key, value, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,7 +93,12 @@ class ReceiverApp:
             return
         ingress = self.handler.lookup(path)
         if ingress is None:
-            await _respond(send, Answer(404, f"no Broker, Channel or KafkaSink at {path}\n".encode()))
+            if not self.contract.synced:
+                # Until the contract is read, "no Broker" would be a guess: the client should come back.
+                message = "the receiver is starting: the contract of ingresses is not loaded yet"
+                await _respond(send, self.handler.unavailable(message))
+            else:
+                await _respond(send, Answer(404, f"no Broker, Channel or KafkaSink at {path}\n".encode()))
             return
         headers: dict[str, str] = {}
         content_length: int | None = None
@@ -105,7 +111,16 @@ class ReceiverApp:
         if self.handler.too_large(content_length):
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
-        body = await _read_body(receive, self.settings.max_event_bytes)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                body = await _read_body(receive, self.settings.max_event_bytes)
+        except TimeoutError:
+            timeout = self.settings.body_timeout_seconds
+            message = f"the request body did not arrive within {timeout:g} seconds\n"
+            await _respond(send, Answer(408, message.encode()), [(b"connection", b"close")])
+            return
+        except _Disconnected:
+            return  # nothing to answer, and nothing half-received is produced
         if body is None:
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
@@ -126,7 +141,12 @@ class ReceiverApp:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 if self.producer is not None:
-                    await self.producer.stop()
+                    try:
+                        # A producer still resending a refused batch would otherwise hold SIGTERM forever.
+                        async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
+                            await self.producer.stop()
+                    except TimeoutError:
+                        log.warning("the Kafka producer did not stop in time: records not yet sent are lost")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -152,12 +172,18 @@ class ReceiverApp:
             self.table.put(new)
 
 
+class _Disconnected(Exception):
+    """The client went away before the whole body arrived."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The request body, or None as soon as it exceeds ``limit`` (chunked uploads have no Content-Length)."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

@@ -1,7 +1,8 @@
 """The ingress request handler: path → contract Ingress → validated event → Kafka record → status code.
 
 Errors map to HTTP statuses in one place (:func:`handle`): invalid event 400, unsupported content mode 415,
-unknown resource 404, too large 413, Kafka unable to acknowledge in time 503 with Retry-After.
+unknown resource 404, too large (the body, or the whole record for Kafka) 413, Kafka not connected yet or
+unable to acknowledge in time 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ log = logging.getLogger("keventing.receiver")
 Produce = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
 
 ALLOW = "POST, OPTIONS"
+# Per record and per header in Kafka's record format (v2): varints and attributes, generously rounded up.
+RECORD_OVERHEAD = 64
+HEADER_OVERHEAD = 10
+
+
+class NotConnected(ConnectionError):
+    """The receiver has no Kafka producer yet (starting, or Kafka unreachable since start)."""
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of the size of one record in a produce request, headers included."""
+    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    return size + sum(HEADER_OVERHEAD + len(name) + len(data) for name, data in headers)
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,15 @@ class IngressHandler:
         retry_after: int,
         metrics: IngressMetrics,
         on_event: Callable[[Ingress, events.Event], None] | None = None,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.table = table
         self.produce = produce
         self.max_event_bytes = max_event_bytes
         self.retry_after = str(retry_after)
+        # The producer's max_request_size: Kafka (and aiokafka) refuse a larger record, and aiokafka does not
+        # count headers, so a record with large headers would be resent forever.
+        self.max_record_bytes = max_record_bytes
         self.on_event = on_event
         self.metrics = metrics
         self._metrics: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
@@ -101,10 +119,20 @@ class IngressHandler:
                 value: bytes | None = events.to_structured_json(event)
             else:
                 key, record_headers, value = events.to_kafka_binary(event)
+            if self.max_record_bytes is not None:
+                size = record_bytes(key, value, record_headers)
+                if size > self.max_record_bytes:
+                    message = (
+                        f"the event would be a Kafka record of {size} bytes (attributes included), "
+                        f"larger than the limit of {self.max_record_bytes} bytes"
+                    )
+                    return self._count(ingress, event_type, started, Answer(413, _text(message)))
             try:
                 await self.produce(ingress.topic, key, value, record_headers)
             except MessageSizeTooLargeError:
                 return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
+            except NotConnected as err:
+                return self._count(ingress, event_type, started, self.unavailable(str(err)))
             except (TimeoutError, KafkaError) as err:
                 log.warning(
                     "Kafka did not acknowledge the event",
@@ -117,14 +145,17 @@ class IngressHandler:
                 message = (
                     f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
                 )
-                answer = Answer(503, _text(message), (("retry-after", self.retry_after),))
-                return self._count(ingress, event_type, started, answer)
+                return self._count(ingress, event_type, started, self.unavailable(message))
             if self.on_event is not None:
                 self.on_event(ingress, event)
             return self._count(ingress, event_type, started, ACCEPTED)
         except Exception:  # never answer 202 for something that went wrong
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
+
+    def unavailable(self, message: str) -> Answer:
+        """503 with Retry-After: a state the client should wait out (starting, Kafka away)."""
+        return Answer(503, _text(message), (("retry-after", self.retry_after),))
 
     def _count(self, ingress: Ingress, event_type: str, started: float, answer: Answer) -> Answer:
         key = (ingress.namespace, ingress.name, event_type, answer.status)

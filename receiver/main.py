@@ -13,6 +13,7 @@ import uvicorn
 
 from keventing import logs
 from receiver.app import ReceiverApp
+from receiver.protocol import IngressProtocol
 from receiver.settings import ReceiverSettings
 
 
@@ -30,7 +31,11 @@ def uvicorn_options(settings: ReceiverSettings) -> dict[str, Any]:
         "port": settings.http_port,
         "workers": settings.workers if settings.workers > 1 else None,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": IngressProtocol,
+        # Between requests on a kept-alive connection (before the next request's first byte).
+        "timeout_keep_alive": 5,
+        # SIGTERM: requests in flight get this long, then they are cancelled; never an unbounded wait.
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_seconds)),
         "log_config": None,
         "access_log": False,
     }

@@ -15,6 +15,16 @@ class ReceiverSettings(CommonSettings):
     # How long a request may wait for Kafka's acknowledgement before it is answered 503.
     produce_timeout_seconds: float = Field(default=10.0, alias="KEVENTING_PRODUCE_TIMEOUT_SECONDS")
     retry_after_seconds: int = Field(default=5, alias="KEVENTING_RETRY_AFTER_SECONDS")
+    # Request line plus headers (431 above either bound): Kafka stores every header, so they count too.
+    max_header_count: int = Field(default=100, alias="KEVENTING_MAX_HEADER_COUNT")
+    max_header_bytes: int = Field(default=64 * 1024, alias="KEVENTING_MAX_HEADER_BYTES")
+    # From a request's first byte to its last header (408 after), and for the whole body (408 after).
+    header_timeout_seconds: float = Field(default=10.0, alias="KEVENTING_HEADER_TIMEOUT_SECONDS")
+    body_timeout_seconds: float = Field(default=30.0, alias="KEVENTING_BODY_TIMEOUT_SECONDS")
+    # Open connections or requests in flight per worker (503 with Retry-After above).
+    max_concurrency: int = Field(default=1000, alias="KEVENTING_MAX_CONCURRENCY")
+    # On SIGTERM: how long requests in flight may finish before they are cancelled, and the producer flushes.
+    shutdown_timeout_seconds: float = Field(default=5.0, alias="KEVENTING_SHUTDOWN_TIMEOUT_SECONDS")
     # 0: the producer batches what arrives while a request is in flight; lingering only adds latency.
     linger_ms: int = Field(default=0, alias="KEVENTING_PRODUCER_LINGER_MS")
     # Set (by `kev receiver` itself) when several workers serve: each keeps its metrics in files there.

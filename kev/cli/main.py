@@ -79,12 +79,19 @@ def _client_call(fn: Callable[[ResourceClient], Awaitable[T]]) -> T:
 # ------------------------------------------------------------------------------------------ resources
 
 
+def _utf8(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise fail(f"{name}: not UTF-8 text (byte {err.start}): save the file as UTF-8") from None
+
+
 def read_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """Every YAML document of every file ("-" is standard input; directories are read in name order)."""
     out: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         if path == "-":
-            sources = [("<stdin>", sys.stdin.read())]
+            sources = [("<stdin>", _utf8("<stdin>", sys.stdin.buffer.read()))]
         else:
             p = Path(path)
             if p.is_dir():
@@ -93,12 +100,14 @@ def read_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
                 files = [p]
             else:
                 raise fail(f"{path}: no such file or directory")
-            sources = [(str(f), f.read_text()) for f in files]
+            sources = [(str(f), _utf8(str(f), f.read_bytes())) for f in files]
         for name, text in sources:
             try:
                 documents = [d for d in yaml.safe_load_all(text) if d is not None]
             except yaml.YAMLError as err:
                 raise fail(f"{name}: invalid YAML: {err}") from None
+            except RecursionError:
+                raise fail(f"{name}: the YAML is nested too deeply to read") from None
             for document in documents:
                 if isinstance(document, dict) and document.get("kind") == "List":
                     out.extend((name, item) for item in document.get("items", []))

@@ -83,6 +83,11 @@ class Destination(Model):
         if self.ref is not None and self.uri and urlparse(self.uri).scheme:
             # Next to a ref, uri is a reference resolved against the ref's address (Knative's rule).
             raise ResourceInvalid(f"{path}.uri", "an absolute URI is not allowed when ref is present")
+        if self.ref is None and self.uri:
+            scheme = urlparse(self.uri).scheme.lower()
+            if scheme not in ("http", "https"):
+                # Events are delivered over HTTP; anything else would be accepted and never delivered.
+                raise ResourceInvalid(f"{path}.uri", f"{self.uri!r} is not an http:// or https:// URI")
 
 
 class Condition(OpenModel):

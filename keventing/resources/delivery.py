@@ -7,6 +7,12 @@ from typing import Literal
 from keventing.durations import parse_duration
 from keventing.resources.base import Destination, Model, ResourceInvalid
 
+# Knative bounds neither. While an event is retried its partition's later events wait (ordered delivery),
+# so more than 100 retries is never a useful schedule; the bound also keeps 2**retry finite.
+MAX_RETRY = 100
+# One day: longer than any delay or timeout a subscriber could want, short of a value that overflows a timer.
+MAX_DURATION_SECONDS = 24 * 3600.0
+
 
 class DeliverySpec(Model):
     retry: int | None = None
@@ -17,8 +23,8 @@ class DeliverySpec(Model):
     deadLetterSink: Destination | None = None
 
     def validate_at(self, path: str) -> None:
-        if self.retry is not None and self.retry < 0:
-            raise ResourceInvalid(f"{path}.retry", f"must be >= 0, got {self.retry}")
+        if self.retry is not None and not 0 <= self.retry <= MAX_RETRY:
+            raise ResourceInvalid(f"{path}.retry", f"must be between 0 and {MAX_RETRY}, got {self.retry}")
         for name in ("backoffDelay", "timeout", "retryAfterMax"):
             value = getattr(self, name)
             if value is None:
@@ -29,5 +35,9 @@ class DeliverySpec(Model):
                 raise ResourceInvalid(f"{path}.{name}", str(err)) from None
             if name == "timeout" and seconds <= 0:
                 raise ResourceInvalid(f"{path}.{name}", "must be a positive duration")
+            if seconds > MAX_DURATION_SECONDS:
+                raise ResourceInvalid(
+                    f"{path}.{name}", f"{value} is longer than the maximum of P1D (one day)"
+                )
         if self.deadLetterSink is not None:
             self.deadLetterSink.validate_at(f"{path}.deadLetterSink")

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from keventing.nesting import nesting_exceeds
 from keventing.resources import eventing, eventtype, flows, kafka, messaging, sources
 from keventing.resources.base import Resource, ResourceInvalid
 
@@ -15,6 +16,10 @@ KINDS: dict[str, type[Resource]] = {
     for module in (eventing, messaging, flows, kafka, sources, eventtype)
     for cls in module.KINDS
 }
+
+# Far deeper than any real resource (a filter nested 30 levels is ~60 here); refused before pydantic and the
+# filter compiler recurse into it.
+MAX_DOCUMENT_DEPTH = 128
 
 
 class UnknownKind(ValueError):
@@ -55,6 +60,8 @@ def parse_resource(document: dict[str, Any], semantics: bool = True) -> Resource
     name = (document.get("metadata") or {}).get("name")
     if not name:
         raise ResourceInvalid("metadata.name", "is required")
+    if nesting_exceeds(document, MAX_DOCUMENT_DEPTH):
+        raise ResourceInvalid("", f"the document is nested more than {MAX_DOCUMENT_DEPTH} levels deep")
     try:
         resource = cls.model_validate(document)
     except ValidationError as err:
