@@ -36,7 +36,7 @@ def binding_stack(
     kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     kubectl.apply_crds()
-    operator_kubeconfig = _chart_service_account(
+    operator_kubeconfig, release_namespace = _chart_service_account(
         kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator") / "kubeconfig"
     )
     webhook_port = free_port()
@@ -56,6 +56,8 @@ def binding_stack(
             "KEVENTING_WEBHOOK_PORT": str(webhook_port),
             "KEVENTING_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
             "KEVENTING_WEBHOOK_CONFIGURATION": f"keventing-sinkbindings-{uuid.uuid4().hex[:8]}",
+            # The chart's leader-election Role is in the release namespace: the Lease goes there.
+            "KEVENTING_LEADER_ELECTION_NAMESPACE": release_namespace,
         },
     )
     stack.start_all(("controller",))
@@ -67,7 +69,7 @@ def binding_stack(
         stack.stop_all()
 
 
-def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) -> Path:
+def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) -> tuple[Path, str]:
     """A kubeconfig with the token of the chart's controller ServiceAccount, bound to the chart's ClusterRole."""
     release, namespace = f"binder-{uuid.uuid4().hex[:6]}", f"keventing-{uuid.uuid4().hex[:6]}"
     rendered = subprocess.run(
@@ -98,7 +100,7 @@ def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) 
     path.write_text(
         yaml.safe_dump(kubeconfig(server=cluster.server, ca_cert=cluster.pki.ca_cert, token=token))
     )
-    return path
+    return path, namespace
 
 
 def _webhook_registered(kubectl: Kubectl, port: int) -> bool:
