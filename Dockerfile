@@ -12,14 +12,18 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Every dependency ships manylinux wheels for CPython 3.11, so the slim image needs no compiler.
 RUN python3 -m venv /opt/keventing
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# The dependencies in a layer of their own: a change to the sources reinstalls only the project.
+RUN /opt/keventing/bin/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" >/tmp/requirements.txt \
+    && /opt/keventing/bin/pip install -r /tmp/requirements.txt
+COPY README.md ./
 COPY kev ./kev
 COPY keventing ./keventing
 COPY receiver ./receiver
 COPY dispatcher ./dispatcher
 COPY controller ./controller
 COPY sources ./sources
-RUN /opt/keventing/bin/pip install . \
+RUN /opt/keventing/bin/pip install . --no-deps \
     && /opt/keventing/bin/pip uninstall --yes pip
 
 # The final stage has no compiler, no pip and no sources: the venv and the examples only.

@@ -112,6 +112,7 @@ class Compose:
     socket: Path
     images: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+    health_log: list[str] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -161,6 +162,7 @@ class HealthChecks:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+        self.log: list[str] = []  # when each probe ran and what it answered
         self._thread = threading.Thread(target=self._run, name="healthchecks", daemon=True)
 
     def __enter__(self) -> HealthChecks:
@@ -184,7 +186,10 @@ class HealthChecks:
                 for line in out.splitlines():
                     container, _, status = line.partition(" ")
                     if "(starting)" in status or "(unhealthy)" in status:
-                        podman("healthcheck", "run", container, timeout=30, check=False)
+                        result = podman("healthcheck", "run", container, timeout=30, check=False)
+                        self.log.append(
+                            f"{time.strftime('%H:%M:%S')} {container[:12]} {result.stdout.strip()}"
+                        )
             except (AssertionError, subprocess.TimeoutExpired):
                 continue
 
@@ -194,7 +199,8 @@ def compose(podman_socket: Path, images: dict[str, str]) -> Iterator[Compose]:
     """The compose project, cleared of leftovers first and brought down (volumes too) at the end."""
     project = Compose(podman_socket, images)
     project("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=120)
-    with HealthChecks():
+    with HealthChecks() as health:
+        project.health_log = health.log
         try:
             yield project
         finally:

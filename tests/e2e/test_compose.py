@@ -61,6 +61,7 @@ def test_quickstart_profile_comes_up_healthy(compose: Compose) -> None:
     running = {c["Labels"]["com.docker.compose.service"] for c in compose.containers(all=False)}
     assert running == {"kafka", *KEVENTING_SERVICES}
     print(f"\ncompose up (images present): {compose.timings['up --detach --no-build']:.0f} s")
+    print("healthchecks run:", *compose.health_log, sep="\n  ")
 
 
 def test_an_event_posted_from_the_host_reaches_event_display(compose: Compose) -> None:
