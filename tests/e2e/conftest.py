@@ -13,9 +13,10 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ PROJECT = "keventing-e2e"
 IMAGE = os.environ.get("KEVENTING_IMAGE", "localhost/keventing:e2e")
 KAFKA_IMAGE = os.environ.get("KEVENTING_KAFKA_IMAGE", "localhost/keventing-kafka")
 CONTAINERS_CONF = default_cache_dir() / "e2e" / "containers.conf"
+T = TypeVar("T")
 
 
 def podman_env() -> dict[str, str]:
@@ -42,7 +44,8 @@ def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
     return result
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.5):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.5) -> T:
+    """Poll ``predicate`` until it returns something truthy (and return that), at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -123,7 +126,7 @@ class Compose:
             "KEVENTING_IMAGE": self.images["keventing"],
             "KEVENTING_KAFKA_IMAGE": KAFKA_IMAGE,
             "KEVENTING_KAFKA_VERSION": kafka_version(),
-            # docker-compose 1.29 talks to podman's Docker-compatible API v1.40.
+            # `exec` and `run` through the API, never by shelling out to a `docker` CLI.
             "COMPOSE_INTERACTIVE_NO_CLI": "1",
         }
 
@@ -145,7 +148,7 @@ class Compose:
             )
         return result
 
-    def containers(self, *, all: bool = True) -> list[dict[str, str]]:
+    def containers(self, *, all: bool = True) -> list[dict[str, Any]]:
         """The project's containers (podman's view, not compose's): Names, State, Status."""
         args = ["ps", "--format", "json", "--filter", f"label=com.docker.compose.project={PROJECT}"]
         out = podman(*args, *(["--all"] if all else [])).stdout

@@ -7,6 +7,7 @@ Run by `make e2e` (root), not by `make test`. The tests share one compose projec
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -105,19 +106,15 @@ def test_restarting_the_dispatcher_under_load_loses_nothing(compose: Compose) ->
     assert not sender.is_alive(), "the load generator hung"
     restart = compose.timings["restart dispatcher"]
     wanted = set(accepted)
-    missing = wanted - wait_for(
-        lambda: (shown := displayed(compose, wanted)) == wanted and shown or None,
-        120,
-        f"all {len(wanted)} accepted events to reach event-display",
-        every=2,
-    )
+    with contextlib.suppress(AssertionError):  # on a timeout the counts below say what is missing
+        wait_for(lambda: displayed(compose, wanted) == wanted, 120, "every accepted event displayed", every=2)
+    missing = wanted - displayed(compose, wanted)
     print(
         f"\nrestart under load: sent {total}, accepted {len(accepted)}, refused {len(refused)}, "
         f"displayed {len(wanted) - len(missing)}, lost {len(missing)}; restart took {restart:.1f} s"
     )
     assert not missing
-    # Refusals are allowed (the receiver answers 5xx when it cannot produce), but not here: the receiver
-    # was never restarted.
+    # Only the dispatcher restarted: the receiver must have accepted every event.
     assert not refused, refused[:5]
     # The dispatcher's stop_grace_period is 30 s: a PID 1 that ignored SIGTERM would take all of it.
     assert restart < 25, f"restarting the dispatcher took {restart:.1f} s: SIGTERM not handled promptly?"
