@@ -2,22 +2,32 @@
 # One image for every keventing service; the command picks the service:
 #   docker run keventing receiver | dispatcher | controller | sources | event-display
 # The image holds the `kev` CLI too (`docker run --rm keventing get brokers`).
+#
+# BASE_IMAGE is any Debian-like image with Python 3.11 as `python3` and its venv module: the public
+# python:3.11-slim by default; `make e2e` passes a Debian bookworm it builds itself (no registry there).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Every dependency ships manylinux wheels for CPython 3.11, so the slim image needs no compiler.
-RUN python -m venv /opt/keventing
-COPY pyproject.toml README.md ./
+RUN python3 -m venv /opt/keventing
+COPY pyproject.toml ./
+# The dependencies in a layer of their own: a change to the sources reinstalls only the project.
+RUN /opt/keventing/bin/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" >/tmp/requirements.txt \
+    && /opt/keventing/bin/pip install -r /tmp/requirements.txt
+COPY README.md ./
 COPY kev ./kev
 COPY keventing ./keventing
 COPY receiver ./receiver
 COPY dispatcher ./dispatcher
 COPY controller ./controller
 COPY sources ./sources
-RUN /opt/keventing/bin/pip install .
+RUN /opt/keventing/bin/pip install . --no-deps \
+    && /opt/keventing/bin/pip uninstall --yes pip
 
-FROM python:3.11-slim
+# The final stage has no compiler, no pip and no sources: the venv and the examples only.
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/keventing/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -31,7 +41,9 @@ COPY examples ./examples
 USER 10001:10001
 # receiver, dispatcher, controller, sources, event-display (only the one the command starts listens).
 EXPOSE 8080 8090 8091 8092 8081
-# No HEALTHCHECK: the services listen on different ports. docker-compose.yml and the Helm chart
-# probe each one's /readyz (ready) and /healthz (alive).
+# Probes /healthz on the port of whichever service PID 1 runs (its settings, or event-display's --port);
+# other commands (`kev get ...`) count as healthy. docker-compose.yml probes /readyz, the chart both.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["python", "-m", "kev.healthcheck"]
+# kev is PID 1 (exec form) and stops on SIGTERM: the services handle it (keventing.ops.run_forever).
 ENTRYPOINT ["kev"]
 CMD ["receiver"]

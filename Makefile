@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint format crds bench bench-quick kafka-start kafka-stop cluster-tools clean
+.PHONY: install up demo test e2e test-unit test-integration lint format crds bench bench-quick kafka-start kafka-stop cluster-tools clean
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q -ra --durations=15
+
+# Containers for real (root; not part of `make test`): deploy/e2e/setup.sh installs podman and
+# docker-compose and builds the images locally, then tests/e2e runs docker-compose.yml against podman.
+e2e: install
+	bash deploy/e2e/setup.sh
+	$(BIN)/pytest -q -rA --durations=10 tests/e2e
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -5,6 +5,7 @@ or Kafka."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -114,15 +115,47 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     ]
 
 
-def test_image_runs_kev_as_a_non_root_user_on_python_3_11_slim() -> None:
+def dockerfile_global_args() -> dict[str, str]:
+    """The ARGs before the first FROM with their defaults: the only ones a FROM line can use."""
+    found = {}
+    for op, arg in dockerfile_instructions():
+        if op == "FROM":
+            break
+        if op == "ARG":
+            name, _, default = arg.partition("=")
+            found[name] = default
+    return found
+
+
+def resolve_from(image: str) -> str:
+    """A FROM image with the global ARG defaults substituted (``${BASE_IMAGE}`` -> ``python:3.11-slim``)."""
+    args = dockerfile_global_args()
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args[m[1]], image)
+
+
+def test_image_is_built_on_python_3_11_slim_unless_another_base_is_passed() -> None:
+    stages = [arg.split()[0] for op, arg in dockerfile_instructions() if op == "FROM"]
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], "both stages on the one base (the venv's python)"
+    assert resolve_from(stages[-1]) == "python:3.11-slim"
+    for name, service in keventing_services().items():
+        assert service["build"]["args"] == {"BASE_IMAGE": "${KEVENTING_BASE_IMAGE:-python:3.11-slim}"}, name
+
+
+def test_image_runs_kev_as_a_non_root_user_with_a_healthcheck() -> None:
     instructions = dockerfile_instructions()
     final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
-    assert final_stage[0][1].split()[0] == "python:3.11-slim"
+    assert resolve_from(final_stage[0][1].split()[0]) == "python:3.11-slim"
     values = {op: arg for op, arg in final_stage}  # the last of each instruction wins, as in Docker
     assert json.loads(values["ENTRYPOINT"]) == ["kev"]
     kev_command(json.loads(values["CMD"]))
     user = values["USER"].split(":")[0]
     assert user not in ("root", "0") and user.isdigit(), "a numeric non-root USER (runAsNonRoot checks it)"
+    healthcheck = values["HEALTHCHECK"]
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["python", "-m", "kev.healthcheck"]
+    assert importlib.util.find_spec("kev.healthcheck") is not None
+    assert not [arg for op, arg in final_stage if op == "RUN" and re.search(r"\b(pip|apt-get|gcc)\b", arg)], (
+        "the final stage installs nothing: build tools stay in the build stage"
+    )
 
 
 def test_image_installs_every_package_the_project_ships() -> None:
@@ -218,8 +251,13 @@ def test_every_compose_service_has_a_healthcheck() -> None:
 
 def test_compose_kafka_is_the_version_the_embedded_kafka_runs() -> None:
     image = compose()["services"]["kafka"]["image"]
-    assert image.startswith("apache/kafka:")
-    assert re.search(r":-([^}]+)\}$", image).group(1) == KAFKA_VERSION  # type: ignore[union-attr]
+    # ${KEVENTING_KAFKA_IMAGE:-apache/kafka}:${KEVENTING_KAFKA_VERSION:-<version>}: tests swap the image only.
+    match = re.fullmatch(
+        r"\$\{KEVENTING_KAFKA_IMAGE:-([^}]+)\}:\$\{KEVENTING_KAFKA_VERSION:-([^}]+)\}", image
+    )
+    assert match, f"unexpected Kafka image {image!r}"
+    assert match[1] == "apache/kafka"
+    assert match[2] == KAFKA_VERSION
 
 
 def test_compose_bind_mounts_exist() -> None:
