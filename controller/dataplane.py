@@ -210,3 +210,18 @@ async def publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Ma
 def _topic_of(value: bytes) -> str | None:
     entry = ContractEntry.decode(value)
     return entry.ingress.topic if entry.ingress and entry.ingress.owns_topic else None
+
+
+class DataPlaneAdapter:
+    """The parts of :class:`controller.adapter.Adapter` that every adapter hands to its Kafka data plane."""
+
+    data_plane: KafkaDataPlane
+
+    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
+        return await self.data_plane.create_topics(topics)
+
+    async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
+        await self.data_plane.delete_topics(wanted)
+
+    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
+        await self.data_plane.publish_contract(contract)

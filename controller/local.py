@@ -16,11 +16,9 @@ import orjson
 from controller.adapter import Observed
 from controller.conditions import keep_transition_times
 from controller.context import ControllerConfig
-from controller.dataplane import KafkaDataPlane, publish
+from controller.dataplane import DataPlaneAdapter, KafkaDataPlane, publish
 from controller.driver import Driver
 from controller.settings import ControllerSettings
-from keventing.contract import ContractEntry
-from keventing.kafka.client import TopicSpec
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
 from keventing.store import ResourceStore, decode_resource
@@ -41,7 +39,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
     )
 
 
-class LocalController:
+class LocalController(DataPlaneAdapter):
     """The local-store adapter: follows the resource store and reconciles on every change and resync."""
 
     def __init__(self, settings: ControllerSettings) -> None:
@@ -88,15 +86,6 @@ class LocalController:
         return Observed(
             list(self.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
         )
-
-    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
-        return await self.data_plane.create_topics(topics)
-
-    async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
-        await self.data_plane.delete_topics(wanted)
-
-    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
-        await self.data_plane.publish_contract(contract)
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
         """Kubernetes' owner references, done locally: a generated resource is stored like an applied one."""

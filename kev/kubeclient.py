@@ -16,14 +16,13 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from controller.kubernetes.access import KubeAccess
+from controller.kubernetes.api import APPLY_PATCH, apply_custom_object
 from controller.kubernetes.kinds import CORE_KINDS, ApiKind, by_kind
 from controller.kubernetes.objects import ObjectInvalid, child_object, to_resource
 from kev.client import FIELD_MANAGER, ClientError
 from keventing.resources import Resource, ResourceKey
 
 log = logging.getLogger("kev")
-
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 
 
 def from_object(body: dict[str, Any]) -> Resource:
@@ -80,17 +79,7 @@ class KubernetesClient:
             after = self.access.api.sanitize_for_serialization(applied)
         else:
             kind = self._api(resource.KIND, resource.apiVersion)
-            after = await self.custom.patch_namespaced_custom_object(
-                kind.group,
-                kind.version,
-                resource.namespace,
-                kind.plural,
-                resource.name,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                **APPLY_PATCH,
-            )
+            after = await apply_custom_object(self.custom, body, FIELD_MANAGER, kind)
         if before is None:
             return "created"
         version = before["metadata"].get("resourceVersion")

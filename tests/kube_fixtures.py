@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubectl import RELEASE_NAMESPACE, Kubectl
 from kubernetes_asyncio import client, config
 
@@ -73,24 +74,22 @@ def kubectl(kube_cluster: LocalCluster) -> Kubectl:
     return Kubectl(Toolchain().binary("kubectl"), kube_cluster.kubeconfig_path)
 
 
-@pytest.fixture(scope="session")
-def operator_kubeconfig(
-    kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+def chart_account(
+    cluster: LocalCluster, kubectl: Kubectl, directory: Path, release: str, namespace: str
 ) -> Path:
-    """A kubeconfig with the token of the chart's ServiceAccount, bound to nothing but the chart's RBAC.
+    """Install the chart's ServiceAccount and RBAC (rendered by the cached helm) as release ``release`` in a new
+    ``namespace``; a kubeconfig with that account's token, bound to nothing but the chart's roles.
 
-    The operator tests run the operator with it, which proves templates/rbac.yaml grants enough.
+    Services run with it in the tests, which proves templates/rbac.yaml grants enough.
     """
-    kubectl.apply_crds()
-    kubectl.run("create", "namespace", RELEASE_NAMESPACE)
     rendered = subprocess.run(
         [
             str(Toolchain().binary("helm")),
             "template",
-            "keventing",
+            release,
             str(CHART),
             "--namespace",
-            RELEASE_NAMESPACE,
+            namespace,
             # The helm build stamps no default Kubernetes version of its own.
             "--kube-version",
             "1.34.4",
@@ -101,13 +100,28 @@ def operator_kubeconfig(
         ],
         capture_output=True,
         text=True,
+        timeout=60,
         check=True,
     ).stdout
-    kubectl.run("apply", "-n", RELEASE_NAMESPACE, "-f", "-", stdin=rendered)
-    token = kubectl.run("create", "token", "keventing", "-n", RELEASE_NAMESPACE, "--duration=2h").stdout
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    document = kubeconfig(server=kube_cluster.server, ca_cert=kube_cluster.pki.ca_cert, token=token.strip())
-    return write_kubeconfig(path, document)
+    (account,) = [
+        d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ServiceAccount"
+    ]
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=rendered)
+    token = kubectl.run("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+    document = kubeconfig(server=cluster.server, ca_cert=cluster.pki.ca_cert, token=token)
+    return write_kubeconfig(directory / "kubeconfig", document)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The operator's kubeconfig: the chart's ServiceAccount in the release namespace."""
+    kubectl.apply_crds()
+    return chart_account(
+        kube_cluster, kubectl, tmp_path_factory.mktemp("operator"), "keventing", RELEASE_NAMESPACE
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import kopf
 from kubernetes_asyncio import client as k8s
 
 from controller.kubernetes.access import KubeAccess
+from controller.kubernetes.api import APPLY_PATCH
 from controller.kubernetes.bindings import (
     Binding,
     SubjectInvalid,
@@ -44,7 +45,6 @@ log = logging.getLogger("keventing.controller.binder")
 
 FIELD_MANAGER = "keventing-controller"
 JSON_PATCH: dict[str, Any] = {"_content_type": "application/json-patch+json"}
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 # Kinds whose pod template the API server lets an update change.
 PATCHABLE = frozenset({"Deployment", "StatefulSet", "DaemonSet", "CronJob"})
 SOURCES = ("sources.knative.dev", "v1")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from kubernetes_asyncio import client as k8s
 
-from controller.kubernetes.kinds import by_kind
+from controller.kubernetes.api import apply_custom_object
 from controller.kubernetes.objects import child_object
 from keventing.kafka.compacted import CompactedTopic
 from keventing.resources import EventType, Resource, ResourceKey
@@ -22,7 +21,6 @@ from keventing.store import decode_resource
 log = logging.getLogger("keventing.controller.kubernetes")
 
 FIELD_MANAGER = "keventing-eventtypes"
-_APPLY: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 
 
 class EventTypeMirror:
@@ -74,19 +72,8 @@ class EventTypeMirror:
             owners.append(ref.model_copy(update={"uid": owner.metadata.uid}))
         event_type = event_type.model_copy(deep=True)
         event_type.metadata.ownerReferences = owners
-        kind = by_kind("EventType")
         try:
-            await self.api.patch_namespaced_custom_object(
-                kind.group,
-                kind.version,
-                event_type.namespace,
-                kind.plural,
-                event_type.name,
-                child_object(event_type),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                **_APPLY,
-            )
+            await apply_custom_object(self.api, child_object(event_type), FIELD_MANAGER)
         except k8s.ApiException as err:
             log.warning(
                 "could not record an EventType in the cluster; retrying",

@@ -20,10 +20,11 @@ from kubernetes_asyncio import client as k8s
 from controller.adapter import Observed
 from controller.conditions import invalid, keep_transition_times
 from controller.context import ControllerConfig
-from controller.dataplane import KafkaDataPlane
+from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
+from controller.kubernetes.api import MERGE_PATCH, apply_custom_object
 from controller.kubernetes.kinds import ApiKind, by_kind, custom_kinds
 from controller.kubernetes.objects import (
     ObjectInvalid,
@@ -34,8 +35,6 @@ from controller.kubernetes.objects import (
     to_resource,
 )
 from controller.resolver import foreign_refs
-from keventing.contract import ContractEntry
-from keventing.kafka.client import TopicSpec
 from keventing.resources import Condition, Resource, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
 
@@ -45,9 +44,6 @@ FINALIZER = "keventing.knative.dev/cleanup"
 FIELD_MANAGER = "keventing-controller"
 # Knative's annotation naming who reconciles a Broker; Brokers of other classes are left alone.
 BROKER_CLASS = "eventing.knative.dev/broker.class"
-# kubernetes_asyncio picks the patch type from this request option (its stubs do not list it).
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
-MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 SERVED = frozenset(api.kind for api in custom_kinds())
 
 
@@ -87,7 +83,7 @@ class KubernetesIndex:
         return self.invalid.pop(key, None) is not None or gone
 
 
-class KubernetesController:
+class KubernetesController(DataPlaneAdapter):
     """The Kubernetes implementation of :class:`controller.adapter.Adapter`."""
 
     def __init__(
@@ -154,29 +150,9 @@ class KubernetesController:
         addressables = await self.addressables.lookup(foreign_refs(resources))
         return Observed(resources, self.data_plane.topic_errors, self.data_plane.source_reports, addressables)
 
-    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
-        return await self.data_plane.create_topics(topics)
-
-    async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
-        await self.data_plane.delete_topics(wanted)
-
-    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
-        await self.data_plane.publish_contract(contract)
-
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
-        for key, child in children.items():
-            kind = by_kind(key.kind)
-            await self.api.patch_namespaced_custom_object(
-                kind.group,
-                kind.version,
-                key.namespace,
-                kind.plural,
-                key.name,
-                child_object(child),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                **APPLY_PATCH,
-            )
+        for child in children.values():
+            await apply_custom_object(self.api, child_object(child), FIELD_MANAGER)
         for key, resource in list(self.index.resources.items()):
             if key in children or not _controlled_by_served_kind(resource):
                 continue

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from controller.kubernetes.api import APPLY_PATCH
 from controller.kubernetes.bindings import SUBJECT_KINDS, Binding, desired_env, pod_spec_patch
 from keventing.ops import serve
 
@@ -34,7 +35,6 @@ log = logging.getLogger("keventing.controller.webhook")
 
 WEBHOOK_NAME = "sinkbindings.webhook.sources.knative.dev"
 WEBHOOK_PATH = "/sinkbindings"
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 FIELD_MANAGER = "keventing-controller"
 
 

@@ -1,6 +1,7 @@
 """Putting Knative resources into a cluster the way ``kubectl apply --server-side`` does, for ``kev up --kubernetes``.
 
-Documents are validated by keventing's models first (the same messages as in local mode); the CRDs come from
+Documents are validated by keventing's models first (the same messages as in local mode) and applied through
+``kev``'s own cluster client; the CRDs come from
 the same generator as ``charts/keventing/crds/``, so an installed ``kev`` needs no chart checkout.
 """
 
@@ -13,12 +14,12 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from controller.kubernetes.kinds import by_kind
+from controller.kubernetes.api import APPLY_PATCH
+from kev.kubeclient import KubernetesClient
 from keventing.resources import ResourceKey, parse_resource
 from keventing.resources.crds import generate_crds
 
 FIELD_MANAGER = "kev"
-_APPLY: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 
 
 @asynccontextmanager
@@ -36,7 +37,7 @@ async def apply_crds(kubeconfig: str | None, timeout: float = 60.0) -> None:
         for crd in generate_crds():
             name = crd["metadata"]["name"]
             await extensions.patch_custom_resource_definition(
-                name, crd, field_manager=FIELD_MANAGER, force=True, **_APPLY
+                name, crd, field_manager=FIELD_MANAGER, force=True, **APPLY_PATCH
             )
             names.append(name)
         deadline = asyncio.get_running_loop().time() + timeout
@@ -55,39 +56,20 @@ def _established(crd: client.V1CustomResourceDefinition) -> bool:
 async def apply_documents(kubeconfig: str | None, documents: Iterable[dict[str, Any]]) -> list[ResourceKey]:
     """Validate each document with keventing's models, then server-side apply it; the keys applied."""
     resources = [parse_resource(document) for document in documents]
-    keys = []
-    async with api_client(kubeconfig) as api:
-        custom = client.CustomObjectsApi(api)
+    async with KubernetesClient.connect(kubeconfig, None) as cluster:
         for resource in resources:
-            kind = by_kind(resource.KIND)
-            body = resource.to_document(with_status=False)
-            await custom.patch_namespaced_custom_object(
-                kind.group,
-                kind.version,
-                resource.namespace,
-                kind.plural,
-                resource.name,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                **_APPLY,
-            )
-            keys.append(resource.key)
-    return keys
+            await cluster.apply(resource)
+    return [resource.key for resource in resources]
 
 
 async def wait_ready_in_cluster(kubeconfig: str | None, key: ResourceKey, timeout: float = 60.0) -> None:
-    kind = by_kind(key.kind)
-    async with api_client(kubeconfig) as api:
-        custom = client.CustomObjectsApi(api)
+    async with KubernetesClient.connect(kubeconfig, None) as cluster:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            body = await custom.get_namespaced_custom_object(
-                kind.group, kind.version, key.namespace, kind.plural, key.name
-            )
-            conditions = (body.get("status") or {}).get("conditions") or []
-            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            resource = await cluster.get(key)
+            if resource is not None and resource.status.ready:
                 return
             if asyncio.get_running_loop().time() > deadline:
+                conditions = resource.status.conditions if resource is not None else "not found"
                 raise TimeoutError(f"{key} is not Ready after {timeout:.0f} s: {conditions}")
             await asyncio.sleep(0.25)

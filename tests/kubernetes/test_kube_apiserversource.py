@@ -18,11 +18,10 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from kube_fixtures import chart_account
 from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
-from kev.cluster.pki import kubeconfig, write_kubeconfig
-from kev.cluster.toolchain import Toolchain
 from kev.kafka.embedded import free_port
 from kev.readiness import wait_ready
 from kev.stack import Stack, kev_command
@@ -53,39 +52,14 @@ def _stack(kafka: str, logs: Path, kubernetes: bool, admin: Path, runner: Path) 
     return stack
 
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "keventing"
-
-
 @pytest.fixture(scope="module")
 def runner_kubeconfig(
     kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """A kubeconfig for the chart's ServiceAccount, with the chart's RBAC rendered by helm and applied."""
-    namespace = f"kev-{uuid.uuid4().hex[:8]}"
-    rendered = subprocess.run(
-        [
-            str(Toolchain().binary("helm")),
-            "template",
-            "kev",
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--kube-version",
-            "1.31.0",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    kubectl.run("create", "namespace", namespace)
-    kubectl.run("create", "serviceaccount", "kev-keventing", "-n", namespace)
-    kubectl.run("apply", "-f", "-", stdin=rendered)
-    token = kubectl.run("create", "token", "kev-keventing", "-n", namespace, "--duration=2h").stdout.strip()
-    document = kubeconfig(server=kube_cluster.server, ca_cert=kube_cluster.pki.ca_cert, token=token)
-    return write_kubeconfig(tmp_path_factory.mktemp("runner") / "kubeconfig", document)
+    """The sources runner's kubeconfig: the chart's ServiceAccount, with the chart's RBAC."""
+    return chart_account(
+        kube_cluster, kubectl, tmp_path_factory.mktemp("runner"), "kev", f"kev-{uuid.uuid4().hex[:8]}"
+    )
 
 
 @pytest.fixture(scope="module")

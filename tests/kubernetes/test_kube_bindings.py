@@ -10,19 +10,16 @@ these tests also prove that the chart's RBAC suffices for binding.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kubectl import CRDS, Kubectl
+from kube_fixtures import chart_account
+from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
-from kev.cluster.pki import kubeconfig
 from kev.kafka.embedded import free_port
 from kev.stack import Stack
 
@@ -36,8 +33,13 @@ def binding_stack(
     kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     kubectl.apply_crds()
-    operator_kubeconfig, release_namespace = _chart_service_account(
-        kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator") / "kubeconfig"
+    release_namespace = f"keventing-{uuid.uuid4().hex[:6]}"
+    operator_kubeconfig = chart_account(
+        kube_cluster,
+        kubectl,
+        tmp_path_factory.mktemp("binding-operator"),
+        f"binder-{uuid.uuid4().hex[:6]}",
+        release_namespace,
     )
     webhook_port = free_port()
     stack = Stack(
@@ -67,40 +69,6 @@ def binding_stack(
         yield stack
     finally:
         stack.stop_all()
-
-
-def _chart_service_account(cluster: LocalCluster, kubectl: Kubectl, path: Path) -> tuple[Path, str]:
-    """A kubeconfig with the token of the chart's controller ServiceAccount, bound to the chart's ClusterRole."""
-    release, namespace = f"binder-{uuid.uuid4().hex[:6]}", f"keventing-{uuid.uuid4().hex[:6]}"
-    rendered = subprocess.run(
-        [
-            str(cluster.toolchain.binary("helm")),
-            "template",
-            release,
-            str(CRDS.parent),
-            "--namespace",
-            namespace,
-            "--kube-version",
-            "1.31.0",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/serviceaccount.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    documents = [d for d in yaml.safe_load_all(rendered) if d]
-    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
-    kubectl.run("create", "namespace", namespace)
-    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=rendered)
-    token = kubectl.run("create", "token", account, "-n", namespace, "--duration", "2h").stdout.strip()
-    path.write_text(
-        yaml.safe_dump(kubeconfig(server=cluster.server, ca_cert=cluster.pki.ca_cert, token=token))
-    )
-    return path, namespace
 
 
 def _webhook_registered(kubectl: Kubectl, port: int) -> bool:
