@@ -24,7 +24,7 @@ from kev.cluster.launcher import LocalCluster
 from kev.cluster.pki import kubeconfig, write_kubeconfig
 from kev.cluster.toolchain import Toolchain, ToolchainError
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "keventing"
+CHART = Path(__file__).resolve().parents[1] / "charts" / "keventing"
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` deselection: `-m "not kubernetes"` must not build anything
