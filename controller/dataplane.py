@@ -107,16 +107,16 @@ class KafkaDataPlane:
 
     async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
         wanted = {key: entry.encode() for key, entry in contract.items()}
-        known_groups = {
-            entry.egress.consumer_group
-            for entry in map(ContractEntry.decode, self.published_contract.values())
-            if entry.egress is not None
-        }
-        new_egresses = [
-            entry.egress
-            for entry in contract.values()
-            if entry.egress is not None and entry.egress.consumer_group not in known_groups
-        ]
+        # Only an entry that changed can bring a new consumer group: decode what it replaces, nothing else.
+        new_egresses = []
+        for key, value in wanted.items():
+            egress = contract[key].egress
+            previous = self.published_contract.get(key)
+            if egress is None or previous == value:
+                continue
+            before = ContractEntry.decode(previous).egress if previous is not None else None
+            if before is None or before.consumer_group != egress.consumer_group:
+                new_egresses.append(egress)
         await self.init_offsets(new_egresses)
         await publish(self.contract, self.published_contract, wanted)
 
