@@ -7,7 +7,7 @@ into CloudEvents) plugs in here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiokafka import ConsumerRecord
 
@@ -16,6 +16,7 @@ from keventing import events
 from keventing.contract import Egress
 
 Decoder = Callable[[ConsumerRecord], events.Event | None]
+Accepts = Callable[[Mapping[str, str]], bool]
 
 
 def record_decoder(egress: Egress) -> Decoder:
@@ -49,3 +50,27 @@ def decode_cloudevent(record: ConsumerRecord) -> events.Event | None:
         return None
     event.meta["timestamp"] = record.timestamp
     return event
+
+
+def record_selector(egress: Egress, accepts: Accepts) -> Decoder:
+    """The decoder of ``egress`` that also returns None for an event ``accepts`` refuses. A binary-mode
+    record is filtered on its headers' attributes before any event is built: with many Triggers on one
+    Broker most records are filtered out, and that is the fan-out's hot path."""
+    decode = record_decoder(egress)
+
+    def select(record: ConsumerRecord) -> events.Event | None:
+        event = decode(record)
+        return event if event is not None and accepts(event.attributes) else None
+
+    if decode is not decode_cloudevent:
+        return select
+
+    def select_cloudevent(record: ConsumerRecord) -> events.Event | None:
+        attributes = events.attributes_from_kafka(record.headers or ())
+        if "specversion" not in attributes:
+            return select(record)  # structured mode, or no CloudEvent at all
+        if not accepts(attributes):
+            return None
+        return events.Event(attributes, record.value or None, {"timestamp": record.timestamp})
+
+    return select_cloudevent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dispatcher.backoff import backoff_seconds, retry_after_seconds
@@ -25,7 +26,7 @@ class Attempt:
 
     status: int  # 0 for a transport error or timeout
     body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # names lower-cased
     error: str | None = None
     reply: events.Event | None = None
 
@@ -55,7 +56,7 @@ async def send_event(
         response = await post.post(url, headers, body, timeout)
     except TransportError as err:
         return Attempt(0, error=str(err))
-    attempt = Attempt(response.status, response.body, dict(response.headers))
+    attempt = Attempt(response.status, response.body, response.headers)
     # A reply is a 2xx other than 202 carrying an event: a body, or binary-mode headers with no data.
     has_reply = response.body or "ce-specversion" in attempt.headers
     if attempt.ok and prefer_reply and attempt.status != 202 and has_reply:

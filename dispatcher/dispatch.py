@@ -14,7 +14,7 @@ from typing import Literal
 
 from aiokafka import ConsumerRecord
 
-from dispatcher.decode import record_decoder
+from dispatcher.decode import record_selector
 from dispatcher.delivery import Attempt, error_extensions, retry_wait, send_event
 from dispatcher.metrics import EgressMetrics
 from dispatcher.replies import ReplyPublisher
@@ -58,18 +58,18 @@ class RecordDispatcher:
         self.sleep = sleep
         self.clock = clock  # dispatch latency
         self.wall_clock = wall_clock  # processing latency, from the record's timestamp
-        self.filter = compile_trigger_filter(egress.filter.attributes, egress.filter.filters)
-        self.decode = record_decoder(egress)
+        self._select = record_selector(
+            egress, compile_trigger_filter(egress.filter.attributes, egress.filter.filters)
+        )
 
     def select(self, record: ConsumerRecord) -> events.Event | None:
         """The record's event when the egress is to deliver it; None when it needs no delivery."""
         try:
-            event = self.decode(record)
-            selected = event is not None and self.filter(event.attributes)
+            event = self._select(record)
         except Exception as err:  # an undecodable record cannot be delivered; it must not block the partition
             log.warning("skipping undecodable record", extra={"egress": self.egress.id, "error": repr(err)})
-            event, selected = None, False
-        if not selected or event is None:
+            event = None
+        if event is None:
             self.metrics.filtered.inc()
             return None
         return event
@@ -88,7 +88,10 @@ class RecordDispatcher:
 
     async def _dispatch(self, event: events.Event) -> Outcome:
         started = self.clock()
-        attempts, last = await self._retrying(lambda: self._deliver_once(event), count_retries=True)
+        last = await self._deliver_once(event)
+        attempts = 1
+        if not last.ok and last.retryable and self.egress.delivery.retry > 0:  # the common case skips this
+            attempts, last = await self._retrying(lambda: self._deliver_once(event), True, last)
         count, latency = self.metrics.by_code(last.code)
         count.inc()
         latency.observe((self.clock() - started) * 1000)
@@ -112,13 +115,15 @@ class RecordDispatcher:
         return outcome
 
     async def _retrying(
-        self, send: Callable[[], Awaitable[Attempt]], count_retries: bool
+        self, send: Callable[[], Awaitable[Attempt]], count_retries: bool, first: Attempt | None = None
     ) -> tuple[int, Attempt]:
-        """Send until success, a failure not worth retrying, or the egress's retries are used up."""
+        """Send until success, a failure not worth retrying, or the egress's retries are used up; ``first``
+        is the outcome of a first attempt already made."""
         policy = self.egress.delivery
         retries = 0
         while True:
-            attempt = await send()
+            attempt = first if first is not None else await send()
+            first = None
             if attempt.ok or not attempt.retryable or retries >= policy.retry:
                 return retries + 1, attempt
             retries += 1
