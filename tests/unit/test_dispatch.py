@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from dispatcher.dispatch import RecordDispatcher
@@ -14,7 +15,7 @@ from dispatcher.metrics import DispatcherMetrics
 from dispatcher.replies import ReplyPublisher
 from dispatcher.transport import Response, TransportError
 from keventing import events
-from keventing.contract import DeliveryPolicy, Egress, Reply
+from keventing.contract import DeliveryPolicy, Egress, FilterSpec, Reply
 
 SUBSCRIBER = "http://subscriber/"
 DLS = "http://dls/"
@@ -298,3 +299,38 @@ async def test_a_crash_inside_the_dispatch_drops_the_event_instead_of_raising() 
     outcome = await harness.dispatcher.dispatch(_event())
     assert (outcome.result, outcome.reason) == ("dropped", "internal_error")
     assert harness.sample("keventing_dispatcher_dropped_total", reason="internal_error") == 1
+
+
+# ------------------------------------------------------------------------------------------ selection
+
+
+def _record(headers: list[tuple[str, bytes]], value: bytes | None = b"{}", offset: int = 0) -> ConsumerRecord:
+    return ConsumerRecord("topic", 0, offset, 1000, 0, None, value, None, len(value or b""), 0, headers)
+
+
+def _binary(event_type: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"e-1"),
+        ("ce_type", event_type.encode()),
+        ("ce_source", b"/test"),
+        ("content-type", b"application/json"),
+    ]
+
+
+def test_selection_filters_binary_and_structured_records_on_their_attributes() -> None:
+    harness = Harness(_egress(filter=FilterSpec(attributes={"type": "dev.wanted"})), {})
+    wanted = harness.dispatcher.select(_record(_binary("dev.wanted"), b'{"a": 1}'))
+    assert wanted is not None
+    assert wanted.attributes["type"] == "dev.wanted"
+    assert wanted.attributes["datacontenttype"] == "application/json"
+    assert (wanted.data, wanted.meta["timestamp"]) == (b'{"a": 1}', 1000)
+    assert harness.dispatcher.select(_record(_binary("dev.other"))) is None
+
+    structured = b'{"specversion": "1.0", "id": "s-1", "type": "dev.wanted", "source": "/s", "data": 1}'
+    content_type = [("content-type", b"application/cloudevents+json")]
+    selected = harness.dispatcher.select(_record(content_type, structured))
+    assert selected is not None and selected.attributes["id"] == "s-1"
+    assert harness.dispatcher.select(_record(content_type, structured.replace(b"wanted", b"other"))) is None
+    assert harness.dispatcher.select(_record([], b"not an event")) is None
+    assert harness.sample("keventing_dispatcher_filtered_total") == 3
