@@ -34,6 +34,7 @@ from controller.kubernetes.objects import (
     status_patch,
     to_resource,
 )
+from controller.kubernetes.recorder import EventRecorder, failure
 from controller.resolver import foreign_refs
 from keventing.resources import Condition, Resource, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
@@ -56,6 +57,7 @@ class KubernetesIndex:
         self.invalid: dict[ResourceKey, ObjectInvalid] = {}
         # The status each object has on the API server, as last seen or written.
         self.statuses: dict[ResourceKey, dict[str, Any]] = {}
+        self.uids: dict[ResourceKey, str] = {}
 
     def observe(self, body: Mapping[str, Any]) -> bool:
         """Record one object as the API server has it now; True when the reconciler's input changed."""
@@ -63,6 +65,9 @@ class KubernetesIndex:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return self.forget(key)
         self.statuses[key] = dict(body.get("status") or {})
+        uid = (body.get("metadata") or {}).get("uid")
+        if uid:
+            self.uids[key] = uid
         try:
             resource = to_resource(body)
         except ObjectInvalid as err:
@@ -79,6 +84,7 @@ class KubernetesIndex:
 
     def forget(self, key: ResourceKey) -> bool:
         self.statuses.pop(key, None)
+        self.uids.pop(key, None)
         gone = self.resources.pop(key, None) is not None
         return self.invalid.pop(key, None) is not None or gone
 
@@ -101,6 +107,7 @@ class KubernetesController(DataPlaneAdapter):
         self.broker_classes = broker_classes
         self.index = KubernetesIndex(self._claims)
         self.addressables = AddressableLookup(access.api)
+        self.recorder = EventRecorder(access.api)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
 
@@ -176,7 +183,8 @@ class KubernetesController(DataPlaneAdapter):
             if key.kind not in SERVED or current is None:
                 continue  # not an object of this cluster (yet), or deleted meanwhile
             previous = [Condition.model_validate(c) for c in current.get("conditions", [])]
-            document = status_document(keep_transition_times(status, previous, now))
+            status = keep_transition_times(status, previous, now)
+            document = status_document(status)
             patch = status_patch(document, current)
             if patch is None:
                 continue
@@ -196,6 +204,11 @@ class KubernetesController(DataPlaneAdapter):
                     raise
                 continue
             self.index.statuses[key] = document
+            failed = failure(previous, status.conditions)
+            if failed is not None:
+                await self.recorder.warning(
+                    key, self.index.uids.get(key), failed.reason or "", failed.message or ""
+                )
 
 
 def _controlled_by_served_kind(resource: Resource) -> bool:
