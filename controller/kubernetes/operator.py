@@ -161,6 +161,14 @@ class KubernetesController(DataPlaneAdapter):
                 self.index.forget(key_of(body))
                 await self.driver.passed_after_now()
 
+    def _claimed(self, body: Mapping[str, Any]) -> bool:
+        """Whether keventing reconciles the object (a Broker of another class it leaves alone entirely);
+        an object its schema rejects is, to report so."""
+        try:
+            return self._claims(to_resource(body))
+        except ObjectInvalid:
+            return True
+
     async def _finalize(self, api: ApiKind, body: Mapping[str, Any]) -> bool:
         """Hold deletion until it is cleaned up: add the finalizer to a live object before anything is
         made for it (True: added now, or tried); once the object is being deleted, remove it after a pass
@@ -177,7 +185,7 @@ class KubernetesController(DataPlaneAdapter):
             self.index.forget(key_of(body))
             await self.driver.passed_after_now()
             patch = [{"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(FINALIZER)}"}]
-        elif FINALIZER in finalizers:
+        elif FINALIZER in finalizers or not self._claimed(body):
             return False
         elif finalizers:
             adding = True

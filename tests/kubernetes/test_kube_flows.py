@@ -230,3 +230,29 @@ def test_a_resource_that_stops_being_ready_gets_one_warning_event_saying_why(
     )
     time.sleep(2)  # several reconcile passes (coalesced at 50 ms) run meanwhile; nothing may be recorded
     assert len(warnings()) == 1
+
+
+def test_a_broker_of_another_class_is_left_alone(flow_stack: Stack, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {
+                "name": "theirs",
+                "namespace": namespace,
+                "annotations": {"eventing.knative.dev/broker.class": "MTChannelBasedBroker"},
+            },
+        },
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {"name": "ours", "namespace": namespace},
+        },
+    )
+    kubectl.wait_ready("broker", "ours", namespace)
+    time.sleep(1)  # passes that ran after ours got Ready saw theirs too
+    theirs = kubectl.get("broker", "theirs", namespace)
+    assert theirs is not None
+    assert "finalizers" not in theirs["metadata"]
+    assert "status" not in theirs
+    kubectl.run("delete", "broker", "theirs", "-n", namespace, "--wait=true", "--timeout=10s")
