@@ -78,13 +78,22 @@ class RecordDispatcher:
         """Deliver, else dead-letter, else give up. Never raises but for cancellation."""
         try:
             return await self._dispatch(event)
-        except Exception:
-            # A bug must not block the partition forever; the event is counted and logged as dropped.
+        except Exception as err:
+            # A bug must not block the partition forever, nor lose the event silently: it goes to the
+            # dead-letter sink like an undeliverable one, else it is counted and logged (with its id) as dropped.
             log.exception(
                 "delivery crashed", extra={"egress": self.egress.id, "event_id": event.attributes.get("id")}
             )
-            self.metrics.dropped("internal_error").inc()
-            return Outcome("dropped", 0, Attempt(0, error="internal error"), "internal_error")
+            failed = Attempt(0, error=f"internal error: {type(err).__name__}: {err}")
+        if self.egress.delivery.dead_letter_url is not None:
+            try:
+                outcome = await self._give_up(event, 1, failed)
+                if outcome.result == "dead_lettered":
+                    return outcome
+            except Exception:
+                log.exception("dead-lettering a crashed delivery failed", extra={"egress": self.egress.id})
+        self.metrics.dropped("internal_error").inc()
+        return Outcome("dropped", 0, failed, "internal_error")
 
     async def _dispatch(self, event: events.Event) -> Outcome:
         started = self.clock()

@@ -301,6 +301,29 @@ async def test_a_crash_inside_the_dispatch_drops_the_event_instead_of_raising() 
     assert harness.sample("keventing_dispatcher_dropped_total", reason="internal_error") == 1
 
 
+async def test_a_crash_inside_the_dispatch_dead_letters_the_event_when_there_is_a_sink() -> None:
+    class BrokenForTheSubscriber(FakePost):
+        async def post(
+            self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        ) -> Response:
+            if url == SUBSCRIBER:
+                raise ValueError("cannot encode that header")
+            return await super().post(url, headers, body, timeout)
+
+    egress = _egress(delivery=DeliveryPolicy(dead_letter_url=DLS))
+    harness = Harness(egress, {})
+    post = BrokenForTheSubscriber({DLS: [Response(202)]})
+    harness.dispatcher.post = post
+    outcome = await harness.dispatcher.dispatch(_event("crash-1"))
+    assert outcome.result == "dead_lettered"
+    [(url, headers, _body, _timeout)] = post.requests
+    assert url == DLS
+    assert headers["ce-id"] == "crash-1"
+    assert "ValueError" in base64.b64decode(headers["ce-knativeerrordata"]).decode()
+    assert harness.sample("keventing_dispatcher_dead_lettered_total") == 1
+    assert harness.sample("keventing_dispatcher_dropped_total", reason="internal_error") == 0
+
+
 # ------------------------------------------------------------------------------------------ selection
 
 
