@@ -41,7 +41,9 @@ class DispatcherManager:
         self.producer: AIOKafkaProducer | None = None
         self.post: AiohttpPost | None = None
         self.replies: ReplyPublisher | None = None
-        self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
+        self.event_types = EventTypeRegistry(
+            settings.kafka_bootstrap_servers, settings.resources_topic, settings.eventtype_limits
+        )
 
     def ready(self) -> bool:
         return self.contract.synced and self.producer is not None

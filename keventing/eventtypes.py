@@ -18,10 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter
 
 from keventing import events
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.compacted import CompactedTopic
+from keventing.metrics import MetricSet
 from keventing.resources import KINDS, EventType, KReference, ResourceKey, parse_resource
 from keventing.resources.base import ObjectMeta, OwnerReference, now_rfc3339
 from keventing.resources.eventtype import EventTypeSpec
@@ -94,10 +96,21 @@ def _identity(event_type: EventType) -> tuple[str, str, str, str, str] | None:
     return (reference.kind, namespace, reference.name, event_type.spec.type, event_type.spec.source or "")
 
 
-def missing_event_types(sightings: Iterable[Sighting], stored: Mapping[str, bytes]) -> list[EventType]:
+def missing_event_types(
+    sightings: Iterable[Sighting], stored: Mapping[str, bytes], per_addressable: int | None = None
+) -> list[EventType]:
+    """The EventTypes :func:`plan_event_types` would create."""
+    return plan_event_types(sightings, stored, per_addressable)[0]
+
+
+def plan_event_types(
+    sightings: Iterable[Sighting], stored: Mapping[str, bytes], per_addressable: int | None = None
+) -> tuple[list[EventType], list[Sighting]]:
     """The EventTypes to create: one per new sighting, unless the store has it already — under its
-    generated name, or as any EventType (applied by hand, say) with the same reference, type and source."""
+    generated name, or as any EventType (applied by hand, say) with the same reference, type and source —
+    and unless its addressable has ``per_addressable`` EventTypes already (those sightings are refused)."""
     known: set[tuple[str, str, str, str, str]] = set()
+    counts: dict[tuple[str, str, str], int] = {}
     for key, value in stored.items():
         if not key.startswith("EventType/"):
             continue
@@ -107,27 +120,69 @@ def missing_event_types(sightings: Iterable[Sighting], stored: Mapping[str, byte
             continue
         if isinstance(existing, EventType) and (identity := _identity(existing)) is not None:
             known.add(identity)
+            counts[identity[:3]] = counts.get(identity[:3], 0) + 1
     wanted: list[EventType] = []
+    refused: list[Sighting] = []
     for sighting in sightings:
         candidate = auto_event_type(sighting)
         identity = _identity(candidate)
         if str(candidate.key) in stored or identity in known:
             continue
         assert identity is not None
+        addressable = identity[:3]
+        if per_addressable is not None and counts.get(addressable, 0) >= per_addressable:
+            refused.append(sighting)
+            continue
+        counts[addressable] = counts.get(addressable, 0) + 1
         known.add(identity)
         wanted.append(candidate)
-    return wanted
+    return wanted, refused
+
+
+@dataclass(frozen=True)
+class EventTypeLimits:
+    """How much auto-creation may do: EventTypes per addressable and in all, and creations per second.
+    Beyond them a pair is not recorded (``keventing_eventtypes_skipped_total{reason="limit"}`` counts the
+    events); a client sending endless distinct types cannot grow the store, or the registry, without bound."""
+
+    per_addressable: int = 1000
+    total: int = 10000
+    per_second: float = 50.0
+
+
+class EventTypeMetrics(MetricSet):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.created = Counter(
+            "keventing_eventtypes_created_total", "EventTypes auto-created", registry=registry
+        )
+        self.skipped = Counter(
+            "keventing_eventtypes_skipped_total",
+            "Events whose (type, source) pair was not recorded as an EventType, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.limited = self.skipped.labels("limit")
 
 
 class EventTypeRegistry:
-    """Remembers the pairs seen per addressable and writes an EventType for each new one.
+    """Remembers the pairs seen per addressable and writes an EventType for each new one, within limits.
 
     ``observe`` and ``observe_reply`` are all the hot path calls; ``run`` is the writer task.
     """
 
-    def __init__(self, bootstrap_servers: str, resources_topic: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        resources_topic: str,
+        limits: EventTypeLimits | None = None,
+        metrics: EventTypeMetrics | None = None,
+    ) -> None:
         self.resources = CompactedTopic(bootstrap_servers, resources_topic)
+        self.limits = limits or EventTypeLimits()
+        self.metrics = metrics or EventTypeMetrics.of()
         self.seen: set[tuple[str, str, str]] = set()
+        self.per_addressable: dict[str, int] = {}
         self.queue: asyncio.Queue[Sighting] = asyncio.Queue()
         # Ingresses that record EventTypes, by topic: a reply published to that topic counts as seen there.
         self.by_topic: dict[str, Ingress] = {}
@@ -140,7 +195,12 @@ class EventTypeRegistry:
         key = (ingress.id, attributes["type"], attributes["source"])
         if key in self.seen:
             return
+        count = self.per_addressable.get(ingress.id, 0)
+        if count >= self.limits.per_addressable or len(self.seen) >= self.limits.total:
+            self.metrics.limited.inc()
+            return
         self.seen.add(key)
+        self.per_addressable[ingress.id] = count + 1
         self.queue.put_nowait(
             Sighting(
                 ingress.id,
@@ -181,18 +241,29 @@ class EventTypeRegistry:
                 except Exception as err:
                     # Forget them, so that the next sighting of each pair tries again.
                     for sighting in batch:
-                        self.seen.discard((sighting.ingress_id, sighting.type, sighting.source))
+                        self._forget(sighting)
                     log.warning("could not record EventTypes; will retry", extra={"error": repr(err)})
                     await asyncio.sleep(1)
         finally:
             await self.resources.stop()
 
+    def _forget(self, sighting: Sighting) -> None:
+        key = (sighting.ingress_id, sighting.type, sighting.source)
+        if key in self.seen:
+            self.seen.discard(key)
+            self.per_addressable[sighting.ingress_id] -= 1
+
     async def _write(self, batch: list[Sighting]) -> None:
         stored = await self.resources.snapshot()
-        for event_type in missing_event_types(batch, stored):
+        wanted, refused = plan_event_types(batch, stored, self.limits.per_addressable)
+        if refused:  # other writers filled the store up to the limit already
+            self.metrics.limited.inc(len(refused))
+        for event_type in wanted:
             document = event_type.to_document(with_status=False)
             await self.resources.put(str(event_type.key), orjson.dumps(document))
+            self.metrics.created.inc()
             log.info(
                 "EventType created",
                 extra={"eventtype": str(event_type.key), "type": event_type.spec.type},
             )
+            await asyncio.sleep(1 / self.limits.per_second)  # the creation rate limit

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from keventing.eventtypes import EventTypeLimits
 
 
 class CommonSettings(BaseSettings):
@@ -19,7 +24,19 @@ class CommonSettings(BaseSettings):
         default=1, alias="KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR"
     )
     log_level: str = Field(default="INFO", alias="KEVENTING_LOG_LEVEL")
+    # EventType auto-creation's bounds (see keventing.eventtypes.EventTypeLimits).
+    eventtype_max_per_addressable: int = Field(default=1000, ge=0, alias="KEVENTING_EVENTTYPE_MAX_PER_BROKER")
+    eventtype_max_total: int = Field(default=10000, ge=0, alias="KEVENTING_EVENTTYPE_MAX_TOTAL")
+    eventtype_create_rate: float = Field(default=50.0, gt=0, alias="KEVENTING_EVENTTYPE_CREATE_RATE")
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
+
+    @property
+    def eventtype_limits(self) -> EventTypeLimits:
+        from keventing.eventtypes import EventTypeLimits  # settings import nothing else of keventing
+
+        return EventTypeLimits(
+            self.eventtype_max_per_addressable, self.eventtype_max_total, self.eventtype_create_rate
+        )
 
     @property
     def resources_topic(self) -> str:

@@ -49,7 +49,9 @@ class ReceiverApp:
         )
         self.producer: AIOKafkaProducer | None = None
         self.batches: BatchProducer | None = None
-        self.event_types = EventTypeRegistry(settings.kafka_bootstrap_servers, settings.resources_topic)
+        self.event_types = EventTypeRegistry(
+            settings.kafka_bootstrap_servers, settings.resources_topic, settings.eventtype_limits
+        )
         self.handler = IngressHandler(
             self.table,
             self._produce,

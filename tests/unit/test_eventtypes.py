@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import orjson
 from helpers import broker_doc
+from prometheus_client import CollectorRegistry
 
 from controller.reconciler import ControllerConfig, reconcile
 from keventing import events
 from keventing.contract import ContractEntry, Ingress
 from keventing.eventtypes import (
     AUTO_CREATED_DESCRIPTION,
+    EventTypeLimits,
+    EventTypeMetrics,
     EventTypeRegistry,
     Sighting,
     auto_event_type,
     event_type_name,
     missing_event_types,
+    plan_event_types,
 )
 from keventing.resources import ResourceKey, parse_resource
 
@@ -125,3 +129,30 @@ def test_event_type_status_says_whether_its_broker_exists() -> None:
     missing = desired.statuses[ResourceKey("EventType", "ns", absent["metadata"]["name"])]
     assert ok.ready
     assert missing.condition("ReferenceExists").reason == "ResourceDoesNotExist"
+
+
+def test_the_registry_records_at_most_the_limit_per_addressable_and_in_all_and_counts_the_rest() -> None:
+    metrics = EventTypeMetrics(CollectorRegistry())
+    registry = EventTypeRegistry(
+        "unused:9092", "unused", EventTypeLimits(per_addressable=3, total=5), metrics
+    )
+    other = INGRESS.model_copy(update={"id": "Broker/ns/other", "name": "other"})
+    for i in range(10):
+        registry.observe(INGRESS, _event(f"t{i}", "/s"))
+    registry.observe(INGRESS, _event("t0", "/s"))  # seen already: neither queued nor refused
+    for i in range(4):
+        registry.observe(other, _event(f"o{i}", "/s"))
+    queued = [registry.queue.get_nowait() for _ in range(registry.queue.qsize())]
+    assert [s.type for s in queued] == ["t0", "t1", "t2", "o0", "o1"]  # 3 at the first, the total at 5
+    assert metrics.registry.get_sample_value("keventing_eventtypes_skipped_total", {"reason": "limit"}) == 9
+
+
+def test_planning_refuses_sightings_beyond_what_the_store_holds_for_an_addressable() -> None:
+    stored = {}
+    for i in range(2):
+        existing = auto_event_type(_sighting(f"stored.{i}"))
+        stored[str(existing.key)] = orjson.dumps(existing.to_document(with_status=False))
+    wanted, refused = plan_event_types([_sighting("new.0"), _sighting("new.1")], stored, per_addressable=3)
+    assert [e.spec.type for e in wanted] == ["new.0"]
+    assert [s.type for s in refused] == ["new.1"]
+    assert plan_event_types([_sighting("new.0")], stored, per_addressable=None)[1] == []
