@@ -114,8 +114,12 @@ class EgressConsumer:
             if state is None:
                 continue
             tracker = state.tracker or state.start_at(await consumer.position(tp))
-            if await consumer.committed(tp) is None:
+            # aiokafka's committed() drops the metadata, where a previous owner left its retry state.
+            committed = (await consumer._coordinator.fetch_committed_offsets([tp])).get(tp)
+            if committed is None or committed.offset < 0:
                 initial[tp] = OffsetAndMetadata(tracker.committable(), "")
+            else:
+                self.schedule.resume(tp, committed.metadata)
         self._new_partitions.clear()
         if initial:
             try:
@@ -143,8 +147,14 @@ class EgressConsumer:
 
     async def _deliver(self, state: State, offset: int, event: events.Event) -> None:
         done = False
+
+        async def failed(attempts: int) -> None:
+            # Persisted before the next attempt: a new owner of the partition resumes the count.
+            self.schedule.attempted(state, offset, attempts)
+            await self._commit({state.partition})
+
         try:
-            await self.dispatcher.dispatch(event)
+            await self.dispatcher.dispatch(event, self.schedule.failed_attempts(state, offset), failed)
             done = True
         finally:
             if done:
@@ -164,7 +174,12 @@ class EgressConsumer:
         offsets = self.schedule.to_commit(only)
         if offsets:
             try:
-                await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+                await consumer.commit(
+                    {
+                        tp: OffsetAndMetadata(offset, self.schedule.metadata(tp))
+                        for tp, offset in offsets.items()
+                    }
+                )
             except KafkaError as err:
                 log.warning("commit failed; will retry", extra={"egress": self.egress.id, "error": repr(err)})
                 offsets = {}

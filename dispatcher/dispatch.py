@@ -26,6 +26,7 @@ from keventing.filters import compile_trigger_filter
 log = logging.getLogger("keventing.dispatcher")
 
 Sleep = Callable[[float], Awaitable[None]]
+OnFailure = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -74,33 +75,46 @@ class RecordDispatcher:
             return None
         return event
 
-    async def dispatch(self, event: events.Event) -> Outcome:
-        """Deliver, else dead-letter, else give up. Never raises but for cancellation."""
+    async def dispatch(
+        self, event: events.Event, failed: int = 0, on_failure: OnFailure | None = None
+    ) -> Outcome:
+        """Deliver, else dead-letter, else give up. Never raises but for cancellation.
+
+        ``failed`` attempts were made already, before a restart or a rebalance; ``on_failure(n)`` is
+        awaited after the n-th failed attempt, before the next one (the consumer persists ``n`` with its
+        committed offset there, so that a new owner resumes the count)."""
         try:
-            return await self._dispatch(event)
+            return await self._dispatch(event, failed, on_failure)
         except Exception as err:
             # A bug must not block the partition forever, nor lose the event silently: it goes to the
             # dead-letter sink like an undeliverable one, else it is counted and logged (with its id) as dropped.
             log.exception(
                 "delivery crashed", extra={"egress": self.egress.id, "event_id": event.attributes.get("id")}
             )
-            failed = Attempt(0, error=f"internal error: {type(err).__name__}: {err}")
+            crash = Attempt(0, error=f"internal error: {type(err).__name__}: {err}")
         if self.egress.delivery.dead_letter_url is not None:
             try:
-                outcome = await self._give_up(event, 1, failed)
+                outcome = await self._give_up(event, 1, crash)
                 if outcome.result == "dead_lettered":
                     return outcome
             except Exception:
                 log.exception("dead-lettering a crashed delivery failed", extra={"egress": self.egress.id})
         self.metrics.dropped("internal_error").inc()
-        return Outcome("dropped", 0, failed, "internal_error")
+        return Outcome("dropped", 0, crash, "internal_error")
 
-    async def _dispatch(self, event: events.Event) -> Outcome:
+    async def _dispatch(self, event: events.Event, failed: int, on_failure: OnFailure | None) -> Outcome:
         started = self.clock()
-        last = await self._deliver_once(event)
-        attempts = 1
-        if not last.ok and last.retryable and self.egress.delivery.retry > 0:  # the common case skips this
-            attempts, last = await self._retrying(lambda: self._deliver_once(event), True, last)
+        send = lambda: self._deliver_once(event)  # noqa: E731
+        if failed > self.egress.delivery.retry:  # every attempt was made before a restart
+            attempts = failed
+            last = Attempt(0, error=f"all {failed} attempts failed before the dispatcher restarted")
+        elif failed:
+            attempts, last = await self._retrying(send, True, made=failed, on_failure=on_failure)
+        else:
+            last = await self._deliver_once(event)
+            attempts = 1
+            if not last.ok:  # the common case skips this
+                attempts, last = await self._retrying(send, True, 1, last, on_failure)
         count, latency = self.metrics.by_code(last.code)
         count.inc()
         latency.observe((self.clock() - started) * 1000)
@@ -124,21 +138,32 @@ class RecordDispatcher:
         return outcome
 
     async def _retrying(
-        self, send: Callable[[], Awaitable[Attempt]], count_retries: bool, first: Attempt | None = None
+        self,
+        send: Callable[[], Awaitable[Attempt]],
+        count_retries: bool,
+        made: int = 0,
+        last: Attempt | None = None,
+        on_failure: OnFailure | None = None,
     ) -> tuple[int, Attempt]:
-        """Send until success, a failure not worth retrying, or the egress's retries are used up; ``first``
-        is the outcome of a first attempt already made."""
+        """Send until success, a failure not worth retrying, or the policy's attempts are used up (retry + 1
+        in all). ``made`` attempts were made before; ``last`` is the outcome of the latest of them when it
+        was made here. Answers the attempts made in all and the last outcome."""
         policy = self.egress.delivery
-        retries = 0
+        attempt = last
         while True:
-            attempt = first if first is not None else await send()
-            first = None
-            if attempt.ok or not attempt.retryable or retries >= policy.retry:
-                return retries + 1, attempt
-            retries += 1
+            if attempt is None:
+                attempt = await send()
+                made += 1
+            if attempt.ok:
+                return made, attempt
+            if on_failure is not None:
+                await on_failure(made)
+            if not attempt.retryable or made > policy.retry:
+                return made, attempt
             if count_retries:
                 self.metrics.retries.inc()
-            await self.sleep(retry_wait(policy, retries, attempt))
+            await self.sleep(retry_wait(policy, made, attempt))
+            attempt = None
 
     async def _deliver_once(self, event: events.Event) -> Attempt:
         egress = self.egress

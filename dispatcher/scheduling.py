@@ -15,6 +15,10 @@ from typing import Generic, Protocol, TypeVar
 from dispatcher.offsets import OffsetTracker
 
 PAUSE_BACKLOG = 1000  # records queued in one partition before it is paused
+# Commit metadata carrying retry state: "keventing-retries:<offset>:<failed attempts>,…" for at most this many
+# offsets (Kafka's offset.metadata.max.bytes is 4096 by default).
+RETRY_STATE_PREFIX = "keventing-retries:"
+MAX_RETRY_STATE = 128
 
 
 class HasOffset(Protocol):
@@ -36,6 +40,10 @@ class PartitionState(Generic[P, R]):
         self.committed = -1
         self.paused = False
         self.revoked = False
+        # Failed attempts of in-flight offsets (made here, or before a restart as the commit metadata says);
+        # ``attempts_changed`` until committed with the offset.
+        self.attempts: dict[int, int] = {}
+        self.attempts_changed = False
 
     def start_at(self, offset: int) -> OffsetTracker:
         if self.tracker is None:
@@ -123,7 +131,38 @@ class Schedule(Generic[P, R]):
         """The delivery of ``offset`` ended (delivered, dead-lettered or given up on): it may be committed."""
         assert state.tracker is not None
         state.tracker.finished(offset)
+        if state.attempts.pop(offset, None) is not None:
+            state.attempts_changed = True
         self._release(state)
+
+    # ------------------------------------------------------------------------------ retry state
+
+    def failed_attempts(self, state: PartitionState[P, R], offset: int) -> int:
+        return state.attempts.get(offset, 0)
+
+    def attempted(self, state: PartitionState[P, R], offset: int, failed: int) -> None:
+        """``offset`` has failed ``failed`` times: to be committed with the partition's next commit."""
+        state.attempts[offset] = failed
+        state.attempts_changed = True
+
+    def metadata(self, partition: P) -> str:
+        """The commit metadata of ``partition``: the failed attempts of offsets not yet finished, so that a
+        new owner (a restarted dispatcher, a rebalance) resumes their retries instead of starting over."""
+        state = self.partitions.get(partition)
+        if state is None or not state.attempts:
+            return ""
+        kept = sorted(state.attempts.items())[:MAX_RETRY_STATE]
+        return RETRY_STATE_PREFIX + ",".join(f"{offset}:{failed}" for offset, failed in kept)
+
+    def resume(self, partition: P, metadata: str | None) -> None:
+        """Take the retry state a previous owner committed for ``partition`` (anything else is ignored)."""
+        state = self.partitions.get(partition)
+        if state is None or not metadata or not metadata.startswith(RETRY_STATE_PREFIX):
+            return
+        for item in metadata[len(RETRY_STATE_PREFIX) :].split(","):
+            offset, _, failed = item.partition(":")
+            if offset.isdigit() and failed.isdigit():
+                state.attempts.setdefault(int(offset), int(failed))
 
     def abandoned(self, state: PartitionState[P, R], offset: int) -> None:
         """The delivery of ``offset`` was cancelled: it stays uncommitted, the partition's next owner redelivers."""
@@ -142,7 +181,7 @@ class Schedule(Generic[P, R]):
             if (only is not None and partition not in only) or state.tracker is None:
                 continue
             position = state.tracker.committable()
-            if position > state.committed:
+            if position > state.committed or state.attempts_changed:
                 offsets[partition] = position
         return offsets
 
@@ -151,6 +190,7 @@ class Schedule(Generic[P, R]):
             state = self.partitions.get(partition)
             if state is not None:
                 state.committed = offset
+                state.attempts_changed = False
 
     def lag(self, partition: P, highwater: int | None) -> int | None:
         """Records on the partition not yet committed; it grows while a subscriber is stuck."""

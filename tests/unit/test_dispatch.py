@@ -357,3 +357,31 @@ def test_selection_filters_binary_and_structured_records_on_their_attributes() -
     assert harness.dispatcher.select(_record(content_type, structured.replace(b"wanted", b"other"))) is None
     assert harness.dispatcher.select(_record([], b"not an event")) is None
     assert harness.sample("keventing_dispatcher_filtered_total") == 3
+
+
+async def test_attempts_made_before_a_restart_count_against_the_retry_limit() -> None:
+    egress = _egress(delivery=DeliveryPolicy(retry=3, backoff_delay=0.1, dead_letter_url=DLS))
+    recorded: list[int] = []
+
+    async def on_failure(failed: int) -> None:
+        recorded.append(failed)
+
+    # Three attempts failed before the restart: one is left, then the dead-letter sink.
+    harness = Harness(egress, {SUBSCRIBER: [Response(503)], DLS: [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event(), 3, on_failure)
+    assert (outcome.result, outcome.attempts) == ("dead_lettered", 4)
+    assert harness.post.urls() == [SUBSCRIBER, DLS]
+    assert recorded == [4]
+
+    # All four failed before it: straight to the dead-letter sink, the subscriber is not called again.
+    harness = Harness(egress, {SUBSCRIBER: [Response(503)], DLS: [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event(), 4, on_failure)
+    assert outcome.result == "dead_lettered"
+    assert harness.post.urls() == [DLS]
+
+    # A fresh event reports each failed attempt before the next one.
+    recorded.clear()
+    harness = Harness(egress, {SUBSCRIBER: [Response(503), Response(503), Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event(), 0, on_failure)
+    assert (outcome.result, outcome.attempts) == ("delivered", 3)
+    assert recorded == [1, 2]

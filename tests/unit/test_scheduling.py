@@ -213,3 +213,41 @@ def test_a_partition_is_paused_over_the_limit_and_resumed_below_half(batches: li
             paused = False
         elif paused:
             assert len(schedule.partitions[0].backlog) >= limit // 2
+
+
+def test_failed_attempts_travel_in_the_commit_metadata_to_the_next_owner() -> None:
+    first: Schedule[int, Record] = Schedule(max_in_flight=10, ordered=False)
+    first.assign([0])
+    first.add(0, _records(5, 6, 7))
+    starter = Starter()
+    first.pump(starter)
+    (state, _), (_, _), (_, _) = starter.started
+    first.committed(first.to_commit())
+    assert first.to_commit() == {}
+    first.attempted(state, 6, 2)
+    first.attempted(state, 7, 1)
+    assert first.to_commit() == {0: 5}  # the offset did not move, the retry state did
+    metadata = first.metadata(0)
+    first.committed({0: 5})
+    assert first.to_commit() == {}
+    first.finished(state, 7)
+    assert "7:" not in first.metadata(0)
+
+    # A new owner (after a crash) resumes from the committed position with the counts.
+    second: Schedule[int, Record] = Schedule(max_in_flight=10, ordered=False)
+    second.assign([0])
+    second.resume(0, metadata)
+    second.add(0, _records(5, 6, 7))
+    restarted = Starter()
+    second.pump(restarted)
+    counts = {offset: second.failed_attempts(s, offset) for s, offset in restarted.started}
+    assert counts == {5: 0, 6: 2, 7: 1}
+
+
+def test_commit_metadata_that_is_not_keventings_retry_state_is_ignored() -> None:
+    schedule: Schedule[int, Record] = Schedule(max_in_flight=10, ordered=False)
+    schedule.assign([0])
+    for metadata in (None, "", "something else", "keventing-retries:x:1,5:y,:,7:"):
+        schedule.resume(0, metadata)
+    assert schedule.partitions[0].attempts == {}
+    assert schedule.metadata(0) == ""
