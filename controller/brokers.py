@@ -102,7 +102,7 @@ def _reconcile_broker(broker: Broker, ctx: Context, topic_name: str) -> tuple[St
         conditions.true("Addressable")
         status.address = Address(url=f"{config.ingress_url}/{broker.namespace}/{broker.name}")
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
-    status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
+    status.annotations = {naming.TOPIC_ANNOTATION: topic.name}
     return status, topic
 
 
@@ -183,6 +183,8 @@ def _reconcile_trigger(
     if not status.ready or not isinstance(broker, Broker) or delivery is None:
         return status, None
     topic = broker_topics[broker.key]
+    # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
+    status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
     egress = Egress(
         **identity(trigger),
         topics=(topic,),

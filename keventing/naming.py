@@ -16,6 +16,10 @@ import re
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_LABEL_MAX = 63
 
+# Status annotations naming a Broker's topic, and a Trigger's consumer group and topic.
+TOPIC_ANNOTATION = "kafka.eventing.knative.dev/topic"
+GROUP_ANNOTATION = "kafka.eventing.knative.dev/group.id"
+
 BROKER_TOPIC_PREFIXES = ("knative-broker-", "knative-broker.")
 CHANNEL_TOPIC_PREFIX = "knative-messaging-kafka."
 TRIGGER_GROUP_PREFIXES = ("knative-trigger-", "knative-trigger.")

@@ -2,7 +2,8 @@
 
 keventing's own topics (``<instance>.*``: the contract, the resource store, statuses, source reports and
 assignments, the topic ledger) and Kafka's internal ones (``__*``) are *reserved*: no KafkaSink writes to
-them, no KafkaSource reads them, and the receiver refuses to produce to them whatever the contract says. Kafka
+them, no KafkaSource reads them, and the receiver and the dispatcher refuse to produce to or consume from
+them whatever the contract says. Kafka
 treats ``.`` and ``_`` in topic names as the same (their metric names collide), so the checks do too.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keventing import naming
+from keventing.contract import Egress
 
 # The control-plane topics every keventing instance has (``<instance>.<suffix>``); another instance's on a
 # shared cluster are reserved as well.
@@ -39,6 +41,15 @@ def reserved_reason(topic: str, instance: str) -> str | None:
         return f"topic {topic} is reserved: Kafka's internal topics (__*) are not for resources"
     if "." in topic and topic.rsplit(".", 1)[1] in CONTROL_PLANE_SUFFIXES:
         return f"topic {topic} is reserved: it is named like a keventing control-plane topic (<instance>.*)"
+    return None
+
+
+def egress_reserved_reason(egress: Egress, instance: str) -> str | None:
+    """Why the dispatcher must not run ``egress`` (it reads or replies to a reserved topic), or None."""
+    for topic in (*egress.topics, egress.reply.topic or ""):
+        reason = reserved_reason(topic, instance) if topic else None
+        if reason is not None:
+            return reason
     return None
 
 

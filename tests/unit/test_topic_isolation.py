@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from controller.context import Published
 from controller.reconciler import ControllerConfig, Desired, reconcile
 from keventing import naming
-from keventing.contract import Ingress
+from keventing.contract import Egress, Ingress, Reply
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
-from keventing.topics import TopicPolicy, reserved_reason
+from keventing.topics import TopicPolicy, egress_reserved_reason, reserved_reason
 from receiver.ingress import IngressHandler, IngressTable
 from receiver.metrics import IngressMetrics
 
@@ -196,6 +196,11 @@ def test_an_upgraded_broker_keeps_the_knative_topic_keventing_created_for_it() -
     assert ingress is not None and egress is not None
     assert ingress.topic == legacy and legacy in desired.topics
     assert egress.topics == (legacy,) and egress.consumer_group == "knative-trigger-my-app-t"
+    status = desired.statuses[ResourceKey("Trigger", "my-app", "t")]
+    assert status.annotations == {
+        naming.GROUP_ANNOTATION: "knative-trigger-my-app-t",
+        naming.TOPIC_ANNOTATION: legacy,
+    }
 
 
 def test_an_upgraded_name_gives_way_to_the_broker_whose_injective_name_it_is() -> None:
@@ -227,3 +232,15 @@ def test_the_receiver_never_produces_to_a_reserved_topic_whatever_the_contract_s
     fine = hijack.model_copy(update={"topic": "orders"})
     assert asyncio.run(handler.handle(fine, headers, b"{}")).status == 202
     assert produced == ["orders"]
+
+
+def test_the_dispatcher_refuses_an_egress_reading_or_replying_to_a_reserved_topic() -> None:
+    identity = {"id": "x", "kind": "Trigger", "namespace": "ns", "name": "t", "uid": "u"}
+    fine = Egress(
+        **identity, topics=("orders",), consumer_group="g", reply=Reply(strategy="topic", topic="o")
+    )
+    assert egress_reserved_reason(fine, "keventing") is None
+    reads = fine.model_copy(update={"topics": ("orders", "keventing.resources")})
+    assert "reserved" in (egress_reserved_reason(reads, "keventing") or "")
+    replies = fine.model_copy(update={"reply": Reply(strategy="topic", topic="keventing.contract")})
+    assert "reserved" in (egress_reserved_reason(replies, "keventing") or "")
