@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from conftest import Kev, RecordingSink
 from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
 
+from controller.dataplane import KafkaDataPlane
+from controller.reconciler import ControllerConfig, reconcile
+from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
-from keventing.resources import Condition
+from keventing.kafka.compacted import CompactedTopic
+from keventing.resources import Condition, parse_resource
+from keventing.settings import CommonSettings
 
 EVENT = {
     "ce-specversion": "1.0",
@@ -110,3 +116,42 @@ def test_brokers_whose_knative_names_collide_keep_their_events_apart(
     sink.wait_for(f"{ns}/second", 2)
     assert [e.id for e in sink.events(f"{ns}/first")] == ["for-first"]
     assert [e.id for e in sink.events(f"{ns}/second")] == ["for-second", "second-done"]
+
+
+def test_an_upgraded_controller_keeps_the_broker_topics_it_published_and_records_them(kafka: str) -> None:
+    """A controller from before the topic ledger published Broker my-app/default on Knative's name: the new
+    one keeps that topic (no data loss), and the ledger it writes says so after another restart."""
+    settings = CommonSettings(  # type: ignore[call-arg]
+        KAFKA_BOOTSTRAP_SERVERS=kafka, KEVENTING_INSTANCE=f"upgrade-{uuid.uuid4().hex[:8]}"
+    )
+    legacy = "knative-broker-my-app-default"
+    broker = parse_resource(broker_doc("default", "my-app"))
+    entry = ContractEntry(
+        ingress=Ingress(
+            id=str(broker.key),
+            kind="Broker",
+            namespace="my-app",
+            name="default",
+            path="/my-app/default",
+            topic=legacy,
+        )
+    )
+
+    async def run() -> tuple[str | None, dict[str, str]]:
+        contract = CompactedTopic(kafka, settings.contract_topic)
+        await contract.ensure()
+        await contract.put(entry.id, entry.encode())
+        await contract.stop()
+        upgraded = KafkaDataPlane(settings)
+        await upgraded.start()
+        desired = reconcile([broker], ControllerConfig(), published=upgraded.published)
+        await upgraded.stop()
+        restarted = KafkaDataPlane(settings)
+        await restarted.start()
+        await restarted.stop()
+        ingress = desired.contract[str(broker.key)].ingress
+        return (ingress.topic if ingress else None), restarted.topic_owners
+
+    topic, owners = asyncio.run(run())
+    assert topic == legacy
+    assert owners == {legacy: "Broker/my-app/default"}
