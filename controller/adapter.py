@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from controller.context import ControllerConfig, Desired
+from controller.context import ControllerConfig, Desired, Published
 from controller.reconciler import reconcile
 from controller.resolver import ObjectRef
 from keventing.contract import ContractEntry
@@ -47,6 +47,8 @@ class Observed:
     # The objects of foreign kinds (Services, any Addressable) that Destinations refer to and that exist →
     # their URL (None while they have none); None when the adapter has no such objects (local mode).
     addressables: Mapping[ObjectRef, str | None] | None = None
+    # The topic ledger and the consumer groups published so far (both from the Kafka data plane).
+    published: Published = field(default_factory=Published)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ReconcilePass:
             observed.topic_errors,
             source_reports=observed.source_reports,
             addressables=observed.addressables,
+            published=observed.published,
         )
         return self.desired
 

@@ -19,8 +19,9 @@ DEFAULT_BROKER_CONFIG = ResourceKey("ConfigMap", "knative-eventing", "kafka-brok
 
 def reconcile_brokers(ctx: Context) -> Contribution:
     out = Contribution()
+    topics = broker_topics(ctx)
     for broker in ctx.of(Broker):
-        status, topic = _reconcile_broker(broker, ctx)
+        status, topic = _reconcile_broker(broker, ctx, topics[broker.key])
         out.addressable(broker.key, status)
         if topic is not None:
             out.topics[topic.name] = topic
@@ -34,23 +35,59 @@ def reconcile_brokers(ctx: Context) -> Contribution:
 def reconcile_triggers(ctx: Context) -> Contribution:
     out = Contribution()
     resolver = ctx.resolver
+    topics = broker_topics(ctx)
+    groups = trigger_groups(ctx)
     for trigger in ctx.of(Trigger):
-        status, egress = _reconcile_trigger(trigger, ctx, resolver)
+        status, egress = _reconcile_trigger(trigger, ctx, resolver, topics, groups[trigger.key])
         out.statuses[trigger.key] = status
         if egress is not None:
             out.contract[str(trigger.key)] = ContractEntry(egress=egress)
     return out
 
 
+# ------------------------------------------------------------------------------------------- names
+
+
+def broker_topics(ctx: Context) -> dict[ResourceKey, str]:
+    """Every Broker's topic: its injective name (:mod:`keventing.naming`), or the Knative name it had before
+    names were made injective, for as long as the topic ledger says keventing created that topic for this
+    Broker and no other Broker's injective name is that name (an upgrade loses no topic)."""
+    owners = ctx.published.topic_owners
+    brokers = ctx.of(Broker)
+    injective = {b.key: naming.broker_topic(b.namespace, b.name) for b in brokers}
+    taken = set(injective.values())
+    topics = {}
+    for broker in brokers:
+        legacy = naming.legacy_broker_topic(broker.namespace, broker.name)
+        kept = legacy not in taken and owners.get(legacy) == str(broker.key)
+        topics[broker.key] = legacy if kept else injective[broker.key]
+    return topics
+
+
+def trigger_groups(ctx: Context) -> dict[ResourceKey, str]:
+    """Every Trigger's consumer group, as :func:`broker_topics` names topics: the injective name, or the
+    Knative name the Trigger was published with before, unless another Trigger's injective name is that."""
+    published = ctx.published.consumer_groups
+    triggers = ctx.of(Trigger)
+    injective = {t.key: naming.trigger_group(t.namespace, t.name) for t in triggers}
+    taken = set(injective.values())
+    groups = {}
+    for trigger in triggers:
+        legacy = naming.legacy_trigger_group(trigger.namespace, trigger.name)
+        kept = legacy not in taken and published.get(str(trigger.key)) == legacy
+        groups[trigger.key] = legacy if kept else injective[trigger.key]
+    return groups
+
+
 # ------------------------------------------------------------------------------------------- Broker
 
 
-def _reconcile_broker(broker: Broker, ctx: Context) -> tuple[Status, TopicSpec | None]:
+def _reconcile_broker(broker: Broker, ctx: Context, topic_name: str) -> tuple[Status, TopicSpec | None]:
     config, topic_errors = ctx.config, ctx.topic_errors
     conditions = Conditions()
     status = Status(observedGeneration=broker.metadata.generation)
     try:
-        topic = _broker_topic(broker, ctx.resources, config)
+        topic = _broker_topic(broker, topic_name, ctx.resources, config)
     except Unresolvable as err:
         conditions.false(
             "ConfigParsed", "ConfigMapNotFound" if "exist" in str(err) else "ConfigInvalid", str(err)
@@ -65,12 +102,12 @@ def _reconcile_broker(broker: Broker, ctx: Context) -> tuple[Status, TopicSpec |
         conditions.true("Addressable")
         status.address = Address(url=f"{config.ingress_url}/{broker.namespace}/{broker.name}")
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
-    status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
+    status.annotations = {naming.TOPIC_ANNOTATION: topic.name}
     return status, topic
 
 
 def _broker_topic(
-    broker: Broker, by_key: Mapping[ResourceKey, Resource], config: ControllerConfig
+    broker: Broker, name: str, by_key: Mapping[ResourceKey, Resource], config: ControllerConfig
 ) -> TopicSpec:
     data: Mapping[str, str] = {}
     ref = broker.spec.config
@@ -93,9 +130,7 @@ def _broker_topic(
     prefix = "default.topic.config."
     topic_config = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
     topic_config.update({k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)})
-    return TopicSpec(
-        naming.broker_topic(broker.namespace, broker.name), partitions, replication, topic_config
-    )
+    return TopicSpec(name, partitions, replication, topic_config, owner=str(broker.key), claim_existing=True)
 
 
 def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) -> Ingress:
@@ -111,7 +146,11 @@ def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) 
 
 
 def _reconcile_trigger(
-    trigger: Trigger, ctx: Context, resolver: Resolver
+    trigger: Trigger,
+    ctx: Context,
+    resolver: Resolver,
+    broker_topics: Mapping[ResourceKey, str],
+    group: str,
 ) -> tuple[TriggerStatus, Egress | None]:
     conditions = Conditions()
     status = TriggerStatus(observedGeneration=trigger.metadata.generation)
@@ -143,12 +182,15 @@ def _reconcile_trigger(
     status.conditions = conditions.finish(order)
     if not status.ready or not isinstance(broker, Broker) or delivery is None:
         return status, None
+    topic = broker_topics[broker.key]
+    # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
+    status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
     egress = Egress(
         **identity(trigger),
-        topics=(naming.broker_topic(broker.namespace, broker.name),),
-        consumer_group=naming.trigger_group(trigger.namespace, trigger.name),
+        topics=(topic,),
+        consumer_group=group,
         destination=status.subscriberUri,
-        reply=Reply(strategy="topic", topic=naming.broker_topic(broker.namespace, broker.name)),
+        reply=Reply(strategy="topic", topic=topic),
         filter=FilterSpec(
             attributes=trigger.spec.filter.attributes if trigger.spec.filter else None,
             filters=trigger.spec.filters or None,

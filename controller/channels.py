@@ -138,6 +138,8 @@ def _reconcile_kafka_channel(
         channel.spec.numPartitions,
         channel.spec.replicationFactor,
         {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, "retention.ms": str(channel.spec.retention_ms)},
+        owner=str(channel.key),
+        claim_existing=True,
     )
     if topic.name in topic_errors:
         conditions.false("TopicReady", "TopicCreationFailed", topic_errors[topic.name])

@@ -17,6 +17,7 @@ from keventing.kafka.client import TopicSpec
 from keventing.resources import DeliverySpec, Resource, ResourceKey, Status
 from keventing.resources.messaging import SubscriberStatus
 from keventing.sourcereports import SourceReport
+from keventing.topics import TopicPolicy
 
 R = TypeVar("R", bound=Resource)
 
@@ -34,8 +35,20 @@ class ControllerConfig:
         retry=10, backoff_policy="exponential", backoff_delay=0.2
     )
     event_type_auto_create: bool = True
+    # Which topics a KafkaSink or KafkaSource may name (keventing.topics; KEVENTING_USER_TOPIC_PREFIXES).
+    topic_policy: TopicPolicy = TopicPolicy()
     # Kubernetes mode: a ContainerSource is a Deployment bound by a generated SinkBinding, not a local process.
     kubernetes: bool = False
+
+
+@dataclass(frozen=True)
+class Published:
+    """What earlier passes left on Kafka that names must stay true to (see :mod:`controller.dataplane`)."""
+
+    # Topic keventing created (the topic ledger) → the id of the resource it was created for.
+    topic_owners: Mapping[str, str] = field(default_factory=dict)
+    # Contract entry id → the consumer group its egress was published with.
+    consumer_groups: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +94,7 @@ class Context:
     addresses: dict[ResourceKey, str | None] = field(default_factory=dict)
     # Contract entry id → what the sources runner reports about the source (keventing.sourcereports).
     source_reports: Mapping[str, SourceReport] = field(default_factory=dict)
+    published: Published = field(default_factory=Published)
 
     def of(self, cls: type[R]) -> list[R]:
         return [r for r in self.resources.values() if isinstance(r, cls)]

@@ -3,6 +3,11 @@
 The contract is the one document between the planes, so wherever resources come from, it is published
 here, on the compacted ``<instance>.contract`` topic, and only what changed is written.
 
+Which topics keventing created, and for which resource, is recorded on the compacted ``<instance>.topics``
+ledger (key = topic, value = the owner's id): only a topic on the ledger is ever deleted, so a KafkaSink that
+names an existing topic never deletes it, and the ownership survives a controller restart. A Broker's or a
+Channel's topic is named after the resource, so an existing topic of that name is claimed for it.
+
 Before a new egress is published its consumer group gets committed offsets at the end of its topics (as
 Knative's Kafka broker does): a Trigger is Ready only after that, so every event sent once it is Ready
 reaches it, however long the dispatcher takes to join the group.
@@ -14,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+import orjson
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
@@ -21,11 +27,13 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from controller.adapter import publish_diff
+from controller.context import Published
 from keventing.contract import ContractEntry, Egress
 from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
 from keventing.kafka.compacted import CompactedTopic
 from keventing.settings import CommonSettings
 from keventing.sourcereports import SourceReport, follow_reports
+from keventing.topics import is_resource_topic, reserved_reason
 
 log = logging.getLogger("keventing.controller")
 
@@ -49,8 +57,17 @@ class KafkaDataPlane:
             settings.contract_topic,
             settings.control_plane_replication_factor,
         )
+        self.instance = settings.instance
         self.published_contract: dict[str, bytes] = {}
-        self.managed_topics: set[str] = set()
+        # The topic ledger: topic keventing created (or claimed) → the id of the resource it is for.
+        self.topic_owners: dict[str, str] = {}
+        self._ledger = CompactedTopic(
+            settings.kafka_bootstrap_servers,
+            settings.topic_ledger_topic,
+            settings.control_plane_replication_factor,
+        )
+        # Contract entry id → the consumer group its published egress has (names keep to it).
+        self.published_groups: dict[str, str] = {}
         # Consumer groups of deleted egresses, deleted once the dispatcher has left them.
         self.retired_groups: set[str] = set()
         # Topic name → why creating it failed; the owning resource's status says so until it succeeds.
@@ -69,10 +86,32 @@ class KafkaDataPlane:
         """Learn what an earlier run published, so that a restart writes only what changed since."""
         await self.contract.ensure()
         self.published_contract = await self.contract.snapshot()
-        self.managed_topics = {t for t in map(_topic_of, self.published_contract.values()) if t}
+        self.published_groups = _groups_of(self.published_contract)
+        await self._ledger.ensure()
+        self.topic_owners = {
+            topic: orjson.loads(value)["owner"] for topic, value in (await self._ledger.snapshot()).items()
+        }
+        await self._claim_published_topics()
         self._following = asyncio.create_task(
             follow_reports(self._reports, self.source_reports, self._reports_changed)
         )
+
+    @property
+    def published(self) -> Published:
+        return Published(self.topic_owners, self.published_groups)
+
+    async def _claim_published_topics(self) -> None:
+        """An upgrade from before the ledger: the published Brokers' and Channels' topics are theirs (their
+        names are). A KafkaSink's published topic may have existed before it, so it is not claimed: it stays."""
+        for key, value in sorted(self.published_contract.items()):
+            ingress = ContractEntry.decode(value).ingress
+            if ingress is None or not is_resource_topic(ingress.topic) or ingress.topic in self.topic_owners:
+                continue
+            await self._record_owner(ingress.topic, key)
+
+    async def _record_owner(self, topic: str, owner: str) -> None:
+        await self._ledger.put(topic, orjson.dumps({"owner": owner}))
+        self.topic_owners[topic] = owner
 
     def _reports_changed(self) -> None:
         for listener in self.report_listeners:
@@ -83,20 +122,33 @@ class KafkaDataPlane:
             self._following.cancel()
             await asyncio.gather(self._following, return_exceptions=True)
         await self.contract.stop()
+        await self._ledger.stop()
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
-        """Create the missing topics; True when a creation failed or recovered (reconcile again)."""
+        """Create the missing topics and record them on the ledger; True when a creation failed or
+        recovered, or the ledger changed (reconcile again: statuses say who owns a topic)."""
         changed = False
         async with admin_client(self.bootstrap_servers) as admin:
             existing = set(await admin.list_topics())
             for name, spec in topics.items():
-                self.managed_topics.add(name)
+                reserved = reserved_reason(name, self.instance)
+                if reserved is not None:  # the reconciler never asks for one; never create one anyway
+                    self.topic_errors[name] = reserved
+                    continue
                 if name in existing:
+                    if spec.claim_existing and spec.owner and self.topic_owners.get(name) != spec.owner:
+                        await self._record_owner(name, spec.owner)
+                        changed = True
                     changed |= self.topic_errors.pop(name, None) is not None
                     continue
                 try:
-                    await ensure_topic(admin, spec)
-                    log.info("created topic", extra={"topic": name, "partitions": spec.partitions})
+                    created = await ensure_topic(admin, spec)
+                    if created:
+                        log.info("created topic", extra={"topic": name, "partitions": spec.partitions})
+                    if created or spec.claim_existing:
+                        if spec.owner and self.topic_owners.get(name) != spec.owner:
+                            await self._record_owner(name, spec.owner)
+                            changed = True
                     changed |= self.topic_errors.pop(name, None) is not None
                 except Exception as err:  # the broker's status says why; the next pass retries
                     self.topic_errors[name] = f"creating topic {name} failed: {err}"
@@ -104,14 +156,17 @@ class KafkaDataPlane:
         return changed
 
     async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
-        unwanted = self.managed_topics - set(wanted)
+        """Delete the topics on the ledger that nothing wants any more (never one keventing did not create)."""
+        unwanted = set(self.topic_owners) - set(wanted)
         if not unwanted:
             return
         async with admin_client(self.bootstrap_servers) as admin:
             for name in sorted(unwanted):
-                await delete_topic(admin, name)
-                log.info("deleted topic", extra={"topic": name})
-                self.managed_topics.discard(name)
+                if reserved_reason(name, self.instance) is None:
+                    await delete_topic(admin, name)
+                    log.info("deleted topic", extra={"topic": name})
+                await self._ledger.put(name, None)
+                self.topic_owners.pop(name, None)
 
     async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
         wanted = {key: entry.encode() for key, entry in contract.items()}
@@ -128,6 +183,7 @@ class KafkaDataPlane:
         await self.init_offsets(new_egresses)
         retiring = self._retiring_groups(contract)
         await publish(self.contract, self.published_contract, wanted)
+        self.published_groups = _groups_of(self.published_contract)
         self.retired_groups |= retiring
         if self.retired_groups:
             await self.delete_groups()
@@ -271,9 +327,13 @@ async def publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Ma
         del published[key]
 
 
-def _topic_of(value: bytes) -> str | None:
-    entry = ContractEntry.decode(value)
-    return entry.ingress.topic if entry.ingress and entry.ingress.owns_topic else None
+def _groups_of(published: Mapping[str, bytes]) -> dict[str, str]:
+    groups = {}
+    for key, value in published.items():
+        egress = ContractEntry.decode(value).egress
+        if egress is not None:
+            groups[key] = egress.consumer_group
+    return groups
 
 
 class DataPlaneAdapter:

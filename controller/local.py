@@ -22,6 +22,7 @@ from controller.settings import ControllerSettings
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
 from keventing.store import ResourceStore, decode_resource
+from keventing.topics import TopicPolicy, parse_prefixes
 
 log = logging.getLogger("keventing.controller")
 
@@ -35,6 +36,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         default_partitions=settings.default_partitions,
         default_replication_factor=settings.default_replication_factor,
         event_type_auto_create=settings.event_type_auto_create,
+        topic_policy=TopicPolicy(settings.instance, parse_prefixes(settings.user_topic_prefixes)),
         kubernetes=settings.kubernetes,
     )
 
@@ -84,7 +86,10 @@ class LocalController(DataPlaneAdapter):
 
     async def observe(self) -> Observed:
         return Observed(
-            list(self.resources.values()), self.data_plane.topic_errors, self.data_plane.source_reports
+            list(self.resources.values()),
+            self.data_plane.topic_errors,
+            self.data_plane.source_reports,
+            published=self.data_plane.published,
         )
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from controller import brokers, channels, conditions, eventtypes, flows, sinks, sources
-from controller.context import Context, Contribution, ControllerConfig, Desired
+from controller.context import Context, Contribution, ControllerConfig, Desired, Published
 from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
@@ -50,20 +50,30 @@ def reconcile(
     topic_errors: Mapping[str, str] | None = None,
     source_reports: Mapping[str, SourceReport] | None = None,
     addressables: Mapping[ObjectRef, str | None] | None = None,
+    published: Published | None = None,
 ) -> Desired:
     """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations,
     ``source_reports`` what the source adapters report about the sources they run, ``addressables`` the
-    foreign objects destinations refer to (None: the adapter has none)."""
+    foreign objects destinations refer to (None: the adapter has none), ``published`` the topic ledger and
+    the consumer groups given so far (names keep to them)."""
     valid: dict[ResourceKey, Resource] = {}
     invalid: dict[ResourceKey, Status] = {}
     for resource in resources:
         try:
+            resource.validate_identity()
             resource.validate_semantics()
         except ResourceInvalid as err:
             invalid[resource.key] = _invalid_status(resource, str(err))
             continue
         valid[resource.key] = resource
-    ctx = Context(valid, config, topic_errors or {}, addressables, source_reports=source_reports or {})
+    ctx = Context(
+        valid,
+        config,
+        topic_errors or {},
+        addressables,
+        source_reports=source_reports or {},
+        published=published or Published(),
+    )
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)

@@ -15,6 +15,9 @@ class ControllerSettings(CommonSettings):
     default_partitions: int = Field(default=10, alias="KEVENTING_DEFAULT_TOPIC_PARTITIONS")
     default_replication_factor: int = Field(default=1, alias="KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR")
     event_type_auto_create: bool = Field(default=True, alias="KEVENTING_EVENTTYPE_AUTO_CREATE")
+    # Comma-separated prefixes a KafkaSink's or KafkaSource's topic must start with ({namespace} stands for
+    # the resource's namespace); empty: any topic that is not reserved or another tenant's (README).
+    user_topic_prefixes: str = Field(default="", alias="KEVENTING_USER_TOPIC_PREFIXES")
     resync_seconds: float = Field(default=30.0, alias="KEVENTING_RESYNC_SECONDS")
     http_host: str = Field(default="0.0.0.0", alias="KEVENTING_HTTP_HOST")
     http_port: int = Field(default=8091, alias="KEVENTING_CONTROLLER_PORT")

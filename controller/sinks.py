@@ -1,14 +1,17 @@
 """KafkaSink: an ingress at ``/sinks/<namespace>/<name>`` that writes to the sink's topic in its content mode.
 
 A KafkaSink is addressable, so this phase runs with the Brokers, before anything resolves a ref to it.
-Knative's topic ownership holds: with both ``numPartitions`` and ``replicationFactor`` the topic is created
-(and deleted with the sink); without them it is an existing topic keventing neither creates nor deletes.
+Knative's topic ownership holds, made safe: with both ``numPartitions`` and ``replicationFactor`` a missing
+topic is created (and deleted with the sink); a topic that existed before is used and never deleted (the
+topic ledger says which topics keventing created, see :mod:`controller.dataplane`); without them it is an
+existing topic keventing neither creates nor deletes. The topic must pass :mod:`controller.topicpolicy`.
 """
 
 from __future__ import annotations
 
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, ControllerConfig, identity
+from controller.topicpolicy import TopicRefused, refuse_topic
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.resources import KafkaSink, Status
@@ -23,14 +26,18 @@ CONDITIONS = ["TopicReady", "Addressable"]
 def reconcile_kafka_sinks(ctx: Context) -> Contribution:
     out = Contribution()
     for sink in ctx.of(KafkaSink):
-        topic = kafka_sink_topic(sink)
+        refused = refuse_topic(ctx, sink.namespace, sink.spec.topic)
+        topic = kafka_sink_topic(sink) if refused is None else None
         error = ctx.topic_errors.get(sink.spec.topic) if topic is not None else None
-        status = kafka_sink_status(sink, ctx.config, error)
+        created = ctx.published.topic_owners.get(sink.spec.topic) == str(sink.key)
+        status = kafka_sink_status(sink, ctx.config, error, refused, created)
         out.addressable(sink.key, status)
         if topic is not None:
             out.topics[topic.name] = topic
         if status.ready:
-            out.contract[str(sink.key)] = ContractEntry(ingress=kafka_sink_ingress(sink))
+            out.contract[str(sink.key)] = ContractEntry(
+                ingress=kafka_sink_ingress(sink, sink.owns_topic and created)
+            )
     return out
 
 
@@ -44,6 +51,7 @@ def kafka_sink_topic(sink: KafkaSink) -> TopicSpec | None:
         sink.spec.numPartitions,
         sink.spec.replicationFactor,
         {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES},
+        owner=str(sink.key),
     )
 
 
@@ -51,15 +59,31 @@ def kafka_sink_path(namespace: str, name: str) -> str:
     return f"/sinks/{namespace}/{name}"
 
 
-def kafka_sink_status(sink: KafkaSink, config: ControllerConfig, topic_error: str | None) -> Status:
+def kafka_sink_status(
+    sink: KafkaSink,
+    config: ControllerConfig,
+    topic_error: str | None,
+    refused: TopicRefused | None = None,
+    created: bool = True,
+) -> Status:
+    """``created``: keventing created the sink's topic for it (the topic ledger says so)."""
     conditions = Conditions()
     status = Status(observedGeneration=sink.metadata.generation)
-    owner = CONTROLLER_TOPIC_OWNER if sink.owns_topic else EXTERNAL_TOPIC_OWNER
+    owner = CONTROLLER_TOPIC_OWNER if sink.owns_topic and created else EXTERNAL_TOPIC_OWNER
     status.annotations = {TOPIC_OWNER_ANNOTATION: owner}
-    if topic_error is not None:
+    if refused is not None:
+        conditions.false("TopicReady", refused.reason, refused.message)
+        topic_error = refused.message
+    elif topic_error is not None:
         conditions.false("TopicReady", "TopicCreationFailed", topic_error)
-    elif sink.owns_topic:
+    elif sink.owns_topic and created:
         conditions.true("TopicReady", message=f"topic {sink.spec.topic} created")
+    elif sink.owns_topic:
+        conditions.true(
+            "TopicReady",
+            "TopicExisted",
+            f"topic {sink.spec.topic} existed before the sink: keventing uses it and never deletes it",
+        )
     else:
         conditions.true(
             "TopicReady",
@@ -74,11 +98,11 @@ def kafka_sink_status(sink: KafkaSink, config: ControllerConfig, topic_error: st
     return status
 
 
-def kafka_sink_ingress(sink: KafkaSink) -> Ingress:
+def kafka_sink_ingress(sink: KafkaSink, owns_topic: bool) -> Ingress:
     return Ingress(
         **identity(sink),
         path=kafka_sink_path(sink.namespace, sink.name),
         topic=sink.spec.topic,
         content_mode=sink.content_mode,
-        owns_topic=sink.owns_topic,
+        owns_topic=owns_topic,
     )

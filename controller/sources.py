@@ -17,6 +17,7 @@ from controller.children import adopt, prune
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
+from controller.topicpolicy import TopicRefused, first_refusal, refuse_group
 from keventing.binding import binding_env, expand
 from keventing.contract import (
     ApiServerWatch,
@@ -106,7 +107,10 @@ def reconcile_sources(ctx: Context) -> Contribution:
     for binding in ctx.of(SinkBinding):
         _publish(out, binding, reconcile_sink_binding(binding, resolver), None)
     for kafka in ctx.of(KafkaSource):
-        kafka_status, egress = reconcile_kafka_source(kafka, resolver)
+        refused = first_refusal(ctx, kafka.namespace, [t for t in kafka.spec.topics if t]) or refuse_group(
+            ctx, kafka.namespace, kafka.consumer_group
+        )
+        kafka_status, egress = reconcile_kafka_source(kafka, resolver, refused)
         _publish(out, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
     return out
 
@@ -307,7 +311,10 @@ def reconcile_sink_binding(binding: SinkBinding, resolver: Resolver) -> SourceSt
 # --------------------------------------------------------------------------------------- KafkaSource
 
 
-def reconcile_kafka_source(kafka: KafkaSource, resolver: Resolver) -> tuple[KafkaSourceStatus, Egress | None]:
+def reconcile_kafka_source(
+    kafka: KafkaSource, resolver: Resolver, refused: TopicRefused | None = None
+) -> tuple[KafkaSourceStatus, Egress | None]:
+    """``refused``: why one of its topics may not be read (:mod:`controller.topicpolicy`); nothing is."""
     conditions = Conditions()
     status = KafkaSourceStatus(observedGeneration=kafka.metadata.generation)
     status.ceAttributes = [
@@ -333,7 +340,9 @@ def reconcile_kafka_source(kafka: KafkaSource, resolver: Resolver) -> tuple[Kafk
         delivery = delivery_policy(kafka.spec.delivery, KAFKA_SOURCE_DELIVERY, resolver, kafka.namespace)
     except Unresolvable as err:
         conditions.false("Deployed", "DeadLetterSinkUnresolvable", str(err))
-    if sink is not None and delivery is not None:
+    if refused is not None:
+        conditions.false("Deployed", refused.reason, refused.message)
+    elif sink is not None and delivery is not None:
         conditions.true("Deployed", message=f"consumer group {kafka.consumer_group}")
     status.conditions = conditions.finish(order)
     if not status.ready or sink is None or delivery is None:

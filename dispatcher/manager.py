@@ -22,6 +22,7 @@ from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import start_producer
+from keventing.topics import egress_reserved_reason
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -80,7 +81,12 @@ class DispatcherManager:
 
     async def _on_entry(self, key: str, old: ContractEntry | None, new: ContractEntry | None) -> None:
         self.event_types.track(key, new)
-        await self._apply(key, new.egress if new else None)
+        egress = new.egress if new else None
+        reserved = egress_reserved_reason(egress, self.settings.instance) if egress is not None else None
+        if reserved is not None:  # the controller never publishes one: whatever wrote it, it is not run
+            log.warning("refused an egress on a reserved topic", extra={"egress": key, "reason": reserved})
+            egress = None
+        await self._apply(key, egress)
 
     async def _apply(self, key: str, egress: Egress | None) -> None:
         current = self.running.get(key)

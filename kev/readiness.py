@@ -64,10 +64,13 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
     Subscriptions a Sequence or Parallel owns."""
     namespace = resource.namespace
     if isinstance(resource, Trigger):
+        # The controller says which (an upgraded Trigger may keep a name from before names were injective).
+        annotations = resource.status.annotations or {}
         return [
             (
-                naming.trigger_group(namespace, resource.name),
-                naming.broker_topic(namespace, resource.spec.broker),
+                annotations.get(naming.GROUP_ANNOTATION) or naming.trigger_group(namespace, resource.name),
+                annotations.get(naming.TOPIC_ANNOTATION)
+                or naming.broker_topic(namespace, resource.spec.broker),
             )
         ]
     if isinstance(resource, Subscription):

@@ -1,18 +1,66 @@
-"""Knative's Kafka naming conventions, so operators recognise every topic and consumer group."""
+"""Knative's Kafka naming conventions, so operators recognise every topic and consumer group, made injective.
+
+Knative names a Broker's topic ``knative-broker-<namespace>-<name>``: Broker ``a/x-y`` and Broker ``a-x/y``
+would share one topic. A namespace is a DNS label (no ``.``), so the names stay Knative's where the namespace
+has no ``-`` (the first ``-`` after the prefix ends the namespace) and become ``knative-broker.<namespace>.<name>``
+where it has one (the first ``.`` ends the namespace; no Knative-style name starts ``knative-broker.``). The same
+holds for Trigger groups. Channel topics and Subscription groups separate the namespace with ``.`` already.
+Names given before this scheme are kept (see :func:`legacy_broker_topic`, :mod:`controller.brokers`).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Kubernetes' DNS-1123 label: what a namespace must be, and what makes the names above injective.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_LABEL_MAX = 63
+
+# Status annotations naming a Broker's topic, and a Trigger's consumer group and topic.
+TOPIC_ANNOTATION = "kafka.eventing.knative.dev/topic"
+GROUP_ANNOTATION = "kafka.eventing.knative.dev/group.id"
+
+BROKER_TOPIC_PREFIXES = ("knative-broker-", "knative-broker.")
+CHANNEL_TOPIC_PREFIX = "knative-messaging-kafka."
+TRIGGER_GROUP_PREFIXES = ("knative-trigger-", "knative-trigger.")
+
+
+def is_dns_label(value: str) -> bool:
+    return len(value) <= DNS_LABEL_MAX and DNS_LABEL.fullmatch(value) is not None
+
+
+def _injective(prefix: str, namespace: str, name: str) -> str:
+    if "-" in namespace:
+        return f"{prefix}.{namespace}.{name}"
+    return f"{prefix}-{namespace}-{name}"
 
 
 def broker_topic(namespace: str, name: str) -> str:
+    return _injective("knative-broker", namespace, name)
+
+
+def legacy_broker_topic(namespace: str, name: str) -> str:
+    """Knative's own name, which keventing gave every Broker before the names were made injective."""
     return f"knative-broker-{namespace}-{name}"
 
 
 def trigger_group(namespace: str, name: str) -> str:
+    return _injective("knative-trigger", namespace, name)
+
+
+def legacy_trigger_group(namespace: str, name: str) -> str:
     return f"knative-trigger-{namespace}-{name}"
 
 
 def channel_topic(namespace: str, name: str) -> str:
-    return f"knative-messaging-kafka.{namespace}.{name}"
+    return f"{CHANNEL_TOPIC_PREFIX}{namespace}.{name}"
 
 
 def subscription_group(namespace: str, channel: str, subscription_uid: str) -> str:
     """A Subscription's consumer group, as Knative's KafkaChannel names it: per channel and subscription UID."""
     return f"kafka.{namespace}.{channel}.{subscription_uid}"
+
+
+def is_resource_topic(topic: str) -> bool:
+    """Whether ``topic`` has the form of a Broker's or a Channel's topic (whether or not that resource exists)."""
+    return topic.startswith((*BROKER_TOPIC_PREFIXES, CHANNEL_TOPIC_PREFIX))

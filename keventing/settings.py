@@ -16,7 +16,7 @@ class CommonSettings(BaseSettings):
 
     # Knative's `bootstrap.servers`; the same variable points the CLI and the tests at a cluster.
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
-    # Names the control-plane topics (<instance>.resources, .status, .contract) so that several
+    # Names the control-plane topics (<instance>.resources, .status, .contract, ...) so that several
     # keventing installations can share one Kafka cluster.
     instance: str = Field(default="keventing", alias="KEVENTING_INSTANCE")
     # Replicas of the control-plane topics (resources, statuses, the contract); 3 on a production cluster.
@@ -53,3 +53,8 @@ class CommonSettings(BaseSettings):
     @property
     def source_reports_topic(self) -> str:
         return f"{self.instance}.source-reports"
+
+    @property
+    def topic_ledger_topic(self) -> str:
+        """Which topics keventing created, and for which resource: only those are ever deleted."""
+        return f"{self.instance}.topics"

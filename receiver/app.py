@@ -60,6 +60,7 @@ class ReceiverApp:
             metrics,
             max_record_bytes=MAX_REQUEST_SIZE,
             on_event=self.event_types.observe,
+            instance=settings.instance,
         )
         self.ops = ops_app(self.ready)
         self._tasks: list[asyncio.Task[None]] = []

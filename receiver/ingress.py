@@ -1,7 +1,8 @@
 """The ingress request handler: path → contract Ingress → validated event → Kafka record → status code.
 
 Errors map to HTTP statuses in one place (:func:`handle`): invalid event 400, unsupported content mode 415,
-unknown resource 404, too large (the body, or the whole record for Kafka) 413, Kafka not connected yet or
+an ingress whose topic is reserved to keventing or Kafka 403 (whatever the contract says, nothing is
+produced to one: :mod:`keventing.topics`), unknown resource 404, too large (the body, or the whole record for Kafka) 413, Kafka not connected yet or
 unable to acknowledge in time 503 with Retry-After.
 """
 
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from keventing import events
 from keventing.contract import Ingress
+from keventing.topics import reserved_reason
 from receiver.metrics import IngressMetrics
 
 log = logging.getLogger("keventing.receiver")
@@ -79,8 +81,12 @@ class IngressHandler:
         metrics: IngressMetrics,
         on_event: Callable[[Ingress, events.Event], None] | None = None,
         max_record_bytes: int | None = None,
+        instance: str = "keventing",
     ) -> None:
         self.table = table
+        self.instance = instance
+        # Topic → why it is reserved (None: it is not), computed once per topic, off the hot path.
+        self._reserved: dict[str, str | None] = {}
         self.produce = produce
         self.max_event_bytes = max_event_bytes
         self.retry_after = str(retry_after)
@@ -94,6 +100,11 @@ class IngressHandler:
     def lookup(self, path: str) -> Ingress | None:
         return self.table.by_path.get(path.rstrip("/") or "/")
 
+    def reserved(self, topic: str) -> str | None:
+        if topic not in self._reserved:
+            self._reserved[topic] = reserved_reason(topic, self.instance)
+        return self._reserved[topic]
+
     def too_large(self, content_length: int | None) -> bool:
         return content_length is not None and content_length > self.max_event_bytes
 
@@ -101,6 +112,10 @@ class IngressHandler:
         started = time.perf_counter()
         event_type = ""
         try:
+            reserved = self.reserved(ingress.topic)
+            if reserved is not None:
+                log.warning("refused to produce to a reserved topic", extra={"topic": ingress.topic})
+                return self._count(ingress, event_type, started, Answer(403, _text(reserved)))
             if len(body) > self.max_event_bytes:
                 return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
             try:

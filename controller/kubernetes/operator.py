@@ -214,7 +214,13 @@ class KubernetesController(DataPlaneAdapter):
     async def observe(self) -> Observed:
         resources = list(self.index.resources.values())
         addressables = await self.addressables.lookup(foreign_refs(resources))
-        return Observed(resources, self.data_plane.topic_errors, self.data_plane.source_reports, addressables)
+        return Observed(
+            resources,
+            self.data_plane.topic_errors,
+            self.data_plane.source_reports,
+            addressables,
+            self.data_plane.published,
+        )
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
         for child in children.values():

@@ -36,6 +36,11 @@ class TopicSpec:
     partitions: int = 1
     replication_factor: int = 1
     config: dict[str, str] = field(default_factory=dict)
+    # The id of the resource the topic is for (recorded when keventing creates it, see controller.dataplane).
+    owner: str = ""
+    # True when the name is derived from the owner's own (a Broker's, a Channel's): an existing topic of that
+    # name is the owner's too. False (a KafkaSink's chosen topic): only a topic keventing created is its own.
+    claim_existing: bool = False
 
 
 class StickyPartitioner:

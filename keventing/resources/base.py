@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keventing.naming import is_dns_label
+
 
 class ResourceInvalid(ValueError):
     """A resource failed validation; ``field`` is the path of the bad field (``spec.delivery.retry``)."""
@@ -149,6 +151,16 @@ class Resource(OpenModel):
     @property
     def namespace(self) -> str:
         return self.metadata.namespace
+
+    def validate_identity(self) -> None:
+        """The namespace is a DNS label, as Kubernetes requires: topic and group names rely on it being one
+        (see :mod:`keventing.naming`)."""
+        if not is_dns_label(self.metadata.namespace):
+            raise ResourceInvalid(
+                "metadata.namespace",
+                f"{self.metadata.namespace!r} is not a valid namespace: lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters",
+            )
 
     def validate_semantics(self) -> None:
         """Checks beyond the schema (cross-field rules); raise :class:`ResourceInvalid`."""

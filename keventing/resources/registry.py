@@ -69,5 +69,6 @@ def parse_resource(document: dict[str, Any], semantics: bool = True) -> Resource
         path = ".".join(str(p) for p in first["loc"])
         raise ResourceInvalid(path, first["msg"]) from None
     if semantics:
+        resource.validate_identity()
         resource.validate_semantics()
     return resource

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import kafka_sink_doc, ping_source_doc, sink_ref
 
+from controller.context import Published
 from controller.reconciler import ControllerConfig, reconcile
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
 
@@ -13,7 +14,9 @@ CONFIG = ControllerConfig(ingress_url="http://localhost:8080")
 
 def test_kafka_sink_with_partitions_gets_its_topic_address_and_ingress() -> None:
     desired = reconcile(
-        [parse_resource(kafka_sink_doc("s", "ns", "my-topic", numPartitions=3, replicationFactor=1))], CONFIG
+        [parse_resource(kafka_sink_doc("s", "ns", "my-topic", numPartitions=3, replicationFactor=1))],
+        CONFIG,
+        published=Published(topic_owners={"my-topic": "KafkaSink/ns/s"}),
     )
     status = desired.statuses[ResourceKey("KafkaSink", "ns", "s")]
     assert status.ready
@@ -32,6 +35,19 @@ def test_kafka_sink_without_partitions_uses_an_existing_topic_it_never_deletes()
     assert ingress.content_mode == "binary" and not ingress.owns_topic
     status = desired.statuses[ResourceKey("KafkaSink", "ns", "s")]
     assert status.condition("TopicReady").reason == "TopicExternal"
+
+
+def test_kafka_sink_with_partitions_on_a_topic_keventing_did_not_create_never_owns_it() -> None:
+    """The topic ledger does not say keventing created it for this sink: the sink uses it, and its contract
+    entry and status say it is not the sink's (so deleting the sink leaves it, see controller.dataplane)."""
+    desired = reconcile(
+        [parse_resource(kafka_sink_doc("s", "ns", "existing", numPartitions=3, replicationFactor=1))], CONFIG
+    )
+    status = desired.statuses[ResourceKey("KafkaSink", "ns", "s")]
+    assert status.ready
+    assert status.condition("TopicReady").reason == "TopicExisted"
+    assert status.annotations == {"eventing.knative.dev/topic.owner": "external"}
+    assert not desired.contract["KafkaSink/ns/s"].ingress.owns_topic
 
 
 def test_failed_topic_creation_makes_the_sink_unaddressable() -> None:

@@ -1,0 +1,157 @@
+"""Tenant isolation on a real Kafka: reserved topics refused, adopted topics never deleted, no shared names."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from conftest import Kev, RecordingSink
+from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
+
+from controller.dataplane import KafkaDataPlane
+from controller.reconciler import ControllerConfig, reconcile
+from keventing.contract import ContractEntry, Ingress
+from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
+from keventing.kafka.compacted import CompactedTopic
+from keventing.resources import Condition, parse_resource
+from keventing.settings import CommonSettings
+
+EVENT = {
+    "ce-specversion": "1.0",
+    "ce-id": "hijack-1",
+    "ce-type": "dev.test.hijack",
+    "ce-source": "/attacker",
+    "content-type": "application/json",
+}
+ORDERED = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+
+
+def _topics(kafka: str) -> set[str]:
+    async def run() -> set[str]:
+        async with admin_client(kafka) as admin:
+            return set(await admin.list_topics())
+
+    return asyncio.run(run())
+
+
+def _create_topic(kafka: str, topic: str) -> None:
+    async def run() -> None:
+        async with admin_client(kafka) as admin:
+            await ensure_topic(admin, TopicSpec(topic, 1, 1))
+
+    asyncio.run(run())
+
+
+def _wait_refused(kev: Kev, kind: str, name: str, ns: str) -> Condition:
+    def refused() -> Condition | None:
+        found = kev.get(kind, name, ns)
+        ready = found.status.condition("Ready") if found is not None else None
+        return ready if ready is not None and ready.status == "False" and ready.reason else None
+
+    return kev.wait_for(refused, what=f"{kind} {name} to be refused")
+
+
+def test_a_kafka_sink_on_the_contract_topic_is_refused_and_nothing_is_produced_to_it(
+    kev: Kev, ns: str, kafka: str
+) -> None:
+    contract = kev.settings.contract_topic
+    kev.apply(
+        kafka_sink_doc("hijack", ns, contract, numPartitions=1, replicationFactor=1),
+        kafka_source_doc("spy", ns, kafka, [kev.settings.resources_topic], {"uri": "http://127.0.0.1:1/"}),
+    )
+    ready = _wait_refused(kev, "KafkaSink", "hijack", ns)
+    assert ready.reason == "TopicReserved" and contract in (ready.message or "")
+    spy = _wait_refused(kev, "KafkaSource", "spy", ns)
+    assert spy.reason == "TopicReserved"
+    sink = kev.get("KafkaSink", "hijack", ns)
+    assert sink is not None and sink.status.address is None
+    response = kev.http.post(f"{kev.stack.ingress_url}/sinks/{ns}/hijack", headers=EVENT, content=b"{}")
+    assert response.status_code == 404
+
+
+def test_deleting_a_kafka_sink_never_deletes_a_topic_keventing_did_not_create(
+    kev: Kev, ns: str, kafka: str
+) -> None:
+    existing, created = f"{ns}-existing", f"{ns}-created"
+    _create_topic(kafka, existing)
+    kev.apply(
+        kafka_sink_doc("adopter", ns, existing, numPartitions=1, replicationFactor=1),
+        kafka_sink_doc("creator", ns, created, numPartitions=1, replicationFactor=1),
+    )
+    adopter = kev.wait_ready("KafkaSink", "adopter", ns)
+    kev.wait_ready("KafkaSink", "creator", ns)
+    topic_ready = adopter.status.condition("TopicReady")
+    assert topic_ready is not None and topic_ready.reason == "TopicExisted"
+    # Ownership is durable: a restarted controller knows which topic it created, and which it did not.
+    kev.stack.stop("controller")
+    kev.stack.start(kev.stack.service("controller"))
+    kev.stack.wait_ready(60, ["controller"])
+    kev.delete("KafkaSink", "adopter", ns)
+    kev.delete("KafkaSink", "creator", ns)
+    # The creator's deletion is in a pass no earlier than the adopter's: once its topic is gone, both ran.
+    kev.wait_for(lambda: created not in _topics(kafka), timeout=60, what="the created topic to be deleted")
+    assert existing in _topics(kafka)
+
+
+def test_brokers_whose_knative_names_collide_keep_their_events_apart(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    # Knative's scheme names both knative-broker-<ns>-x-y (and both Triggers' groups knative-trigger-<ns>-x-y).
+    other = f"{ns}-x"
+    kev.apply(
+        broker_doc("x-y", ns),
+        broker_doc("y", other),
+        trigger_doc("x-y", ns, "x-y", sink.url(f"{ns}/first"), annotations=ORDERED),
+        trigger_doc("y", other, "y", sink.url(f"{ns}/second"), annotations=ORDERED),
+    )
+    for kind, name, namespace in [("Broker", "x-y", ns), ("Broker", "y", other)]:
+        kev.wait_ready(kind, name, namespace)
+    kev.wait_ready("Trigger", "x-y", ns)
+    kev.wait_ready("Trigger", "y", other)
+    key = {"partitionkey": "same"}  # one partition, delivered in order: what is not first never arrives
+    assert kev.send(other, "y", "for-second", extensions=key).status_code == 202
+    assert kev.send(ns, "x-y", "for-first", extensions=key).status_code == 202
+    assert kev.send(other, "y", "second-done", extensions=key).status_code == 202
+    sink.wait_for(f"{ns}/first", 1)
+    sink.wait_for(f"{ns}/second", 2)
+    assert [e.id for e in sink.events(f"{ns}/first")] == ["for-first"]
+    assert [e.id for e in sink.events(f"{ns}/second")] == ["for-second", "second-done"]
+
+
+def test_an_upgraded_controller_keeps_the_broker_topics_it_published_and_records_them(kafka: str) -> None:
+    """A controller from before the topic ledger published Broker my-app/default on Knative's name: the new
+    one keeps that topic (no data loss), and the ledger it writes says so after another restart."""
+    settings = CommonSettings(  # type: ignore[call-arg]
+        KAFKA_BOOTSTRAP_SERVERS=kafka, KEVENTING_INSTANCE=f"upgrade-{uuid.uuid4().hex[:8]}"
+    )
+    legacy = "knative-broker-my-app-default"
+    broker = parse_resource(broker_doc("default", "my-app"))
+    entry = ContractEntry(
+        ingress=Ingress(
+            id=str(broker.key),
+            kind="Broker",
+            namespace="my-app",
+            name="default",
+            path="/my-app/default",
+            topic=legacy,
+        )
+    )
+
+    async def run() -> tuple[str | None, dict[str, str]]:
+        contract = CompactedTopic(kafka, settings.contract_topic)
+        await contract.ensure()
+        await contract.put(entry.id, entry.encode())
+        await contract.stop()
+        upgraded = KafkaDataPlane(settings)
+        await upgraded.start()
+        desired = reconcile([broker], ControllerConfig(), published=upgraded.published)
+        await upgraded.stop()
+        restarted = KafkaDataPlane(settings)
+        await restarted.start()
+        await restarted.stop()
+        ingress = desired.contract[str(broker.key)].ingress
+        return (ingress.topic if ingress else None), restarted.topic_owners
+
+    topic, owners = asyncio.run(run())
+    assert topic == legacy
+    assert owners == {legacy: "Broker/my-app/default"}
