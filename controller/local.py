@@ -35,6 +35,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         default_partitions=settings.default_partitions,
         default_replication_factor=settings.default_replication_factor,
         event_type_auto_create=settings.event_type_auto_create,
+        system_namespace=settings.system_namespace,
         kubernetes=settings.kubernetes,
     )
 
