@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keventing.resources import ConfigMap, DeliverySpec, KReference, Resource, ResourceInvalid, ResourceKey
-from keventing.resources.eventing import BROKER_CLASS_ANNOTATION, KAFKA_BROKER_CLASS, Broker
+from keventing.resources.eventing import BROKER_CLASS_ANNOTATION, KAFKA_BROKER_CLASS
 
 CONFIG_MAP = "config-br-defaults"
 DATA_KEY = "default-br-config"
@@ -120,10 +120,6 @@ def defaults_in(resources: Mapping[ResourceKey, Resource], system_namespace: str
     return parse_defaults(found.data)
 
 
-def broker_class(broker: Broker, defaults: BrokerDefaults) -> str:
+def broker_class(annotations: Mapping[str, str], namespace: str, defaults: BrokerDefaults) -> str:
     """A Broker's class: its annotation, else its namespace's or the cluster's default, else Kafka."""
-    return (
-        broker.metadata.annotations.get(BROKER_CLASS_ANNOTATION)
-        or defaults.broker_class(broker.namespace)
-        or KAFKA_BROKER_CLASS
-    )
+    return annotations.get(BROKER_CLASS_ANNOTATION) or defaults.broker_class(namespace) or KAFKA_BROKER_CLASS

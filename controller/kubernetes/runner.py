@@ -60,6 +60,7 @@ class KubernetesOperator:
         logging.getLogger("kopf").setLevel(logging.WARNING)
         data_plane = KafkaDataPlane(settings)
         await data_plane.start()
+        controller: KubernetesController | None = None
         try:
             controller = KubernetesController(
                 self.access,
@@ -88,6 +89,8 @@ class KubernetesOperator:
                 tasks.create_task(binder.run_webhook())
                 tasks.create_task(self._watch(registry, namespaces))
         finally:
+            if controller is not None:
+                controller.config_maps.close()
             await data_plane.stop()
 
     async def _watch(self, registry: kopf.OperatorRegistry, namespaces: list[str]) -> None:

@@ -8,7 +8,7 @@ from helpers import broker_doc, trigger_doc
 
 from controller.brokerdefaults import BrokerDefaultsInvalid, broker_class, parse_defaults
 from controller.reconciler import ControllerConfig, reconcile
-from keventing.resources import Broker, ResourceKey, parse_resource
+from keventing.resources import ResourceKey, parse_resource
 
 CONFIG = ControllerConfig(ingress_url="http://localhost:8080", system_namespace="system")
 
@@ -47,13 +47,12 @@ def test_a_namespace_default_wins_over_the_cluster_default_field_by_field() -> N
     assert defaults.broker_class("team") == "MTChannelBasedBroker"
     assert defaults.broker_class("other") == "Kafka"
     assert defaults.delivery("team").retry == 3  # type: ignore[union-attr]
-    unannotated = Broker.model_validate(broker_doc("b", "team"))
-    assert broker_class(unannotated, defaults) == "MTChannelBasedBroker"
+    assert broker_class({}, "team", defaults) == "MTChannelBasedBroker"
+    assert broker_class({"eventing.knative.dev/broker.class": "Kafka"}, "team", defaults) == "Kafka"
 
 
 def test_without_config_br_defaults_a_broker_is_kafka_class() -> None:
-    broker = Broker.model_validate(broker_doc("b", "ns1"))
-    assert broker_class(broker, parse_defaults({})) == "Kafka"
+    assert broker_class({}, "ns1", parse_defaults({})) == "Kafka"
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_a_generated_child_is_applied_without_server_assigned_metadata() -> None
 
 def test_the_index_claims_brokers_by_class_and_forgets_deleted_objects() -> None:
     index = KubernetesIndex(
-        lambda r: r.metadata.annotations.get("eventing.knative.dev/broker.class") == "Kafka"
+        lambda key, annotations: annotations.get("eventing.knative.dev/broker.class") == "Kafka"
     )
     assert index.observe(broker_object("ours", **{"eventing.knative.dev/broker.class": "Kafka"}))
     assert not index.observe(
