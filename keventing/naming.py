@@ -9,7 +9,10 @@ def trigger_group(namespace: str, name: str) -> str:
     return f"knative-trigger-{namespace}-{name}"
 
 
-def channel_topic(namespace: str, name: str) -> str:
+def channel_topic(namespace: str, name: str, kind: str = "KafkaChannel") -> str:
+    """A channel's topic; an InMemoryChannel's has its own prefix, so that it never is a KafkaChannel's."""
+    if kind == "InMemoryChannel":
+        return f"knative-messaging-inmemory.{namespace}.{name}"
     return f"knative-messaging-kafka.{namespace}.{name}"
 
 
