@@ -92,7 +92,7 @@ class KubernetesIndex:
             self.unclaimed.pop(key, None)
             changed = str(self.invalid.get(key)) != str(err)
             self.invalid[key] = err
-            return changed or gone
+            return gone or (changed and self.claimed(key))
         self.invalid.pop(key, None)
         if not self.claimed(key):
             self.unclaimed[key] = resource
@@ -206,6 +206,10 @@ class KubernetesController(DataPlaneAdapter):
         resources: list[Resource] = [*self.index.resources.values(), *self.config_maps.config_maps()]
         addressables = await self.addressables.lookup(foreign_refs(resources))
         return Observed(resources, self.data_plane.topic_errors, self.data_plane.source_reports, addressables)
+
+    async def start(self) -> None:
+        """Read config-br-defaults before kopf's first events: which Brokers get the finalizer depends on it."""
+        await self._read_defaults()
 
     async def _read_defaults(self) -> None:
         """Read config-br-defaults (an invalid one claims as if absent; the reconciler reports it)."""

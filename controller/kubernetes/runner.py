@@ -70,6 +70,7 @@ class KubernetesOperator:
                 settings.resync_seconds,
             )
             self.controller = controller
+            await controller.start()
             binder = SinkBinder(self.access, settings)
             event_types = EventTypeMirror(
                 CompactedTopic(

@@ -82,6 +82,26 @@ def test_the_index_claims_brokers_by_class_and_forgets_deleted_objects() -> None
     assert index.resources == {}
 
 
+def test_the_index_claims_unannotated_brokers_again_when_the_default_class_changes() -> None:
+    default_class = ["MTChannelBasedBroker"]
+    index = KubernetesIndex(
+        lambda key, annotations: (
+            key.kind != "Broker"
+            or annotations.get("eventing.knative.dev/broker.class", default_class[0]) == "Kafka"
+        )
+    )
+    assert not index.observe(broker_object("unannotated"))
+    assert not index.observe(
+        broker_object("invalid", **{"x": "y"}) | {"spec": {"delivery": {"retry": "many"}}}
+    )
+    assert index.resources == {} and not index.claimed(ResourceKey("Broker", "shop", "invalid"))
+    assert not index.reclaim()
+    default_class[0] = "Kafka"
+    assert index.reclaim()
+    assert set(index.resources) == {ResourceKey("Broker", "shop", "unannotated")}
+    assert index.claimed(ResourceKey("Broker", "shop", "invalid"))
+
+
 def test_every_custom_kind_is_served_at_knatives_group() -> None:
     groups = {api.kind: api.group for api in custom_kinds()}
     assert groups["Broker"] == "eventing.knative.dev"
