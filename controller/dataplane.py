@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from controller.adapter import publish_diff
@@ -31,6 +32,11 @@ log = logging.getLogger("keventing.controller")
 # A fresh cluster takes a few seconds to elect group coordinators: retry that long, then go on without.
 _POSITION_ATTEMPTS = 20
 _POSITION_RETRY_SECONDS = 0.5
+# How long a pass waits for the dispatcher to leave a retired consumer group before it can be deleted.
+_DELETE_PATIENCE_SECONDS = 20.0
+_DELETE_RETRY_SECONDS = 0.25
+_NON_EMPTY_GROUP = 68
+_GROUP_ID_NOT_FOUND = 69
 
 
 class KafkaDataPlane:
@@ -45,6 +51,8 @@ class KafkaDataPlane:
         )
         self.published_contract: dict[str, bytes] = {}
         self.managed_topics: set[str] = set()
+        # Consumer groups of deleted egresses, deleted once the dispatcher has left them.
+        self.retired_groups: set[str] = set()
         # Topic name → why creating it failed; the owning resource's status says so until it succeeds.
         self.topic_errors: dict[str, str] = {}
         # What the sources runners report (kept current from the start); each listener hears of a change.
@@ -118,7 +126,50 @@ class KafkaDataPlane:
             if before is None or before.consumer_group != egress.consumer_group:
                 new_egresses.append(egress)
         await self.init_offsets(new_egresses)
+        retiring = self._retiring_groups(contract)
         await publish(self.contract, self.published_contract, wanted)
+        self.retired_groups |= retiring
+        if self.retired_groups:
+            await self.delete_groups()
+
+    def _retiring_groups(self, contract: Mapping[str, ContractEntry]) -> set[str]:
+        """The consumer groups of published egresses that ``contract`` drops (a deleted Trigger or
+        Subscription), unless another egress still uses the group. Groups on a cluster other than
+        keventing's own (a KafkaSource's) are the user's, and stay."""
+        kept = {entry.egress.consumer_group for entry in contract.values() if entry.egress is not None}
+        retiring = set()
+        for key, value in self.published_contract.items():
+            wanted = contract.get(key)
+            if wanted is not None and wanted.encode() == value:
+                continue
+            before = ContractEntry.decode(value).egress
+            if before is None or before.bootstrap_servers is not None or before.kind == "KafkaSource":
+                continue
+            if before.consumer_group not in kept:
+                retiring.add(before.consumer_group)
+        return retiring
+
+    async def delete_groups(self, patience: float = _DELETE_PATIENCE_SECONDS) -> None:
+        """Delete retired consumer groups, as Knative deletes a deleted Trigger's. A group is deletable once
+        the dispatcher has left it (it follows the contract just published): wait up to ``patience``
+        seconds in this pass; a group still not empty is retried in the next one."""
+        deadline = asyncio.get_running_loop().time() + patience
+        async with admin_client(self.bootstrap_servers) as admin:
+            while self.retired_groups:
+                for group in sorted(self.retired_groups):
+                    try:
+                        done = await _delete_group(admin, group)
+                    except KafkaError as err:
+                        log.warning(
+                            "deleting a consumer group failed", extra={"group": group, "error": repr(err)}
+                        )
+                        done = False
+                    if done:
+                        self.retired_groups.discard(group)
+                        log.info("deleted consumer group", extra={"group": group})
+                if not self.retired_groups or asyncio.get_running_loop().time() >= deadline:
+                    return
+                await asyncio.sleep(_DELETE_RETRY_SECONDS)
 
     async def init_offsets(self, egresses: Iterable[Egress]) -> None:
         """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
@@ -193,6 +244,19 @@ async def _commit_if_new(
         for _partition, error_code in partitions:
             if error_code:
                 raise for_code(error_code)(f"committing the start of {group} failed")
+
+
+async def _delete_group(admin: AIOKafkaAdminClient, group: str) -> bool:
+    """Send DeleteGroups for ``group`` to its coordinator (aiokafka's admin client has no such call); True
+    when it is gone, False while it still has members."""
+    coordinator = await admin.find_coordinator(group)
+    response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+    for _group, error_code in response.results:
+        if error_code == _NON_EMPTY_GROUP:
+            return False
+        if error_code not in (0, _GROUP_ID_NOT_FOUND):
+            raise for_code(error_code)(f"deleting consumer group {group} failed")
+    return True
 
 
 async def publish(topic: CompactedTopic, published: dict[str, bytes], wanted: Mapping[str, bytes]) -> None:

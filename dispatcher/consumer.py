@@ -28,6 +28,7 @@ from keventing.restarting import restarting
 log = logging.getLogger("keventing.dispatcher")
 
 COMMIT_INTERVAL = 0.2
+LAG_REFRESH = 1.0  # seconds between end-offset queries for paused partitions
 
 State = PartitionState[TopicPartition, ConsumerRecord]
 
@@ -51,6 +52,8 @@ class EgressConsumer:
         self.deliveries: dict[asyncio.Task[None], State] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._new_partitions: set[TopicPartition] = set()
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_at = 0.0
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -166,10 +169,28 @@ class EgressConsumer:
                 log.warning("commit failed; will retry", extra={"egress": self.egress.id, "error": repr(err)})
                 offsets = {}
         self.schedule.committed(offsets)
+        ends = await self._paused_ends(consumer)
         for tp in self.schedule.partitions:
-            lag = self.schedule.lag(tp, consumer.highwater(tp))
+            highwater = consumer.highwater(tp)
+            if tp in ends:
+                highwater = max(highwater or 0, ends[tp])
+            lag = self.schedule.lag(tp, highwater)
             if lag is not None:
                 self.metrics.lag(tp.partition).set(lag)
+
+    async def _paused_ends(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """The end offsets of paused partitions. A paused partition is not fetched, so its high-water mark
+        would stay where it was when it paused and the lag would under-report exactly when it matters:
+        ask Kafka for them (ListOffsets) at most every LAG_REFRESH seconds."""
+        paused = [tp for tp in consumer.paused() if tp in self.schedule.partitions]
+        now = time.monotonic()
+        if paused and now - self._ends_at >= LAG_REFRESH:
+            self._ends_at = now
+            try:
+                self._ends = dict(await consumer.end_offsets(paused))
+            except KafkaError as err:
+                log.debug("end offsets unavailable", extra={"egress": self.egress.id, "error": repr(err)})
+        return {tp: end for tp, end in self._ends.items() if tp in paused}
 
     def _forget_lag(self, partitions: list[TopicPartition]) -> None:
         """A partition this member no longer owns is reported by its new owner, not by us."""

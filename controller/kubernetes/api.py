@@ -14,6 +14,7 @@ from controller.kubernetes.kinds import ApiKind, by_kind
 
 APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+JSON_PATCH: dict[str, Any] = {"_content_type": "application/json-patch+json"}
 
 
 async def apply_custom_object(

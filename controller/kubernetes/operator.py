@@ -32,7 +32,7 @@ from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
-from controller.kubernetes.api import MERGE_PATCH, apply_custom_object
+from controller.kubernetes.api import JSON_PATCH, MERGE_PATCH, apply_custom_object
 from controller.kubernetes.configmaps import ConfigMapWatch
 from controller.kubernetes.kinds import ApiKind, by_kind, custom_kinds
 from controller.kubernetes.objects import (
@@ -43,6 +43,7 @@ from controller.kubernetes.objects import (
     status_patch,
     to_resource,
 )
+from controller.kubernetes.recorder import EventRecorder, failure
 from controller.resolver import foreign_refs
 from keventing.resources import Broker, Condition, ConfigMap, Resource, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
@@ -51,10 +52,16 @@ from keventing.resources.eventing import BROKER_CLASS_ANNOTATION
 log = logging.getLogger("keventing.controller.kubernetes")
 
 FINALIZER = "keventing.knative.dev/cleanup"
+# kopf's own, on the kinds it finalizes: another name, or kopf would release ours (it drops its finalizer
+# from a deleted object it has no delete handler for).
+KOPF_FINALIZER = "keventing.knative.dev/kopf"
 FIELD_MANAGER = "keventing-controller"
 # Knative's annotation naming who reconciles a Broker; Brokers of other classes are left alone.
 BROKER_CLASS = BROKER_CLASS_ANNOTATION
 SERVED = frozenset(api.kind for api in custom_kinds())
+# Kinds whose finalizer kopf manages (they have kopf delete handlers); the operator manages the others' itself,
+# with one patch per object instead of kopf's bookkeeping annotations on every object.
+KOPF_FINALIZED = frozenset({"SinkBinding"})
 
 
 class KubernetesIndex:
@@ -73,6 +80,7 @@ class KubernetesIndex:
         # The status each object has on the API server, as last seen or written.
         self.statuses: dict[ResourceKey, dict[str, Any]] = {}
         self.annotations: dict[ResourceKey, dict[str, str]] = {}
+        self.uids: dict[ResourceKey, str] = {}
 
     def claimed(self, key: ResourceKey) -> bool:
         return self.claims(key, self.annotations.get(key, {}))
@@ -85,6 +93,9 @@ class KubernetesIndex:
             return self.forget(key)
         self.statuses[key] = dict(body.get("status") or {})
         self.annotations[key] = dict(meta.get("annotations") or {})
+        uid = meta.get("uid")
+        if uid:
+            self.uids[key] = uid
         try:
             resource = to_resource(body)
         except ObjectInvalid as err:
@@ -117,6 +128,7 @@ class KubernetesIndex:
         self.statuses.pop(key, None)
         self.annotations.pop(key, None)
         self.unclaimed.pop(key, None)
+        self.uids.pop(key, None)
         gone = self.resources.pop(key, None) is not None
         return self.invalid.pop(key, None) is not None or gone
 
@@ -139,6 +151,7 @@ class KubernetesController(DataPlaneAdapter):
         self.broker_classes = broker_classes
         self.index = KubernetesIndex(self._claims)
         self.addressables = AddressableLookup(access.api)
+        self.recorder = EventRecorder(access.api)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
         self.config_maps = ConfigMapWatch(access.api, self.driver.changed)
@@ -168,25 +181,68 @@ class KubernetesController(DataPlaneAdapter):
         return registry
 
     def _watch(self, registry: kopf.OperatorRegistry, api: ApiKind) -> None:
+        kopf_finalizes = api.kind in KOPF_FINALIZED
+
         @kopf.on.event(api.group, api.version, api.plural, registry=registry)
         async def on_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-            if event.get("type") == "DELETED":
+            deleted = event.get("type") == "DELETED"
+            if not (deleted or kopf_finalizes) and await self._finalize(api, body):
+                return  # not reconciled before it carries the finalizer: its event with it follows
+            if deleted:
                 changed = self.index.forget(key_of(body))
             else:
                 changed = self.index.observe(body)
             if changed:
                 self.driver.changed()
 
-        def claimed(body: kopf.Body, **_: Any) -> bool:
-            # Only what keventing reconciles carries its finalizer: a Broker of another class is left alone.
-            return self._claims(key_of(body), body.metadata.annotations)
+        if kopf_finalizes:
+            # The SinkBinding binder has a delete handler of its own; kopf runs both, then lets it go.
+            @kopf.on.delete(api.group, api.version, api.plural, registry=registry)
+            async def on_delete(body: kopf.Body, **_: Any) -> None:
+                self.index.forget(key_of(body))
+                await self.driver.passed_after_now()
 
-        @kopf.on.delete(api.group, api.version, api.plural, registry=registry, when=claimed)
-        async def on_delete(body: kopf.Body, **_: Any) -> None:
-            # kopf keeps the finalizer until this returns: after a pass without the resource, its topic,
-            # consumer group and contract entry are gone.
+    async def _finalize(self, api: ApiKind, body: Mapping[str, Any]) -> bool:
+        """Hold deletion until it is cleaned up: add the finalizer to a live object before anything is
+        made for it (True: added now, or tried); once the object is being deleted, remove it after a pass
+        without the resource (its topic, consumer group and contract entry are gone then). One JSON patch
+        each way, guarded by the resourceVersion it was read at; a conflict means a newer event for the
+        object is on its way, and that one retries."""
+        metadata = body.get("metadata") or {}
+        finalizers = list(metadata.get("finalizers") or [])
+        patch: list[dict[str, Any]]
+        adding = False
+        if metadata.get("deletionTimestamp"):
+            if FINALIZER not in finalizers:
+                return False
             self.index.forget(key_of(body))
             await self.driver.passed_after_now()
+            patch = [{"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(FINALIZER)}"}]
+        elif FINALIZER in finalizers:
+            return False
+        elif not self._claims(key_of(body), metadata.get("annotations") or {}):
+            return False  # a Broker of another class is left alone
+        elif finalizers:
+            adding = True
+            patch = [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+        else:
+            adding = True
+            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+        guard = {"op": "test", "path": "/metadata/resourceVersion", "value": metadata.get("resourceVersion")}
+        try:
+            await self.api.patch_namespaced_custom_object(
+                api.group,
+                api.version,
+                metadata["namespace"],
+                api.plural,
+                metadata["name"],
+                [guard, *patch],
+                **JSON_PATCH,
+            )
+        except k8s.ApiException as err:
+            if err.status not in (404, 409, 422):  # gone, or changed meanwhile: the next event retries
+                raise
+        return adding
 
     # ------------------------------------------------------------------------------------- the Adapter
 
@@ -271,7 +327,8 @@ class KubernetesController(DataPlaneAdapter):
             if key.kind not in SERVED or current is None:
                 continue  # not an object of this cluster (yet), or deleted meanwhile
             previous = [Condition.model_validate(c) for c in current.get("conditions", [])]
-            document = status_document(keep_transition_times(status, previous, now))
+            status = keep_transition_times(status, previous, now)
+            document = status_document(status)
             patch = status_patch(document, current)
             if patch is None:
                 continue
@@ -291,6 +348,11 @@ class KubernetesController(DataPlaneAdapter):
                     raise
                 continue
             self.index.statuses[key] = document
+            failed = failure(previous, status.conditions)
+            if failed is not None:
+                await self.recorder.warning(
+                    key, self.index.uids.get(key), failed.reason or "", failed.message or ""
+                )
 
 
 def _controlled_by_served_kind(resource: Resource) -> bool:
@@ -298,7 +360,7 @@ def _controlled_by_served_kind(resource: Resource) -> bool:
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = KOPF_FINALIZER
     # kopf's bookkeeping on users' objects goes under keventing's own annotation prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="keventing.knative.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -46,6 +46,10 @@ ETCD_VERSION = "v3.5.21"
 HELM_VERSION = "v3.19.5"
 
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kubectl")
+#: Knative Eventing's Go module (Knative 1.20): its CRDs, for the tests that keventing works with them.
+KNATIVE_EVENTING_MODULE = "knative.dev/eventing"
+KNATIVE_EVENTING_VERSION = "v0.47.0"
+KNATIVE_CRD_DIRS = ("config/core/resources", "config/channels/in-memory-channel/resources")
 
 _MARKER = ".complete"
 _HEARTBEAT = 30.0  # seconds between "still building…" lines while Go compiles quietly
@@ -208,6 +212,31 @@ class Toolchain:
         """Build every tool that is not cached yet (a no-op when all are)."""
         for tool in self.tools:
             self._ensure(tool)
+        self.knative_crds()
+
+    def knative_crds(self) -> Path:
+        """The directory of Knative Eventing's own CRDs (pinned), fetched once from the Go module proxy."""
+        home = self.cache_dir / "knative-eventing" / KNATIVE_EVENTING_VERSION
+        crds = home / "crds"
+        if (home / _MARKER).exists():
+            return crds
+        with _file_lock(home / ".lock", on_wait=lambda: self._say("waiting for another Knative download…")):
+            if (home / _MARKER).exists():
+                return crds
+            if shutil.which("go", path=self._env.get("PATH")) is None:
+                raise ToolchainError(f"fetching Knative's CRDs into {crds} needs Go on PATH")
+            log = home / "logs" / "download.log"
+            module = f"{KNATIVE_EVENTING_MODULE}@{KNATIVE_EVENTING_VERSION}"
+            self._go(["mod", "download", "-json", module], cwd=home, step=f"downloading {module}", log=log)
+            source = Path(json.loads(log.read_text())["Dir"])
+            crds.mkdir(parents=True, exist_ok=True)
+            for directory in KNATIVE_CRD_DIRS:
+                for path in sorted((source / directory).glob("*.yaml")):
+                    if "kind: CustomResourceDefinition" in path.read_text():
+                        shutil.copyfile(path, crds / path.name)
+            (home / _MARKER).write_text(f"{module}\n")
+            self._say(f"Knative's CRDs ({module}) cached in {crds}")
+        return crds
 
     # ----------------------------------------------------------------------------------------------------
 

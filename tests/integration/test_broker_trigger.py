@@ -239,6 +239,28 @@ def test_deleting_a_broker_deletes_its_topic_and_its_ingress(kev: Kev, ns: str, 
     kev.wait_for(lambda: kev.send(ns, "gone", "x").status_code == 404, what="the ingress to go away")
 
 
+def test_deleting_a_trigger_deletes_its_consumer_group(
+    kev: Kev, sink: RecordingSink, ns: str, kafka: str
+) -> None:
+    kev.apply(broker_doc("default", ns), trigger_doc("brief", ns, "default", sink.url(f"{ns}/brief")))
+    kev.wait_ready("Trigger", "brief", ns)
+    group = f"knative-trigger-{ns}-brief"
+
+    async def groups() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await admin.start()
+        try:
+            return {g[0] for g in await admin.list_consumer_groups()}
+        finally:
+            await admin.close()
+
+    kev.wait_for(lambda: group in asyncio.run(groups()), what="the Trigger's consumer group")
+    assert kev.delete("Trigger", "brief", ns)
+    kev.wait_for(lambda: group not in asyncio.run(groups()), what="the consumer group to be deleted")
+    # The Broker and its other uses are untouched.
+    assert kev.send(ns, "default", "after").status_code == 202
+
+
 def _decode(headers: dict[str, str], body: bytes):
     from keventing import events
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, trigger_doc
 
@@ -221,3 +223,50 @@ def test_subscriber_slower_than_the_session_timeout_causes_no_rebalance(
     time.sleep(14)  # past the slow delivery and a whole session timeout
     ids = [r.event.id for r in sink.requests(path)]
     assert sorted(ids) == sorted(["slow", *(f"fast-{i}" for i in range(5))]), f"redelivered: {ids}"
+
+
+def test_lag_of_a_paused_partition_counts_every_record_behind_it(
+    kev: Kev, sink: RecordingSink, ns: str, kafka: str
+) -> None:
+    """A partition whose queue is full is paused and no longer fetched; its lag must still grow with every
+    record that arrives (the high-water mark is asked of Kafka, not taken from the last fetch)."""
+    path = f"{ns}/stuck"
+    sink.respond_with(path, lambda r: Reaction(202, delay=6.0))  # the in-flight limit every 6 s
+    _ready(kev, ns, trigger_doc("stuck", ns, "default", sink.url(path), delivery={"timeout": "PT30S"}))
+    topic = f"knative-broker-{ns}-default"
+    total = 3000
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5)
+        await producer.start()
+        try:
+            for i in range(total):
+                headers = [
+                    ("ce_specversion", b"1.0"),
+                    ("ce_id", f"lag-{i}".encode()),
+                    ("ce_type", b"dev.test"),
+                    ("ce_source", b"/lag"),
+                ]
+                await producer.send(topic, b"{}", partition=0, headers=headers)
+                if i == 1200:  # let the dispatcher fetch enough to pause the partition
+                    await producer.flush()
+                    await asyncio.sleep(2)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(produce())
+        url = f"http://127.0.0.1:{kev.stack.dispatcher_port}/metrics"
+
+        def lag() -> float:
+            for line in kev.http.get(url).text.splitlines():
+                if line.startswith("keventing_consumer_lag{") and f'namespace_name="{ns}"' in line:
+                    if 'partition="0"' in line:
+                        return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        # Before the fix the lag stayed near the ~1,200 records fetched before the pause.
+        kev.wait_for(lambda: lag() >= total - 400, 15, "the lag to count the records after the pause")
+    finally:
+        kev.delete("Trigger", "stuck", ns)

@@ -109,3 +109,18 @@ def test_every_custom_kind_is_served_at_knatives_group() -> None:
     assert groups["KafkaChannel"] == "messaging.knative.dev"
     assert "ConfigMap" not in groups
     assert by_kind("PingSource").api_version == "sources.knative.dev/v1"
+
+
+def test_a_warning_event_is_due_only_when_ready_turns_false_or_fails_for_a_new_reason() -> None:
+    from controller.kubernetes.recorder import failure
+    from keventing.resources import Condition
+
+    def ready(status: str, reason: str | None = None) -> list[Condition]:
+        return [Condition(type="Ready", status=status, reason=reason)]
+
+    assert failure([], ready("True")) is None
+    assert failure([], ready("Unknown")) is None
+    assert failure([], ready("False", "BrokerDoesNotExist")) == ready("False", "BrokerDoesNotExist")[0]
+    assert failure(ready("True"), ready("False", "X")) is not None
+    assert failure(ready("False", "X"), ready("False", "X")) is None
+    assert failure(ready("False", "X"), ready("False", "Y")) is not None

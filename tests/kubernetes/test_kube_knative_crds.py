@@ -1,0 +1,187 @@
+"""keventing on a cluster that already has Knative's own CRDs: the operator works with them unchanged.
+
+A second test cluster gets Knative Eventing's CRDs (the pinned ``knative.dev/eventing`` module from the Go
+module proxy, cached by the toolchain) for every kind Knative itself defines, and keventing's only for the
+kinds that come from Knative's Kafka extension (KafkaChannel, KafkaSource, KafkaSink). Knative YAML then
+becomes Ready and delivers exactly as on keventing's CRDs, and `kubectl get` shows Ready in Knative's own
+printer columns.
+
+EventType stays keventing's CRD here: Knative's stores v1beta3 and converts the older versions with its
+webhook, which this cluster does not run (see the README's Kubernetes section).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from helpers import subscription_doc
+from kubectl import CRDS, Kubectl
+
+from kev.cluster.launcher import LocalCluster
+from kev.cluster.toolchain import Toolchain
+from kev.kafka.embedded import free_port
+from kev.stack import Stack
+from keventing import events
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
+
+# Knative's CRDs for the kinds keventing serves (EventType excepted, see above).
+KNATIVE_KINDS = (
+    "broker",
+    "trigger",
+    "channel",
+    "subscription",
+    "sequence",
+    "parallel",
+    "pingsource",
+    "apiserversource",
+    "containersource",
+    "sinkbindings",
+    "in-memory-channel",
+)
+
+
+def _crd_names(path: Path) -> set[str]:
+    return {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
+
+
+@pytest.fixture(scope="module")
+def knative_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Kubectl]]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("knative-cluster"), progress=print)
+    cluster.start()
+    try:
+        kubectl = Kubectl(Toolchain().binary("kubectl"), cluster.kubeconfig_path)
+        knative = Toolchain().knative_crds()
+        theirs = [knative / f"{kind}.yaml" for kind in KNATIVE_KINDS]
+        their_names = set().union(*map(_crd_names, theirs))
+        ours = [p for p in sorted(CRDS.glob("*.yaml")) if not _crd_names(p) & their_names]
+        assert {p.name.split(".")[0] for p in ours} >= {"kafkachannels", "kafkasources", "kafkasinks"}
+        for path in [*theirs, *ours]:
+            kubectl.run("apply", "--server-side", "-f", str(path))
+        for path in [*theirs, *ours]:
+            kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+        kubectl.run("create", "namespace", "keventing")
+        yield cluster, kubectl
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def knative_stack(
+    knative_cluster: tuple[LocalCluster, Kubectl], kafka: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    cluster, _ = knative_cluster
+    stack = Stack(
+        bootstrap_servers=kafka,
+        log_dir=tmp_path_factory.mktemp("knative-crd-logs"),
+        instance=f"knative-{uuid.uuid4().hex[:8]}",
+        receiver_port=free_port(),
+        dispatcher_port=free_port(),
+        controller_port=free_port(),
+        extra_env={
+            "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
+            "KEVENTING_KUBERNETES": "true",
+            "KUBECONFIG": str(cluster.kubeconfig_path),
+            "KEVENTING_RESYNC_SECONDS": "5",
+            "KEVENTING_LEADER_ELECTION_NAMESPACE": "keventing",
+        },
+    )
+    stack.start_all()
+    try:
+        stack.wait_ready(timeout=90)
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def _send(stack: Stack, url: str, event_type: str) -> str:
+    event_id = uuid.uuid4().hex
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "/knative-crds",
+        "ce-type": event_type,
+        "content-type": "application/json",
+    }
+    local = url.replace(stack.ingress_url, f"http://127.0.0.1:{stack.receiver_port}")
+    response = httpx.post(local, headers=headers, content=b"{}", timeout=10)
+    assert response.status_code == 202, response.text
+    return event_id
+
+
+def _ids(sink: Any, path: str, count: int) -> list[str]:
+    return [events.from_http(r.headers, r.body).id for r in sink.wait_for(path, count, timeout=60)]
+
+
+def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
+    knative_cluster: tuple[LocalCluster, Kubectl], knative_stack: Stack, sink: Any
+) -> None:
+    _, kubectl = knative_cluster
+    namespace = f"knative-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", namespace)
+    trigger_path, channel_path, step_path = (f"{p}-{namespace}" for p in ("trigger", "channel", "step"))
+    kubectl.apply(
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {
+                "name": "default",
+                "namespace": namespace,
+                "annotations": {"eventing.knative.dev/broker.class": "Kafka"},
+            },
+        },
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "orders", "namespace": namespace},
+            "spec": {
+                "broker": "default",
+                "filters": [{"exact": {"type": "order.created"}}],
+                "subscriber": {"uri": sink.url(trigger_path)},
+            },
+        },
+        {
+            "apiVersion": "messaging.knative.dev/v1",
+            "kind": "Channel",
+            "metadata": {"name": "audit", "namespace": namespace},
+        },
+        subscription_doc(
+            "auditor", namespace, "audit", "Channel", subscriber={"uri": sink.url(channel_path)}
+        ),
+        {
+            "apiVersion": "flows.knative.dev/v1",
+            "kind": "Sequence",
+            "metadata": {"name": "pipeline", "namespace": namespace},
+            "spec": {
+                "channelTemplate": {"apiVersion": "messaging.knative.dev/v1beta1", "kind": "KafkaChannel"},
+                "steps": [{"uri": sink.url(step_path)}],
+            },
+        },
+    )
+    broker = kubectl.wait_ready("broker", "default", namespace)
+    kubectl.wait_ready("trigger", "orders", namespace)
+    channel = kubectl.wait_ready("channels.messaging.knative.dev", "audit", namespace)
+    kubectl.wait_ready("subscription", "auditor", namespace)
+    sequence = kubectl.wait_ready("sequence", "pipeline", namespace, timeout=90)
+
+    # Knative's printer columns read the status keventing writes.
+    table = kubectl.run("get", "brokers,triggers", "-n", namespace).stdout
+    assert table.count("True") == 2, table
+    assert broker["status"]["address"]["url"] in table
+
+    _send(knative_stack, broker["status"]["address"]["url"], "order.shipped")  # filtered out
+    wanted = _send(knative_stack, broker["status"]["address"]["url"], "order.created")
+    assert _ids(sink, trigger_path, 1) == [wanted]
+    via_channel = _send(knative_stack, channel["status"]["address"]["url"], "audit.entry")
+    assert _ids(sink, channel_path, 1) == [via_channel]
+    via_sequence = _send(knative_stack, sequence["status"]["address"]["url"], "step.input")
+    assert _ids(sink, step_path, 1) == [via_sequence]
+    time.sleep(0.5)
+    assert len(sink.requests(trigger_path)) == 1
