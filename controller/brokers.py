@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from controller.brokerdefaults import (
+    KAFKA_BROKER_CONFIG,
+    BrokerDefaults,
+    BrokerDefaultsInvalid,
+    defaults_in,
+)
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
-from keventing.resources import Broker, ConfigMap, Resource, ResourceKey, Status, Trigger
+from keventing.resources import (
+    Broker,
+    ConfigMap,
+    DeliverySpec,
+    KReference,
+    Resource,
+    ResourceKey,
+    Status,
+    Trigger,
+)
 from keventing.resources.base import Address
 from keventing.resources.eventing import TriggerStatus
-
-DEFAULT_BROKER_CONFIG = ResourceKey("ConfigMap", "knative-eventing", "kafka-broker-config")
 
 
 def reconcile_brokers(ctx: Context) -> Contribution:
     out = Contribution()
     topics = broker_topics(ctx)
+    try:
+        defaults, defaults_error = defaults_in(ctx.resources, ctx.config.system_namespace), None
+    except BrokerDefaultsInvalid as err:
+        defaults, defaults_error = BrokerDefaults(), str(err)
     for broker in ctx.of(Broker):
-        status, topic = _reconcile_broker(broker, ctx, topics[broker.key])
+        status, topic = _reconcile_broker(broker, ctx, topics[broker.key], defaults, defaults_error)
         out.addressable(broker.key, status)
         if topic is not None:
             out.topics[topic.name] = topic
@@ -37,8 +54,12 @@ def reconcile_triggers(ctx: Context) -> Contribution:
     resolver = ctx.resolver
     topics = broker_topics(ctx)
     groups = trigger_groups(ctx)
+    try:
+        defaults = defaults_in(ctx.resources, ctx.config.system_namespace)
+    except BrokerDefaultsInvalid:
+        defaults = BrokerDefaults()  # the Brokers that rely on it are not Ready, and say why
     for trigger in ctx.of(Trigger):
-        status, egress = _reconcile_trigger(trigger, ctx, resolver, topics, groups[trigger.key])
+        status, egress = _reconcile_trigger(trigger, ctx, resolver, topics, groups[trigger.key], defaults)
         out.statuses[trigger.key] = status
         if egress is not None:
             out.contract[str(trigger.key)] = ContractEntry(egress=egress)
@@ -82,12 +103,18 @@ def trigger_groups(ctx: Context) -> dict[ResourceKey, str]:
 # ------------------------------------------------------------------------------------------- Broker
 
 
-def _reconcile_broker(broker: Broker, ctx: Context, topic_name: str) -> tuple[Status, TopicSpec | None]:
+def _reconcile_broker(
+    broker: Broker, ctx: Context, topic_name: str, defaults: BrokerDefaults, defaults_error: str | None
+) -> tuple[Status, TopicSpec | None]:
     config, topic_errors = ctx.config, ctx.topic_errors
     conditions = Conditions()
     status = Status(observedGeneration=broker.metadata.generation)
     try:
-        topic = _broker_topic(broker, topic_name, ctx.resources, config)
+        if defaults_error is not None and (broker.spec.config is None or broker.spec.delivery is None):
+            raise Unresolvable(defaults_error)
+        topic = _broker_topic(
+            broker, topic_name, broker.spec.config or defaults.config(broker.namespace), ctx
+        )
     except Unresolvable as err:
         conditions.false(
             "ConfigParsed", "ConfigMapNotFound" if "exist" in str(err) else "ConfigInvalid", str(err)
@@ -106,19 +133,29 @@ def _reconcile_broker(broker: Broker, ctx: Context, topic_name: str) -> tuple[St
     return status, topic
 
 
-def _broker_topic(
-    broker: Broker, name: str, by_key: Mapping[ResourceKey, Resource], config: ControllerConfig
-) -> TopicSpec:
+def broker_config_key(broker: Broker, ref: KReference) -> ResourceKey:
+    """The ConfigMap a Broker's config reference names (in the Broker's namespace unless it names one)."""
+    return ResourceKey(ConfigMap.KIND, ref.namespace or broker.namespace, ref.name)
+
+
+def broker_delivery(broker: Broker, defaults: BrokerDefaults) -> DeliverySpec | None:
+    """The Broker's delivery: its own, else its namespace's or the cluster's default (config-br-defaults)."""
+    return broker.spec.delivery or defaults.delivery(broker.namespace)
+
+
+def _broker_topic(broker: Broker, name: str, ref: KReference | None, ctx: Context) -> TopicSpec:
+    config: ControllerConfig = ctx.config
+    by_key: Mapping[ResourceKey, Resource] = ctx.resources
     data: Mapping[str, str] = {}
-    ref = broker.spec.config
     if ref is not None:
         if ref.kind != "ConfigMap":
             raise Unresolvable(f"spec.config: kind {ref.kind!r} is not supported; reference a ConfigMap")
-        key = ResourceKey("ConfigMap", ref.namespace or broker.namespace, ref.name)
+        key = broker_config_key(broker, ref)
         found = by_key.get(key)
         if isinstance(found, ConfigMap):
             data = found.data
-        elif key != DEFAULT_BROKER_CONFIG:  # the default config is part of the installation
+        elif key != ResourceKey(ConfigMap.KIND, config.system_namespace, KAFKA_BROKER_CONFIG):
+            # The default config is part of the installation: without it, the controller's defaults apply.
             raise Unresolvable(f'ConfigMap "{ref.name}" in namespace "{key.namespace}" does not exist')
     try:
         partitions = int(data.get("default.topic.partitions", config.default_partitions))
@@ -151,6 +188,7 @@ def _reconcile_trigger(
     resolver: Resolver,
     broker_topics: Mapping[ResourceKey, str],
     group: str,
+    defaults: BrokerDefaults,
 ) -> tuple[TriggerStatus, Egress | None]:
     conditions = Conditions()
     status = TriggerStatus(observedGeneration=trigger.metadata.generation)
@@ -171,7 +209,9 @@ def _reconcile_trigger(
         conditions.true("SubscriberResolved")
     except Unresolvable as err:
         conditions.false("SubscriberResolved", "Unable to get the Subscriber's URI", str(err))
-    delivery_spec = trigger.spec.delivery or (broker.spec.delivery if isinstance(broker, Broker) else None)
+    delivery_spec = trigger.spec.delivery or (
+        broker_delivery(broker, defaults) if isinstance(broker, Broker) else None
+    )
     delivery: DeliveryPolicy | None = None
     try:
         delivery = delivery_policy(delivery_spec, ctx.config.default_delivery, resolver, trigger.namespace)

@@ -1,4 +1,5 @@
-"""Channels and Subscriptions: a topic and an ingress per KafkaChannel, a consumer-group egress per Subscription.
+"""Channels and Subscriptions: a topic and an ingress per KafkaChannel or InMemoryChannel, a consumer-group
+egress per Subscription.
 
 A Channel is Knative's generic front: it creates a backing KafkaChannel of the same name (whatever its
 channelTemplate says, see :mod:`keventing.resources.messaging`) and reports that channel's state and address.
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from controller import children
 from controller.conditions import Conditions, ready_of
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
-from controller.resolver import Resolver, Unresolvable, served_kind
+from controller.resolver import Resolver, Unresolvable
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
@@ -23,6 +24,7 @@ from keventing.resources import (
     Condition,
     DeliverySpec,
     Destination,
+    InMemoryChannel,
     KafkaChannel,
     KReference,
     ResourceKey,
@@ -34,6 +36,7 @@ from keventing.resources.messaging import (
     ChannelableStatus,
     ChannelStatus,
     ChannelTemplateSpec,
+    KafkaChannelSpec,
     SubscriberStatus,
     SubscriptionStatus,
     is_set,
@@ -46,9 +49,20 @@ SUBSCRIPTION_CONDITIONS = ["ReferencesResolved", "AddedToChannel", "ChannelReady
 NO_RETRIES = DeliveryPolicy(retry=0)
 
 
-def channel_path(namespace: str, name: str) -> str:
-    """Three segments, so that a channel path never collides with a Broker's ``/<namespace>/<name>``."""
+# The channels that have a topic of their own (a Channel has its backing KafkaChannel's).
+TopicChannel = KafkaChannel | InMemoryChannel
+
+
+def channel_path(namespace: str, name: str, kind: str = KafkaChannel.KIND) -> str:
+    """Three segments, so that a channel path never collides with a Broker's ``/<namespace>/<name>``; each
+    kind has its own first segment, so that a KafkaChannel and an InMemoryChannel may share a name."""
+    if kind == InMemoryChannel.KIND:
+        return f"/inmemorychannels/{namespace}/{name}"
     return f"/channels/{namespace}/{name}"
+
+
+def channel_spec(channel: TopicChannel) -> KafkaChannelSpec:
+    return channel.spec if isinstance(channel, KafkaChannel) else channel.kafka_channel_spec()
 
 
 def new_kafka_channel(
@@ -83,8 +97,10 @@ def expand_channels(ctx: Context) -> Contribution:
 
 
 def reconcile_kafka_channels(ctx: Context) -> Contribution:
+    """KafkaChannels and InMemoryChannels: each a topic and an ingress."""
     out = Contribution()
-    for kafka_channel in ctx.of(KafkaChannel):
+    topic_channels: list[TopicChannel] = [*ctx.of(KafkaChannel), *ctx.of(InMemoryChannel)]
+    for kafka_channel in topic_channels:
         status, topic = _reconcile_kafka_channel(kafka_channel, ctx.config, ctx.topic_errors)
         out.addressable(kafka_channel.key, status)
         out.topics[topic.name] = topic
@@ -92,7 +108,7 @@ def reconcile_kafka_channels(ctx: Context) -> Contribution:
             out.contract[str(kafka_channel.key)] = ContractEntry(
                 ingress=Ingress(
                     **identity(kafka_channel),
-                    path=channel_path(kafka_channel.namespace, kafka_channel.name),
+                    path=channel_path(kafka_channel.namespace, kafka_channel.name, kafka_channel.KIND),
                     topic=topic.name,
                     event_types=ctx.config.event_type_auto_create,
                 )
@@ -129,15 +145,16 @@ def reconcile_subscriptions(ctx: Context) -> Contribution:
 
 
 def _reconcile_kafka_channel(
-    channel: KafkaChannel, config: ControllerConfig, topic_errors: Mapping[str, str]
+    channel: TopicChannel, config: ControllerConfig, topic_errors: Mapping[str, str]
 ) -> tuple[ChannelableStatus, TopicSpec]:
     conditions = Conditions()
     status = ChannelableStatus(observedGeneration=channel.metadata.generation)
+    spec = channel_spec(channel)
     topic = TopicSpec(
-        naming.channel_topic(channel.namespace, channel.name),
-        channel.spec.numPartitions,
-        channel.spec.replicationFactor,
-        {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, "retention.ms": str(channel.spec.retention_ms)},
+        naming.channel_topic(channel.namespace, channel.name, channel.KIND),
+        spec.numPartitions,
+        spec.replicationFactor,
+        {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, "retention.ms": str(spec.retention_ms)},
         owner=str(channel.key),
         claim_existing=True,
     )
@@ -146,7 +163,8 @@ def _reconcile_kafka_channel(
     else:
         conditions.true("TopicReady", message=f"topic {topic.name} created")
         conditions.true("Addressable")
-        status.address = Address(url=config.ingress_url + channel_path(channel.namespace, channel.name))
+        path = channel_path(channel.namespace, channel.name, channel.KIND)
+        status.address = Address(url=config.ingress_url + path)
     status.conditions = conditions.finish(KAFKA_CHANNEL_CONDITIONS)
     status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
     return status, topic
@@ -203,14 +221,14 @@ class _NotResolved(Exception):
 
 def _reconcile_subscription(
     subscription: Subscription, ctx: Context, resolver: Resolver
-) -> tuple[SubscriptionStatus, KafkaChannel | None, Egress | None]:
-    """The Subscription's status, the KafkaChannel it reads (None if that is not found) and its egress."""
+) -> tuple[SubscriptionStatus, TopicChannel | None, Egress | None]:
+    """The Subscription's status, the channel whose topic it reads (None if not found) and its egress."""
     conditions = Conditions()
     status = SubscriptionStatus(observedGeneration=subscription.metadata.generation)
     physical = status.physicalSubscription
     namespace = subscription.namespace
     delivery: DeliveryPolicy | None = None
-    channel: KafkaChannel | None = None
+    channel: TopicChannel | None = None
     try:
         channel = _subscribed_channel(subscription, ctx)
         spec = subscription.spec
@@ -239,7 +257,7 @@ def _reconcile_subscription(
             ready_of(ctx.desired.statuses.get(channel.key))
             or Condition(type="Ready", reason="NotReconciled"),
             "ChannelNotReady",
-            f'KafkaChannel "{channel.name}" is not ready',
+            f'{channel.KIND} "{channel.name}" is not ready',
         )
     status.conditions = conditions.finish(SUBSCRIPTION_CONDITIONS)
     if not status.ready or channel is None or delivery is None:
@@ -247,7 +265,7 @@ def _reconcile_subscription(
     ident = identity(subscription)
     egress = Egress(
         **ident,
-        topics=(naming.channel_topic(channel.namespace, channel.name),),
+        topics=(naming.channel_topic(channel.namespace, channel.name, channel.KIND),),
         consumer_group=naming.subscription_group(channel.namespace, channel.name, ident["uid"]),
         # Without a subscriber the egress forwards every event to the reply (no Prefer: reply).
         destination=physical.subscriberUri,
@@ -260,10 +278,10 @@ def _reconcile_subscription(
     return status, channel, egress
 
 
-def _subscribed_channel(subscription: Subscription, ctx: Context) -> KafkaChannel:
-    """The KafkaChannel whose topic the Subscription reads: the one it names, or a Channel's backing one."""
+def _subscribed_channel(subscription: Subscription, ctx: Context) -> TopicChannel:
+    """The channel whose topic the Subscription reads: the one it names, or a Channel's backing one."""
     ref = subscription.spec.channel
-    key = ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name)
+    key = ResourceKey(ref.kind, subscription.namespace, ref.name)
     found = ctx.resources.get(key)
     described = f'{ref.kind} "{ref.name}" in namespace "{subscription.namespace}"'
     if found is None:
@@ -279,7 +297,7 @@ def _subscribed_channel(subscription: Subscription, ctx: Context) -> KafkaChanne
                 "ChannelReferenceFailed", f"Failed to get the backing channel of {described}: {why}"
             )
         return adopted
-    assert isinstance(found, KafkaChannel)
+    assert isinstance(found, KafkaChannel | InMemoryChannel)
     return found
 
 
@@ -301,13 +319,13 @@ def _merge_delivery(own: DeliverySpec | None, channel: DeliverySpec | None) -> D
 
 
 def _listing_channels(subscription: Subscription) -> set[ResourceKey]:
-    """The channels whose ``status.subscribers`` list the Subscription: the KafkaChannel it reads, and the
-    Channel it names when it names one."""
+    """The channels whose ``status.subscribers`` list the Subscription: the channel it names, and the
+    backing KafkaChannel when that is a Channel."""
     ref = subscription.spec.channel
-    return {
-        ResourceKey(served_kind(ref.kind), subscription.namespace, ref.name),
-        ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name),
-    }
+    keys = {ResourceKey(ref.kind, subscription.namespace, ref.name)}
+    if ref.kind == Channel.KIND:
+        keys.add(ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name))
+    return keys
 
 
 def _subscriber_status(subscription: Subscription, status: SubscriptionStatus) -> SubscriberStatus:

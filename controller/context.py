@@ -30,13 +30,15 @@ class ControllerConfig:
     internal_ingress_url: str | None = None
     default_partitions: int = 10
     default_replication_factor: int = 1
-    # Knative's config-br-defaults: what a Broker without spec.delivery gets.
+    # What a Broker without spec.delivery gets when config-br-defaults names no delivery.
     default_delivery: DeliveryPolicy = DeliveryPolicy(
         retry=10, backoff_policy="exponential", backoff_delay=0.2
     )
     event_type_auto_create: bool = True
     # Which topics a KafkaSink or KafkaSource may name (keventing.topics; KEVENTING_USER_TOPIC_PREFIXES).
     topic_policy: TopicPolicy = TopicPolicy()
+    # Where Knative's ConfigMaps (config-br-defaults, the default kafka-broker-config) live.
+    system_namespace: str = "knative-eventing"
     # Kubernetes mode: a ContainerSource is a Deployment bound by a generated SinkBinding, not a local process.
     kubernetes: bool = False
 

@@ -6,7 +6,6 @@ from collections.abc import Collection
 
 from controller.conditions import Conditions
 from controller.context import Context, Contribution
-from controller.resolver import served_kind
 from keventing.resources import EventType, ResourceKey, Status
 
 
@@ -23,9 +22,7 @@ def event_type_status(event_type: EventType, existing: Collection[ResourceKey]) 
     if reference is None:
         conditions.true("ReferenceExists", "ReferenceNotSet", "Reference not set")
     else:
-        key = ResourceKey(
-            served_kind(reference.kind), reference.namespace or event_type.namespace, reference.name
-        )
+        key = ResourceKey(reference.kind, reference.namespace or event_type.namespace, reference.name)
         if key in existing:
             conditions.true("ReferenceExists")
         else:

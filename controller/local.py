@@ -37,6 +37,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         default_replication_factor=settings.default_replication_factor,
         event_type_auto_create=settings.event_type_auto_create,
         topic_policy=TopicPolicy(settings.instance, parse_prefixes(settings.user_topic_prefixes)),
+        system_namespace=settings.system_namespace,
         kubernetes=settings.kubernetes,
     )
 

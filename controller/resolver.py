@@ -16,9 +16,6 @@ from pydantic import BaseModel
 
 from keventing.resources import KINDS, Destination, KReference, Resource, ResourceKey
 
-# Kinds Knative YAML may name that keventing serves as another kind: every channel is a KafkaChannel.
-KIND_ALIASES = {"InMemoryChannel": "KafkaChannel"}
-
 
 class Unresolvable(Exception):
     """The destination cannot be resolved yet; the message goes into the referrer's status."""
@@ -38,13 +35,9 @@ class ObjectRef(NamedTuple):
         return f'{kind} "{self.name}" in namespace "{self.namespace}"'
 
 
-def served_kind(kind: str) -> str:
-    return KIND_ALIASES.get(kind, kind)
-
-
 def is_foreign(ref: KReference) -> bool:
     """True for a ref to a kind keventing does not serve (the adapter must look it up)."""
-    return served_kind(ref.kind) not in KINDS
+    return ref.kind not in KINDS
 
 
 def object_ref(ref: KReference, namespace: str) -> ObjectRef:
@@ -112,7 +105,7 @@ class Resolver:
     def _resolve_ref(self, ref: KReference, namespace: str) -> str:
         if is_foreign(ref):
             return self._resolve_foreign(ref, namespace)
-        kind = served_kind(ref.kind)
+        kind = ref.kind
         if not KINDS[kind].ADDRESSABLE:
             raise self._not_addressable(ref)
         key = ResourceKey(kind, ref.namespace or namespace, ref.name)

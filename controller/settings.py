@@ -14,6 +14,8 @@ class ControllerSettings(CommonSettings):
     internal_ingress_url: str | None = Field(default=None, alias="KEVENTING_INTERNAL_INGRESS_URL")
     default_partitions: int = Field(default=10, alias="KEVENTING_DEFAULT_TOPIC_PARTITIONS")
     default_replication_factor: int = Field(default=1, alias="KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR")
+    # Where Knative's ConfigMaps live: config-br-defaults, and the kafka-broker-config Brokers default to.
+    system_namespace: str = Field(default="knative-eventing", alias="KEVENTING_SYSTEM_NAMESPACE")
     event_type_auto_create: bool = Field(default=True, alias="KEVENTING_EVENTTYPE_AUTO_CREATE")
     # Comma-separated prefixes a KafkaSink's or KafkaSource's topic must start with ({namespace} stands for
     # the resource's namespace); empty: any topic that is not reserved or another tenant's (README).

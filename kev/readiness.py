@@ -76,9 +76,10 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
     if isinstance(resource, Subscription):
         channel = resource.spec.channel.name
         uid = resource.metadata.uid or str(resource.key)
-        return [
-            (naming.subscription_group(namespace, channel, uid), naming.channel_topic(namespace, channel))
-        ]
+        # A Channel's Subscriptions read its backing KafkaChannel's topic.
+        kind = resource.spec.channel.kind
+        topic = naming.channel_topic(namespace, channel, kind)
+        return [(naming.subscription_group(namespace, channel, uid), topic)]
     if isinstance(resource, Sequence | Parallel):
         placements = []
         for child in await store.list(Subscription.KIND, namespace):

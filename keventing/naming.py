@@ -52,7 +52,13 @@ def legacy_trigger_group(namespace: str, name: str) -> str:
     return f"knative-trigger-{namespace}-{name}"
 
 
-def channel_topic(namespace: str, name: str) -> str:
+IN_MEMORY_CHANNEL_TOPIC_PREFIX = "knative-messaging-inmemory."
+
+
+def channel_topic(namespace: str, name: str, kind: str = "KafkaChannel") -> str:
+    """A channel's topic; an InMemoryChannel's has its own prefix, so that it never is a KafkaChannel's."""
+    if kind == "InMemoryChannel":
+        return f"{IN_MEMORY_CHANNEL_TOPIC_PREFIX}{namespace}.{name}"
     return f"{CHANNEL_TOPIC_PREFIX}{namespace}.{name}"
 
 
@@ -63,4 +69,4 @@ def subscription_group(namespace: str, channel: str, subscription_uid: str) -> s
 
 def is_resource_topic(topic: str) -> bool:
     """Whether ``topic`` has the form of a Broker's or a Channel's topic (whether or not that resource exists)."""
-    return topic.startswith((*BROKER_TOPIC_PREFIXES, CHANNEL_TOPIC_PREFIX))
+    return topic.startswith((*BROKER_TOPIC_PREFIXES, CHANNEL_TOPIC_PREFIX, IN_MEMORY_CHANNEL_TOPIC_PREFIX))

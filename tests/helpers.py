@@ -50,6 +50,15 @@ def kafka_channel_doc(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def in_memory_channel_doc(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "InMemoryChannel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def ref(kind: str, name: str) -> dict[str, Any]:
     """A Destination that references ``kind``/``name`` (apiVersion as Knative YAML would have it)."""
     api_versions = {

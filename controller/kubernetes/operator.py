@@ -18,6 +18,14 @@ import kopf
 from kubernetes_asyncio import client as k8s
 
 from controller.adapter import Observed
+from controller.brokerdefaults import (
+    BrokerDefaults,
+    BrokerDefaultsInvalid,
+    broker_class,
+    defaults_key,
+    parse_defaults,
+)
+from controller.brokers import broker_config_key
 from controller.conditions import invalid, keep_transition_times
 from controller.context import ControllerConfig
 from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
@@ -25,6 +33,7 @@ from controller.driver import Driver
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
 from controller.kubernetes.api import JSON_PATCH, MERGE_PATCH, apply_custom_object
+from controller.kubernetes.configmaps import ConfigMapWatch
 from controller.kubernetes.kinds import ApiKind, by_kind, custom_kinds
 from controller.kubernetes.objects import (
     ObjectInvalid,
@@ -36,8 +45,9 @@ from controller.kubernetes.objects import (
 )
 from controller.kubernetes.recorder import EventRecorder, failure
 from controller.resolver import foreign_refs
-from keventing.resources import Condition, Resource, ResourceKey, Status
+from keventing.resources import Broker, Condition, ConfigMap, Resource, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
+from keventing.resources.eventing import BROKER_CLASS_ANNOTATION
 
 log = logging.getLogger("keventing.controller.kubernetes")
 
@@ -47,7 +57,7 @@ FINALIZER = "keventing.knative.dev/cleanup"
 KOPF_FINALIZER = "keventing.knative.dev/kopf"
 FIELD_MANAGER = "keventing-controller"
 # Knative's annotation naming who reconciles a Broker; Brokers of other classes are left alone.
-BROKER_CLASS = "eventing.knative.dev/broker.class"
+BROKER_CLASS = BROKER_CLASS_ANNOTATION
 SERVED = frozenset(api.kind for api in custom_kinds())
 # Kinds whose finalizer kopf manages (they have kopf delete handlers); the operator manages the others' itself,
 # with one patch per object instead of kopf's bookkeeping annotations on every object.
@@ -55,41 +65,69 @@ KOPF_FINALIZED = frozenset({"SinkBinding"})
 
 
 class KubernetesIndex:
-    """What the cluster holds, as the reconciler sees it: resource models by key, and invalid objects."""
+    """What the cluster holds, as the reconciler sees it: resource models by key, and invalid objects.
 
-    def __init__(self, claims: Callable[[Resource], bool]) -> None:
+    ``claims`` says from an object's key and annotations whether keventing reconciles it (a Broker of
+    another class is not); :meth:`reclaim` asks again of every Broker when what it answers changed.
+    """
+
+    def __init__(self, claims: Callable[[ResourceKey, Mapping[str, str]], bool]) -> None:
         self.claims = claims
         self.resources: dict[ResourceKey, Resource] = {}
+        # Valid objects keventing does not claim (Brokers of other classes), kept for a later reclaim.
+        self.unclaimed: dict[ResourceKey, Resource] = {}
         self.invalid: dict[ResourceKey, ObjectInvalid] = {}
         # The status each object has on the API server, as last seen or written.
         self.statuses: dict[ResourceKey, dict[str, Any]] = {}
+        self.annotations: dict[ResourceKey, dict[str, str]] = {}
         self.uids: dict[ResourceKey, str] = {}
+
+    def claimed(self, key: ResourceKey) -> bool:
+        return self.claims(key, self.annotations.get(key, {}))
 
     def observe(self, body: Mapping[str, Any]) -> bool:
         """Record one object as the API server has it now; True when the reconciler's input changed."""
         key = key_of(body)
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
             return self.forget(key)
         self.statuses[key] = dict(body.get("status") or {})
-        uid = (body.get("metadata") or {}).get("uid")
+        self.annotations[key] = dict(meta.get("annotations") or {})
+        uid = meta.get("uid")
         if uid:
             self.uids[key] = uid
         try:
             resource = to_resource(body)
         except ObjectInvalid as err:
-            self.resources.pop(key, None)
+            gone = self.resources.pop(key, None) is not None
+            self.unclaimed.pop(key, None)
             changed = str(self.invalid.get(key)) != str(err)
             self.invalid[key] = err
-            return changed
+            return gone or (changed and self.claimed(key))
         self.invalid.pop(key, None)
-        if not self.claims(resource):
+        if not self.claimed(key):
+            self.unclaimed[key] = resource
             return self.resources.pop(key, None) is not None
+        self.unclaimed.pop(key, None)
         before = self.resources.get(key)
         self.resources[key] = resource
         return before is None or before.model_dump() != resource.model_dump()
 
+    def reclaim(self) -> bool:
+        """Ask ``claims`` again of every Broker; True when one was claimed or let go."""
+        changed = False
+        for key in [k for k in self.resources if k.kind == Broker.KIND and not self.claimed(k)]:
+            self.unclaimed[key] = self.resources.pop(key)
+            changed = True
+        for key in [k for k in self.unclaimed if self.claimed(k)]:
+            self.resources[key] = self.unclaimed.pop(key)
+            changed = True
+        return changed
+
     def forget(self, key: ResourceKey) -> bool:
         self.statuses.pop(key, None)
+        self.annotations.pop(key, None)
+        self.unclaimed.pop(key, None)
         self.uids.pop(key, None)
         gone = self.resources.pop(key, None) is not None
         return self.invalid.pop(key, None) is not None or gone
@@ -116,11 +154,14 @@ class KubernetesController(DataPlaneAdapter):
         self.recorder = EventRecorder(access.api)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
+        self.config_maps = ConfigMapWatch(access.api, self.driver.changed)
+        self.defaults_key = defaults_key(config.system_namespace)
+        self.defaults = BrokerDefaults()
 
-    def _claims(self, resource: Resource) -> bool:
-        if resource.KIND != "Broker":
+    def _claims(self, key: ResourceKey, annotations: Mapping[str, str]) -> bool:
+        if key.kind != Broker.KIND:
             return True
-        return resource.metadata.annotations.get(BROKER_CLASS, "Kafka") in self.broker_classes
+        return broker_class(annotations, key.namespace, self.defaults) in self.broker_classes
 
     # ----------------------------------------------------------------------------------------- kopf
 
@@ -162,12 +203,9 @@ class KubernetesController(DataPlaneAdapter):
                 await self.driver.passed_after_now()
 
     def _claimed(self, body: Mapping[str, Any]) -> bool:
-        """Whether keventing reconciles the object (a Broker of another class it leaves alone entirely);
-        an object its schema rejects is, to report so."""
-        try:
-            return self._claims(to_resource(body))
-        except ObjectInvalid:
-            return True
+        """Whether keventing reconciles the object (a Broker of another class it leaves alone entirely)."""
+        metadata = body.get("metadata") or {}
+        return self._claims(key_of(body), metadata.get("annotations") or {})
 
     async def _finalize(self, api: ApiKind, body: Mapping[str, Any]) -> bool:
         """Hold deletion until it is cleaned up: add the finalizer to a live object before anything is
@@ -187,6 +225,8 @@ class KubernetesController(DataPlaneAdapter):
             patch = [{"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(FINALIZER)}"}]
         elif FINALIZER in finalizers or not self._claimed(body):
             return False
+        elif not self._claims(key_of(body), metadata.get("annotations") or {}):
+            return False  # a Broker of another class is left alone
         elif finalizers:
             adding = True
             patch = [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
@@ -212,7 +252,19 @@ class KubernetesController(DataPlaneAdapter):
     # ------------------------------------------------------------------------------------- the Adapter
 
     async def observe(self) -> Observed:
-        resources = list(self.index.resources.values())
+        await self._read_defaults()
+        brokers = [r for r in self.index.resources.values() if isinstance(r, Broker)]
+        await self._stamp_classes(brokers)
+        # The broker configs the claimed Brokers read; the reconciler finds them among the resources.
+        wanted = {self.defaults_key} | {
+            broker_config_key(broker, ref)
+            for broker in brokers
+            if (ref := broker.spec.config or self.defaults.config(broker.namespace)) is not None
+            and ref.kind == ConfigMap.KIND
+        }
+        await self.config_maps.follow(wanted)
+        self.config_maps.retain(wanted)
+        resources: list[Resource] = [*self.index.resources.values(), *self.config_maps.config_maps()]
         addressables = await self.addressables.lookup(foreign_refs(resources))
         return Observed(
             resources,
@@ -221,6 +273,43 @@ class KubernetesController(DataPlaneAdapter):
             addressables,
             self.data_plane.published,
         )
+
+    async def start(self) -> None:
+        """Read config-br-defaults before kopf's first events: which Brokers get the finalizer depends on it."""
+        await self._read_defaults()
+
+    async def _read_defaults(self) -> None:
+        """Read config-br-defaults (an invalid one claims as if absent; the reconciler reports it)."""
+        await self.config_maps.follow([self.defaults_key])
+        try:
+            defaults = parse_defaults(self.config_maps.data(self.defaults_key) or {})
+        except BrokerDefaultsInvalid:
+            defaults = BrokerDefaults()
+        if defaults != self.defaults:
+            self.defaults = defaults
+            self.index.reclaim()
+
+    async def _stamp_classes(self, brokers: list[Broker]) -> None:
+        """Write the default class onto each claimed Broker that has none, as Knative's defaulting webhook
+        does: a later change of the default then cannot take a Broker (and its topic) from keventing."""
+        if not self.config_maps.has_read(self.defaults_key):
+            return  # the default is not known yet
+        kind = by_kind(Broker.KIND)
+        for broker in brokers:
+            annotations = self.index.annotations.setdefault(broker.key, {})
+            if BROKER_CLASS in annotations:
+                continue
+            stamped = broker_class(annotations, broker.namespace, self.defaults)
+            patch = {"metadata": {"annotations": {BROKER_CLASS: stamped}}}
+            try:
+                await self.api.patch_namespaced_custom_object(
+                    kind.group, kind.version, broker.namespace, kind.plural, broker.name, patch, **MERGE_PATCH
+                )
+            except k8s.ApiException as err:
+                if err.status != 404:
+                    raise
+                continue
+            annotations[BROKER_CLASS] = stamped
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
         for child in children.values():
@@ -241,7 +330,8 @@ class KubernetesController(DataPlaneAdapter):
     async def write_statuses(self, statuses: Mapping[ResourceKey, Status]) -> None:
         wanted = dict(statuses)
         for key, err in self.index.invalid.items():
-            wanted[key] = Status(conditions=invalid(str(err)))
+            if self.index.claimed(key):
+                wanted[key] = Status(conditions=invalid(str(err)))
         now = now_rfc3339()
         for key, status in wanted.items():
             current = self.index.statuses.get(key)

@@ -60,6 +60,7 @@ class KubernetesOperator:
         logging.getLogger("kopf").setLevel(logging.WARNING)
         data_plane = KafkaDataPlane(settings)
         await data_plane.start()
+        controller: KubernetesController | None = None
         try:
             controller = KubernetesController(
                 self.access,
@@ -69,6 +70,7 @@ class KubernetesOperator:
                 settings.resync_seconds,
             )
             self.controller = controller
+            await controller.start()
             binder = SinkBinder(self.access, settings)
             event_types = EventTypeMirror(
                 CompactedTopic(
@@ -88,6 +90,8 @@ class KubernetesOperator:
                 tasks.create_task(binder.run_webhook())
                 tasks.create_task(self._watch(registry, namespaces))
         finally:
+            if controller is not None:
+                controller.config_maps.close()
             await data_plane.stop()
 
     async def _watch(self, registry: kopf.OperatorRegistry, namespaces: list[str]) -> None:

@@ -18,7 +18,7 @@ from keventing.resources.eventing import Broker, ConfigMap, Trigger
 from keventing.resources.eventtype import EventType
 from keventing.resources.flows import Parallel, Sequence
 from keventing.resources.kafka import KafkaSink
-from keventing.resources.messaging import Channel, KafkaChannel, Subscription
+from keventing.resources.messaging import Channel, InMemoryChannel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
 from keventing.resources.sources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 
@@ -33,6 +33,7 @@ __all__ = [
     "DeliverySpec",
     "Destination",
     "EventType",
+    "InMemoryChannel",
     "KReference",
     "KafkaChannel",
     "KafkaSink",

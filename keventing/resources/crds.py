@@ -107,6 +107,7 @@ KNATIVE: dict[str, KnativeCrd] = {
     ),
     "Channel": KnativeCrd(CHANNELS, (URL, AGE, READY, REASON), SUBSCRIBABLE, ("ch",)),
     "KafkaChannel": KnativeCrd(CHANNELS, (READY, REASON, URL, AGE), SUBSCRIBABLE, ("kc",)),
+    "InMemoryChannel": KnativeCrd(CHANNELS, (URL, AGE, READY, REASON), SUBSCRIBABLE, ("imc",)),
     "Subscription": KnativeCrd(("all", "knative", "messaging"), (AGE, READY, REASON), {}, ("sub",)),
     "Sequence": KnativeCrd(FLOWS, (URL, AGE, READY, REASON), ADDRESSABLE),
     "Parallel": KnativeCrd(FLOWS, (URL, AGE, READY, REASON), ADDRESSABLE),

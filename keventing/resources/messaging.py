@@ -1,8 +1,9 @@
-"""messaging.knative.dev resources: Channel, KafkaChannel and Subscription.
+"""messaging.knative.dev resources: Channel, KafkaChannel, InMemoryChannel and Subscription.
 
-A Channel names its implementation in ``channelTemplate``; keventing backs every channel with a Kafka topic,
-so both KafkaChannel and InMemoryChannel templates give a KafkaChannel (an in-memory channel would lose events
-on a restart, which keventing has no reason to do).
+keventing backs every channel with a Kafka topic. An InMemoryChannel applied as such is served like a
+KafkaChannel (its own topic, one partition): unlike Knative's, it keeps its events across restarts, which
+keventing has no reason not to do. A Channel names its implementation in ``channelTemplate``; both
+KafkaChannel and InMemoryChannel templates give a backing KafkaChannel.
 """
 
 from __future__ import annotations
@@ -110,6 +111,32 @@ class KafkaChannelSpec(Model):
 class ChannelableStatus(Status):
     subscribers: list[SubscriberStatus] = Field(default_factory=list)
     deadLetterSinkUri: str | None = None
+
+
+class InMemoryChannelSpec(Model):
+    delivery: DeliverySpec | None = None
+    # Knative's Subscription controller writes each Subscription here; keventing reads the Subscriptions
+    # themselves, so an object exported from Knative applies unchanged and this is ignored.
+    subscribers: list[dict[str, Any]] | None = None
+
+
+class InMemoryChannel(Resource):
+    API_VERSIONS = ("messaging.knative.dev/v1",)
+    KIND = "InMemoryChannel"
+    PLURAL = "inmemorychannels"
+    SHORT_NAMES = ("imc",)
+    ADDRESSABLE = True
+
+    spec: InMemoryChannelSpec = Field(default_factory=InMemoryChannelSpec)
+    status: ChannelableStatus = Field(default_factory=ChannelableStatus)
+
+    def kafka_channel_spec(self) -> KafkaChannelSpec:
+        """How its topic is made: a KafkaChannel's defaults (one partition, so ordered) with its delivery."""
+        return KafkaChannelSpec(delivery=self.spec.delivery)
+
+    def validate_semantics(self) -> None:
+        if self.spec.delivery is not None:
+            self.spec.delivery.validate_at("spec.delivery")
 
 
 class KafkaChannel(Resource):
@@ -225,4 +252,4 @@ class Subscription(Resource):
         validate_delivery_order(self.delivery_order)
 
 
-KINDS: tuple[type[Resource], ...] = (Channel, KafkaChannel, Subscription)
+KINDS: tuple[type[Resource], ...] = (Channel, KafkaChannel, InMemoryChannel, Subscription)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from typing import Any
 
 from conftest import Kev, Reaction, Received, RecordingSink
-from helpers import broker_doc, channel_doc, kafka_channel_doc, ref, subscription_doc, trigger_doc
+from helpers import (
+    broker_doc,
+    channel_doc,
+    in_memory_channel_doc,
+    kafka_channel_doc,
+    ref,
+    subscription_doc,
+    trigger_doc,
+)
 
-from keventing import events
+from kev.stack import kev_command
+from keventing import events, naming
 
 
 def ce_headers(event_id: str, type_: str = "dev.test.event", **extensions: str) -> dict[str, str]:
@@ -198,3 +208,44 @@ def test_subscription_to_a_missing_channel_becomes_ready_when_it_appears(
     assert 'KafkaChannel "later"' in message and "does not exist" in message
     apply_ready(kev, ns, kafka_channel_doc("later", ns))
     kev.wait_ready("Subscription", "early", ns)
+
+
+def test_an_in_memory_channel_delivers_to_its_subscription_and_keeps_its_events_on_kafka(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    ready = apply_ready(
+        kev,
+        ns,
+        in_memory_channel_doc("imc", ns),
+        subscription_doc("s", ns, "imc", "InMemoryChannel", subscriber={"uri": sink.url(f"{ns}/imc")}),
+    )
+    channel = ready["imc"]
+    assert channel.status.address.url == f"{kev.stack.ingress_url}/inmemorychannels/{ns}/imc"
+    assert channel.status.annotations == {
+        "kafka.eventing.knative.dev/topic": naming.channel_topic(ns, "imc", "InMemoryChannel")
+    }
+    assert (
+        kev.http.post(channel.status.address.url, headers=ce_headers("m-1"), content=b'{"n":1}').status_code
+        == 202
+    )
+    got = sink.wait_for(f"{ns}/imc", 1)[0]
+    assert got.event is not None and got.event.id == "m-1"
+    assert got.body == b'{"n":1}'
+    subscribers = kev.wait_for(
+        lambda: (found := kev.get("InMemoryChannel", "imc", ns)) and found.status.subscribers,
+        what="the InMemoryChannel's subscribers",
+    )
+    assert [(s.uid, s.ready) for s in subscribers] == [(ready["s"].metadata.uid, "True")]
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kev.stack.bootstrap_servers,
+        "KEVENTING_INSTANCE": kev.stack.instance,
+        "COLUMNS": "200",
+    }
+    listed = subprocess.run(
+        [*kev_command(), "get", "imc", "-n", ns], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("imc"))
+    assert row.split()[1:3] == ["True", channel.status.address.url]

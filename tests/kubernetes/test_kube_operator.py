@@ -403,3 +403,52 @@ def test_kev_with_a_context_the_kubeconfig_lacks_says_so(kube_cluster: LocalClus
     result = _kev(kube_cluster, "--context", "no-such-context", "get", "triggers")
     assert result.returncode == 1
     assert "no-such-context" in result.stderr
+
+
+def test_an_in_memory_channel_and_subscription_applied_with_kubectl_deliver(
+    operator_stack: Stack, kubectl: Kubectl, kube_cluster: LocalCluster, namespace: str, sink: Any, kafka: str
+) -> None:
+    path = f"imc-{namespace}"
+    channel = {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "InMemoryChannel",
+        "metadata": {"name": "events", "namespace": namespace},
+    }
+    subscription = {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "Subscription",
+        "metadata": {"name": "to-sink", "namespace": namespace},
+        "spec": {
+            "channel": {
+                "apiVersion": "messaging.knative.dev/v1",
+                "kind": "InMemoryChannel",
+                "name": "events",
+            },
+            "subscriber": {"uri": sink.url(path)},
+        },
+    }
+    kubectl.apply(channel, subscription)
+    imc = kubectl.wait_ready("imc", "events", namespace)
+    url = imc["status"]["address"]["url"]
+    assert url == f"{operator_stack.ingress_url}/inmemorychannels/{namespace}/events"
+    assert {"Ready", "TopicReady", "Addressable"} <= {c["type"] for c in imc["status"]["conditions"]}
+    sub = kubectl.wait_ready("subscription", "to-sink", namespace)
+    assert sub["status"]["physicalSubscription"]["subscriberUri"] == sink.url(path)
+    deadline = time.monotonic() + 60
+    while not (imc := kubectl.get("imc", "events", namespace) or {}).get("status", {}).get("subscribers"):
+        assert time.monotonic() < deadline, f"the InMemoryChannel lists no subscribers: {imc}"
+        time.sleep(0.25)
+    assert [(s["uid"], s["ready"]) for s in imc["status"]["subscribers"]] == [
+        (sub["metadata"]["uid"], "True")
+    ]
+
+    topic = naming.channel_topic(namespace, "events", "InMemoryChannel")
+    _wait_positioned(kafka, naming.subscription_group(namespace, "events", sub["metadata"]["uid"]), topic)
+    wanted = _send(operator_stack, url, "imc.event")
+    received = sink.wait_for(path, 1, timeout=60)
+    assert [events.from_http(r.headers, r.body).id for r in received] == [wanted]
+
+    table = _kev(kube_cluster, "get", "imc", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("events"))
+    assert row.split()[1:3] == ["True", url]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import broker_doc, channel_doc, kafka_channel_doc, ref, subscription_doc, trigger_doc
+from helpers import (
+    broker_doc,
+    channel_doc,
+    in_memory_channel_doc,
+    kafka_channel_doc,
+    ref,
+    subscription_doc,
+    trigger_doc,
+)
 
 from controller.reconciler import ControllerConfig, Desired, reconcile
 from keventing.resources import ResourceInvalid, ResourceKey, kind_for, parse_resource
@@ -248,14 +256,53 @@ def test_absolute_uri_next_to_a_ref_is_rejected() -> None:
         parse_resource(trigger)
 
 
-@pytest.mark.parametrize("kind", ["Channel", "KafkaChannel", "InMemoryChannel"])
-def test_refs_to_channels_resolve_to_their_address(kind: str) -> None:
-    channel = kafka_channel_doc("c", "ns1") if kind != "Channel" else channel_doc("c", "ns1")
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [("Channel", "channels"), ("KafkaChannel", "channels"), ("InMemoryChannel", "inmemorychannels")],
+)
+def test_refs_to_channels_resolve_to_their_address(kind: str, path: str) -> None:
+    documents = {
+        "Channel": channel_doc,
+        "KafkaChannel": kafka_channel_doc,
+        "InMemoryChannel": in_memory_channel_doc,
+    }
     trigger = trigger_doc("t", "ns1", "b", "unused", subscriber=ref(kind, "c"))
-    desired = _reconcile(broker_doc("b", "ns1"), channel, trigger)
+    desired = _reconcile(broker_doc("b", "ns1"), documents[kind]("c", "ns1"), trigger)
     assert desired.statuses[ResourceKey("Trigger", "ns1", "t")].subscriberUri == (
-        "http://localhost:8080/channels/ns1/c"
+        f"http://localhost:8080/{path}/ns1/c"
     )
+
+
+def test_an_in_memory_channel_is_a_durable_topic_with_an_ingress_and_subscribers() -> None:
+    desired = _reconcile(
+        in_memory_channel_doc("c", "ns1", delivery={"retry": 2}),
+        # A KafkaChannel of the same name is another channel: its own topic, path and subscribers.
+        kafka_channel_doc("c", "ns1"),
+        subscription_doc("s", "ns1", "c", channel_kind="InMemoryChannel", subscriber={"uri": "http://sink/"}),
+    )
+    topic = desired.topics["knative-messaging-inmemory.ns1.c"]
+    assert (topic.partitions, topic.replication_factor) == (1, 1)
+    assert "knative-messaging-kafka.ns1.c" in desired.topics
+    status = desired.statuses[ResourceKey("InMemoryChannel", "ns1", "c")]
+    assert status.ready
+    assert status.address.url == "http://localhost:8080/inmemorychannels/ns1/c"
+    assert [s.ready for s in status.subscribers] == ["True"]
+    assert desired.statuses[ResourceKey("KafkaChannel", "ns1", "c")].subscribers == []
+    ingress = desired.contract["InMemoryChannel/ns1/c"].ingress
+    assert (ingress.path, ingress.topic) == ("/inmemorychannels/ns1/c", topic.name)
+    egress = desired.contract["Subscription/ns1/s"].egress
+    assert egress.topics == (topic.name,)
+    assert egress.delivery.retry == 2  # the channel's delivery, as for a KafkaChannel
+
+
+def test_a_subscription_to_a_missing_in_memory_channel_is_not_ready() -> None:
+    desired = _reconcile(
+        kafka_channel_doc("c", "ns1"),
+        subscription_doc("s", "ns1", "c", channel_kind="InMemoryChannel", subscriber={"uri": "http://sink/"}),
+    )
+    ready = desired.statuses[ResourceKey("Subscription", "ns1", "s")].condition("Ready")
+    assert (ready.status, ready.reason) == ("False", "ChannelReferenceFailed")
+    assert 'InMemoryChannel "c" in namespace "ns1" does not exist' in ready.message
 
 
 def test_ref_to_a_kind_keventing_cannot_address_says_to_use_a_uri() -> None:

@@ -28,6 +28,7 @@ KNATIVE_VERSIONS = {
     "Channel": ("messaging.knative.dev", ["v1"]),
     "Subscription": ("messaging.knative.dev", ["v1"]),
     "KafkaChannel": ("messaging.knative.dev", ["v1beta1"]),
+    "InMemoryChannel": ("messaging.knative.dev", ["v1"]),
     "Sequence": ("flows.knative.dev", ["v1"]),
     "Parallel": ("flows.knative.dev", ["v1"]),
     "PingSource": ("sources.knative.dev", ["v1", "v1beta2"]),

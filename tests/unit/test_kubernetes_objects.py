@@ -68,7 +68,7 @@ def test_a_generated_child_is_applied_without_server_assigned_metadata() -> None
 
 def test_the_index_claims_brokers_by_class_and_forgets_deleted_objects() -> None:
     index = KubernetesIndex(
-        lambda r: r.metadata.annotations.get("eventing.knative.dev/broker.class") == "Kafka"
+        lambda key, annotations: annotations.get("eventing.knative.dev/broker.class") == "Kafka"
     )
     assert index.observe(broker_object("ours", **{"eventing.knative.dev/broker.class": "Kafka"}))
     assert not index.observe(
@@ -80,6 +80,26 @@ def test_the_index_claims_brokers_by_class_and_forgets_deleted_objects() -> None
     deleting["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
     assert index.observe(deleting)
     assert index.resources == {}
+
+
+def test_the_index_claims_unannotated_brokers_again_when_the_default_class_changes() -> None:
+    default_class = ["MTChannelBasedBroker"]
+    index = KubernetesIndex(
+        lambda key, annotations: (
+            key.kind != "Broker"
+            or annotations.get("eventing.knative.dev/broker.class", default_class[0]) == "Kafka"
+        )
+    )
+    assert not index.observe(broker_object("unannotated"))
+    assert not index.observe(
+        broker_object("invalid", **{"x": "y"}) | {"spec": {"delivery": {"retry": "many"}}}
+    )
+    assert index.resources == {} and not index.claimed(ResourceKey("Broker", "shop", "invalid"))
+    assert not index.reclaim()
+    default_class[0] = "Kafka"
+    assert index.reclaim()
+    assert set(index.resources) == {ResourceKey("Broker", "shop", "unannotated")}
+    assert index.claimed(ResourceKey("Broker", "shop", "invalid"))
 
 
 def test_every_custom_kind_is_served_at_knatives_group() -> None:

@@ -1,0 +1,204 @@
+"""The operator's configuration from Knative's ConfigMaps, on a real kube-apiserver: config-br-defaults (a
+Broker's class and delivery when it names none), a Broker's spec.config (its topic's partitions), and the
+changes to them taking effect without a restart.
+
+The operator runs with the chart's RBAC (see tests/kube_fixtures.py) and its own system namespace, so that
+the config-br-defaults written here reaches no other module's operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import Kubectl
+
+from kev.kafka.embedded import free_port
+from kev.stack import Stack
+from keventing import naming
+from keventing.contract import ContractEntry
+from keventing.kafka.client import admin_client
+from keventing.kafka.compacted import CompactedTopic
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
+
+BROKER_CLASS = "eventing.knative.dev/broker.class"
+
+
+@pytest.fixture(scope="module")
+def system_namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"system-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl.run("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def config_stack(
+    operator_env: dict[str, str],
+    kafka: str,
+    system_namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    stack = Stack(
+        bootstrap_servers=kafka,
+        log_dir=tmp_path_factory.mktemp("config-logs"),
+        instance=f"kube-config-{uuid.uuid4().hex[:8]}",
+        receiver_port=free_port(),
+        dispatcher_port=free_port(),
+        controller_port=free_port(),
+        sources_port=free_port(),
+        extra_env={**operator_env, "KEVENTING_SYSTEM_NAMESPACE": system_namespace},
+    )
+    stack.start_all()
+    try:
+        stack.wait_ready(timeout=90)
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def _config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+def _broker_defaults(system_namespace: str, document: dict[str, Any]) -> dict[str, Any]:
+    return _config_map(
+        "config-br-defaults", system_namespace, {"default-br-config": yaml.safe_dump(document)}
+    )
+
+
+def _broker(
+    name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": metadata, "spec": spec}
+
+
+def _trigger(name: str, namespace: str, broker: str, uri: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"broker": broker, "subscriber": {"uri": uri}},
+    }
+
+
+def _contract_entry(stack: Stack, kafka: str, key: str, timeout: float = 60.0) -> ContractEntry:
+    topic = CompactedTopic(kafka, f"{stack.instance}.contract")
+    deadline = time.monotonic() + timeout
+    while (value := asyncio.run(topic.snapshot()).get(key)) is None:
+        assert time.monotonic() < deadline, f"no contract entry {key}"
+        time.sleep(0.5)
+    return ContractEntry.decode(value)
+
+
+def _partitions(kafka: str, topic: str) -> int:
+    async def describe() -> int:
+        async with admin_client(kafka) as admin:
+            [description] = await admin.describe_topics([topic])
+            return len(description["partitions"])
+
+    return asyncio.run(describe())
+
+
+def test_a_broker_without_a_class_is_claimed_per_config_br_defaults_with_its_default_delivery(
+    config_stack: Stack, kubectl: Kubectl, namespace: str, system_namespace: str, kafka: str
+) -> None:
+    delivery = {"retry": 4, "backoffPolicy": "linear", "backoffDelay": "PT0.5S"}
+    kubectl.apply(
+        _broker_defaults(system_namespace, {"clusterDefault": {"brokerClass": "Kafka", "delivery": delivery}})
+    )
+    kubectl.apply(_broker("default", namespace), _trigger("t", namespace, "default", "http://127.0.0.1:1/"))
+    broker = kubectl.wait_ready("broker", "default", namespace)
+    # The class is written onto the Broker, as Knative's defaulting does: a later default cannot take it.
+    assert broker["metadata"]["annotations"][BROKER_CLASS] == "Kafka"
+    kubectl.wait_ready("trigger", "t", namespace)
+    egress = _contract_entry(config_stack, kafka, f"Trigger/{namespace}/t").egress
+    assert egress is not None
+    assert (egress.delivery.retry, egress.delivery.backoff_policy, egress.delivery.backoff_delay) == (
+        4,
+        "linear",
+        0.5,
+    )
+
+
+def test_a_broker_whose_default_class_is_another_is_left_alone_until_the_default_changes(
+    config_stack: Stack, kubectl: Kubectl, namespace: str, system_namespace: str
+) -> None:
+    theirs = {
+        "clusterDefault": {"brokerClass": "Kafka"},
+        "namespaceDefaults": {namespace: {"brokerClass": "MTChannelBasedBroker"}},
+    }
+    kubectl.apply(_broker_defaults(system_namespace, theirs))
+    kubectl.apply(_broker("theirs", namespace))
+    # A Broker applied after it, of keventing's class, is Ready: the pass that made it so saw the other one.
+    kubectl.apply(_broker("ours", namespace, {BROKER_CLASS: "Kafka"}))
+    kubectl.wait_ready("broker", "ours", namespace)
+    left = kubectl.get("broker", "theirs", namespace)
+    assert left is not None
+    assert "status" not in left or not left["status"], left["status"]
+    assert not left["metadata"].get("finalizers"), left["metadata"]
+    assert BROKER_CLASS not in (left["metadata"].get("annotations") or {})
+    assert naming.broker_topic(namespace, "theirs") not in _topics_named(config_stack, namespace)
+
+    # The namespace's default goes: the watched ConfigMap's change makes keventing claim the Broker.
+    kubectl.apply(_broker_defaults(system_namespace, {"clusterDefault": {"brokerClass": "Kafka"}}))
+    claimed = kubectl.wait_ready("broker", "theirs", namespace)
+    assert claimed["metadata"]["annotations"][BROKER_CLASS] == "Kafka"
+
+
+def _topics_named(stack: Stack, namespace: str) -> set[str]:
+    async def topics() -> set[str]:
+        async with admin_client(stack.bootstrap_servers) as admin:
+            return {t for t in await admin.list_topics() if namespace in t}
+
+    return asyncio.run(topics())
+
+
+def test_a_broker_s_spec_config_sets_its_topic_partitions(
+    config_stack: Stack, kubectl: Kubectl, namespace: str, kafka: str
+) -> None:
+    config = _config_map(
+        "my-kafka-config",
+        namespace,
+        {
+            "bootstrap.servers": kafka,
+            "default.topic.partitions": "3",
+            "default.topic.replication.factor": "1",
+        },
+    )
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "my-kafka-config", "namespace": namespace}
+    kubectl.apply(config, _broker("configured", namespace, {BROKER_CLASS: "Kafka"}, config=ref))
+    kubectl.wait_ready("broker", "configured", namespace)
+    assert _partitions(kafka, naming.broker_topic(namespace, "configured")) == 3
+
+
+def test_a_broker_whose_config_map_is_missing_is_not_ready_until_it_appears(
+    config_stack: Stack, kubectl: Kubectl, namespace: str, kafka: str
+) -> None:
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "later-config", "namespace": namespace}
+    kubectl.apply(_broker("waiting", namespace, {BROKER_CLASS: "Kafka"}, config=ref))
+    broker = kubectl.wait_for_condition("broker", "waiting", namespace, "Ready", "False")
+    ready = next(c for c in broker["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ConfigMapNotFound"
+    assert ready["message"] == f'ConfigMap "later-config" in namespace "{namespace}" does not exist'
+
+    # Created, the ConfigMap reaches the operator through its watch (resyncs do not read it again).
+    kubectl.apply(_config_map("later-config", namespace, {"default.topic.partitions": "2"}))
+    kubectl.wait_ready("broker", "waiting", namespace, timeout=30)
+    assert _partitions(kafka, naming.broker_topic(namespace, "waiting")) == 2
