@@ -11,14 +11,17 @@ restarts it as a standby.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
@@ -228,3 +231,45 @@ class LeaderElector:
             raise
         self._observe(written.spec)
         return True
+
+
+async def hold_on_own_thread(elector: LeaderElector, configuration: k8s.Configuration) -> None:
+    """:meth:`LeaderElector.hold` on a thread with an event loop and API client of its own.
+
+    The operator's loop can be busy for seconds at a time (thousands of watch events, a reconcile pass over
+    10,000 objects); a renewal queued behind that work would miss its deadline and cost the replica its
+    leadership although nothing is wrong. Raises what ``hold`` raises (:class:`LeadershipLost`); cancelling
+    this stops the thread's renewals before it returns."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def renew() -> None:
+        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        api = k8s.ApiClient(configuration)
+        own = elector.coordination
+        elector.coordination = k8s.CoordinationV1Api(api)
+        try:
+            await elector.hold()
+        finally:
+            elector.coordination = own
+            await api.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(renew())
+            done.set_result(None)
+        except BaseException as err:  # handed to the caller's loop, whatever it is
+            done.set_exception(err)
+
+    thread = threading.Thread(target=run, name="leader-lease", daemon=True)
+    thread.start()
+    try:
+        await asyncio.wrap_future(done)
+    except asyncio.CancelledError:
+        await asyncio.to_thread(started.wait, 5)
+        if "task" in box:
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        await asyncio.to_thread(thread.join, 10)
+        raise

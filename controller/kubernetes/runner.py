@@ -13,7 +13,13 @@ from controller.dataplane import KafkaDataPlane
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.binder import SinkBinder
 from controller.kubernetes.eventtypes import EventTypeMirror
-from controller.kubernetes.leader import LeaderElector, LeaseConfig, default_identity, default_namespace
+from controller.kubernetes.leader import (
+    LeaderElector,
+    LeaseConfig,
+    default_identity,
+    default_namespace,
+    hold_on_own_thread,
+)
 from controller.kubernetes.operator import KubernetesController
 from controller.local import controller_config
 from controller.settings import ControllerSettings
@@ -50,7 +56,7 @@ class KubernetesOperator:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._lead())
-                tasks.create_task(self.elector.hold())
+                tasks.create_task(hold_on_own_thread(self.elector, self.access.configuration))
         finally:
             await self.elector.release()  # a no-op once the Lease is lost
 
