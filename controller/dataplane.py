@@ -181,22 +181,26 @@ class KafkaDataPlane:
             if before is None or before.consumer_group != egress.consumer_group:
                 new_egresses.append(egress)
         await self.init_offsets(new_egresses)
-        retiring = self._retiring_groups(contract)
+        retiring = self._retiring_groups(contract, wanted)
         await publish(self.contract, self.published_contract, wanted)
-        self.published_groups = _groups_of(self.published_contract)
+        # What was just published, read off the entries rather than decoded back from their bytes.
+        self.published_groups = {
+            key: entry.egress.consumer_group for key, entry in contract.items() if entry.egress is not None
+        }
         self.retired_groups |= retiring
         if self.retired_groups:
             await self.delete_groups()
 
-    def _retiring_groups(self, contract: Mapping[str, ContractEntry]) -> set[str]:
+    def _retiring_groups(
+        self, contract: Mapping[str, ContractEntry], encoded: Mapping[str, bytes]
+    ) -> set[str]:
         """The consumer groups of published egresses that ``contract`` drops (a deleted Trigger or
         Subscription), unless another egress still uses the group. Groups on a cluster other than
         keventing's own (a KafkaSource's) are the user's, and stay."""
         kept = {entry.egress.consumer_group for entry in contract.values() if entry.egress is not None}
         retiring = set()
         for key, value in self.published_contract.items():
-            wanted = contract.get(key)
-            if wanted is not None and wanted.encode() == value:
+            if encoded.get(key) == value:
                 continue
             before = ContractEntry.decode(value).egress
             if before is None or before.bootstrap_servers is not None or before.kind == "KafkaSource":

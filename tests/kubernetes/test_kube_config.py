@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kube_stack import running_stack
 from kubectl import Kubectl
 
-from kev.kafka.embedded import free_port
 from kev.stack import Stack
 from keventing import naming
 from keventing.contract import ContractEntry
@@ -47,22 +47,9 @@ def config_stack(
     system_namespace: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("config-logs"),
-        instance=f"kube-config-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
-        extra_env={**operator_env, "KEVENTING_SYSTEM_NAMESPACE": system_namespace},
-    )
-    stack.start_all()
-    try:
-        stack.wait_ready(timeout=90)
+    env = {**operator_env, "KEVENTING_SYSTEM_NAMESPACE": system_namespace}
+    with running_stack(kafka, tmp_path_factory.mktemp("config-logs"), env) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def _config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:

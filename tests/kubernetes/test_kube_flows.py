@@ -7,21 +7,18 @@ ServiceAccount token; the sources runner here has a manual clock, so a PingSourc
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from helpers import parallel_doc, ping_source_doc, subscription_doc
+from kube_stack import DATA_PLANE, consumer_groups, received_ids, running_stack, send_event, wait_positioned
 from kubectl import Kubectl
 
-from kev.kafka.embedded import free_port
-from kev.stack import ALL_SERVICES, Stack
+from kev.stack import Stack
 from keventing import events, naming
-from keventing.kafka.client import admin_client, group_positioned
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
@@ -32,61 +29,9 @@ T0 = "2030-01-01T00:00:30+00:00"  # half a minute before the first tick of "* * 
 def flow_stack(
     operator_env: dict[str, str], kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("flow-logs"),
-        instance=f"kube-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
-        extra_env={**operator_env, "KEVENTING_SOURCES_CLOCK": "manual"},
-    )
-    stack.start_all(ALL_SERVICES)
-    try:
-        stack.wait_ready(timeout=90)
+    env = {**operator_env, "KEVENTING_SOURCES_CLOCK": "manual"}
+    with running_stack(kafka, tmp_path_factory.mktemp("flow-logs"), env, (*DATA_PLANE, "sources")) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-
-
-def _send(stack: Stack, url: str, event_type: str) -> str:
-    event_id = uuid.uuid4().hex
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-source": "/kube-flows",
-        "ce-type": event_type,
-        "content-type": "application/json",
-    }
-    # Addresses are the receiver's public URL; the test reaches the local receiver directly.
-    local = url.replace(stack.ingress_url, f"http://127.0.0.1:{stack.receiver_port}")
-    response = httpx.post(local, headers=headers, content=b'{"via":"kubernetes"}', timeout=10)
-    assert response.status_code == 202, response.text
-    return event_id
-
-
-def _received_ids(sink: Any, path: str, count: int) -> list[str]:
-    return [events.from_http(r.headers, r.body).id for r in sink.wait_for(path, count, timeout=60)]
-
-
-def _groups(bootstrap: str) -> set[str]:
-    async def list_groups() -> set[str]:
-        async with admin_client(bootstrap) as admin:
-            return {group[0] for group in await admin.list_consumer_groups()}
-
-    return asyncio.run(list_groups())
-
-
-def _wait_positioned(bootstrap: str, group: str, topic: str, timeout: float = 60.0) -> None:
-    async def positioned() -> bool:
-        async with admin_client(bootstrap) as admin:
-            return await group_positioned(admin, group, topic)
-
-    deadline = time.monotonic() + timeout
-    while not asyncio.run(positioned()):
-        assert time.monotonic() < deadline, f"consumer group {group} not positioned on {topic}"
-        time.sleep(0.3)
 
 
 def test_channel_and_subscription_applied_with_kubectl_deliver_and_the_channel_owns_its_kafka_channel(
@@ -109,15 +54,15 @@ def test_channel_and_subscription_applied_with_kubectl_deliver_and_the_channel_o
     subscription = kubectl.wait_ready("subscription", "audit", namespace)
     assert subscription["status"]["physicalSubscription"]["subscriberUri"] == sink.url(path)
     group = naming.subscription_group(namespace, "orders", subscription["metadata"]["uid"])
-    _wait_positioned(kafka, group, naming.channel_topic(namespace, "orders"))
+    wait_positioned(kafka, group, naming.channel_topic(namespace, "orders"))
 
-    sent = [_send(flow_stack, url, "order.created") for _ in range(3)]
-    assert sorted(_received_ids(sink, path, 3)) == sorted(sent)
+    sent = [send_event(flow_stack, url, "order.created") for _ in range(3)]
+    assert sorted(received_ids(sink, path, 3)) == sorted(sent)
 
     # Deleting the Subscription deletes its consumer group once the finalizer ran.
-    assert group in _groups(kafka)
+    assert group in consumer_groups(kafka)
     kubectl.run("delete", "subscription", "audit", "-n", namespace, "--wait=true", "--timeout=60s")
-    assert group not in _groups(kafka)
+    assert group not in consumer_groups(kafka)
 
 
 def test_parallel_applied_with_kubectl_fans_each_event_out_to_every_branch(
@@ -136,9 +81,9 @@ def test_parallel_applied_with_kubectl_fans_each_event_out_to_every_branch(
     url = parallel["status"]["address"]["url"]
     assert len(parallel["status"]["branchStatuses"]) == 2
     # Events sent once it is Ready are not missed: new consumer groups start where the topic ends now.
-    sent = _send(flow_stack, url, "work.requested")
-    assert _received_ids(sink, f"left-{namespace}", 1) == [sent]
-    assert _received_ids(sink, f"right-{namespace}", 1) == [sent]
+    sent = send_event(flow_stack, url, "work.requested")
+    assert received_ids(sink, f"left-{namespace}", 1) == [sent]
+    assert received_ids(sink, f"right-{namespace}", 1) == [sent]
 
 
 def test_ping_source_applied_with_kubectl_fires_on_its_schedule_to_its_sink(
@@ -188,10 +133,10 @@ def test_deleting_a_trigger_deletes_its_consumer_group(
     )
     kubectl.wait_ready("trigger", "short-lived", namespace)
     group = naming.trigger_group(namespace, "short-lived")
-    _wait_positioned(kafka, group, naming.broker_topic(namespace, "default"))
+    wait_positioned(kafka, group, naming.broker_topic(namespace, "default"))
     kubectl.run("delete", "trigger", "short-lived", "-n", namespace, "--wait=true", "--timeout=60s")
     assert kubectl.get("trigger", "short-lived", namespace) is None
-    assert group not in _groups(kafka)
+    assert group not in consumer_groups(kafka)
 
 
 def test_a_resource_that_stops_being_ready_gets_one_warning_event_saying_why(

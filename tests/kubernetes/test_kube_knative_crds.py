@@ -18,17 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from helpers import subscription_doc
+from kube_stack import received_ids, running_stack, send_event
 from kubectl import CRDS, Kubectl
 
 from kev.cluster.launcher import LocalCluster
 from kev.cluster.toolchain import Toolchain
-from kev.kafka.embedded import free_port
 from kev.stack import Stack
-from keventing import events
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
@@ -78,46 +76,15 @@ def knative_stack(
     knative_cluster: tuple[LocalCluster, Kubectl], kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     cluster, _ = knative_cluster
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("knative-crd-logs"),
-        instance=f"knative-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        extra_env={
-            "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
-            "KEVENTING_KUBERNETES": "true",
-            "KUBECONFIG": str(cluster.kubeconfig_path),
-            "KEVENTING_RESYNC_SECONDS": "5",
-            "KEVENTING_LEADER_ELECTION_NAMESPACE": "keventing",
-        },
-    )
-    stack.start_all()
-    try:
-        stack.wait_ready(timeout=90)
-        yield stack
-    finally:
-        stack.stop_all()
-
-
-def _send(stack: Stack, url: str, event_type: str) -> str:
-    event_id = uuid.uuid4().hex
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-source": "/knative-crds",
-        "ce-type": event_type,
-        "content-type": "application/json",
+    env = {
+        "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
+        "KEVENTING_KUBERNETES": "true",
+        "KUBECONFIG": str(cluster.kubeconfig_path),
+        "KEVENTING_RESYNC_SECONDS": "5",
+        "KEVENTING_LEADER_ELECTION_NAMESPACE": "keventing",
     }
-    local = url.replace(stack.ingress_url, f"http://127.0.0.1:{stack.receiver_port}")
-    response = httpx.post(local, headers=headers, content=b"{}", timeout=10)
-    assert response.status_code == 202, response.text
-    return event_id
-
-
-def _ids(sink: Any, path: str, count: int) -> list[str]:
-    return [events.from_http(r.headers, r.body).id for r in sink.wait_for(path, count, timeout=60)]
+    with running_stack(kafka, tmp_path_factory.mktemp("knative-crd-logs"), env) as stack:
+        yield stack
 
 
 def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
@@ -176,12 +143,12 @@ def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
     assert table.count("True") == 2, table
     assert broker["status"]["address"]["url"] in table
 
-    _send(knative_stack, broker["status"]["address"]["url"], "order.shipped")  # filtered out
-    wanted = _send(knative_stack, broker["status"]["address"]["url"], "order.created")
-    assert _ids(sink, trigger_path, 1) == [wanted]
-    via_channel = _send(knative_stack, channel["status"]["address"]["url"], "audit.entry")
-    assert _ids(sink, channel_path, 1) == [via_channel]
-    via_sequence = _send(knative_stack, sequence["status"]["address"]["url"], "step.input")
-    assert _ids(sink, step_path, 1) == [via_sequence]
+    send_event(knative_stack, broker["status"]["address"]["url"], "order.shipped")  # filtered out
+    wanted = send_event(knative_stack, broker["status"]["address"]["url"], "order.created")
+    assert received_ids(sink, trigger_path, 1) == [wanted]
+    via_channel = send_event(knative_stack, channel["status"]["address"]["url"], "audit.entry")
+    assert received_ids(sink, channel_path, 1) == [via_channel]
+    via_sequence = send_event(knative_stack, sequence["status"]["address"]["url"], "step.input")
+    assert received_ids(sink, step_path, 1) == [via_sequence]
     time.sleep(0.5)
     assert len(sink.requests(trigger_path)) == 1

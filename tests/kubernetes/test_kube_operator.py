@@ -10,20 +10,18 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 import yaml
+from kube_stack import running_stack, send_event, topics, wait_positioned
 from kubectl import ROOT, Kubectl
 
 from kev.cluster.launcher import LocalCluster
-from kev.kafka.embedded import free_port
 from kev.stack import Stack, kev_command
 from keventing import events, naming
-from keventing.kafka.client import admin_client, group_positioned
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
@@ -32,22 +30,8 @@ pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 def operator_stack(
     operator_env: dict[str, str], kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("operator-logs"),
-        instance=f"kube-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
-        extra_env=operator_env,
-    )
-    stack.start_all()
-    try:
-        stack.wait_ready(timeout=90)
+    with running_stack(kafka, tmp_path_factory.mktemp("operator-logs"), operator_env) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def _broker(name: str, namespace: str) -> dict:
@@ -65,24 +49,6 @@ def _trigger(name: str, namespace: str, broker: str, uri: str, **spec: object) -
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"broker": broker, "subscriber": {"uri": uri}, **spec},
     }
-
-
-def _send(stack: Stack, url: str, event_type: str) -> str:
-    import httpx
-
-    event_id = uuid.uuid4().hex
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-source": "/kube-test",
-        "ce-type": event_type,
-        "content-type": "application/json",
-    }
-    # The Broker's address is the receiver's public URL; the test reaches the local receiver directly.
-    local = url.replace(stack.ingress_url, f"http://127.0.0.1:{stack.receiver_port}")
-    response = httpx.post(local, headers=headers, content=b'{"hello":"kubernetes"}', timeout=10)
-    assert response.status_code == 202, response.text
-    return event_id
 
 
 def test_broker_and_trigger_applied_with_kubectl_become_ready_and_deliver(
@@ -110,12 +76,12 @@ def test_broker_and_trigger_applied_with_kubectl_become_ready_and_deliver(
     trigger = kubectl.wait_ready("trigger", "orders", namespace)
     assert trigger["status"]["subscriberUri"] == sink.url(path)
     # A new group starts at the latest record (Knative's default): send once the dispatcher's group is in place.
-    _wait_positioned(
+    wait_positioned(
         kafka, naming.trigger_group(namespace, "orders"), naming.broker_topic(namespace, "default")
     )
 
-    _send(operator_stack, url, "order.shipped")  # filtered out
-    wanted = _send(operator_stack, url, "order.created")
+    send_event(operator_stack, url, "order.shipped")  # filtered out
+    wanted = send_event(operator_stack, url, "order.created")
     received = sink.wait_for(path, 1, timeout=60)
     got = [events.from_http(r.headers, r.body) for r in received]
     assert [e.id for e in got] == [wanted]
@@ -152,10 +118,10 @@ def test_deleting_a_broker_deletes_its_topic_after_the_finalizer_ran(
     broker = kubectl.wait_ready("broker", "doomed", namespace)
     assert broker["metadata"]["finalizers"] == ["keventing.knative.dev/cleanup"]
     topic = naming.broker_topic(namespace, "doomed")
-    assert topic in _topics(kafka)
+    assert topic in topics(kafka)
     kubectl.run("delete", "broker", "doomed", "-n", namespace, "--wait=true", "--timeout=60s")
     assert kubectl.get("broker", "doomed", namespace) is None
-    assert topic not in _topics(kafka)
+    assert topic not in topics(kafka)
 
 
 def test_an_invalid_object_is_not_ready_with_the_field_that_is_wrong(
@@ -197,29 +163,6 @@ def test_a_sequence_owns_real_channels_and_subscriptions_that_are_collected_with
     while kubectl.list("subscriptions", namespace) or kubectl.list("kafkachannels", namespace):
         assert time.monotonic() < deadline, "the Sequence's children were not garbage-collected"
         time.sleep(0.5)
-
-
-def _wait_positioned(bootstrap: str, group: str, topic: str, timeout: float = 60.0) -> None:
-    import asyncio
-
-    async def positioned() -> bool:
-        async with admin_client(bootstrap) as admin:
-            return await group_positioned(admin, group, topic)
-
-    deadline = time.monotonic() + timeout
-    while not asyncio.run(positioned()):
-        assert time.monotonic() < deadline, f"consumer group {group} not positioned on {topic}"
-        time.sleep(0.3)
-
-
-def _topics(bootstrap: str) -> set[str]:
-    import asyncio
-
-    async def list_topics() -> set[str]:
-        async with admin_client(bootstrap) as admin:
-            return set(await admin.list_topics())
-
-    return asyncio.run(list_topics())
 
 
 def _subscribed_trigger(name: str, namespace: str, broker: str, subscriber: dict[str, Any]) -> dict:
@@ -443,8 +386,8 @@ def test_an_in_memory_channel_and_subscription_applied_with_kubectl_deliver(
     ]
 
     topic = naming.channel_topic(namespace, "events", "InMemoryChannel")
-    _wait_positioned(kafka, naming.subscription_group(namespace, "events", sub["metadata"]["uid"]), topic)
-    wanted = _send(operator_stack, url, "imc.event")
+    wait_positioned(kafka, naming.subscription_group(namespace, "events", sub["metadata"]["uid"]), topic)
+    wanted = send_event(operator_stack, url, "imc.event")
     received = sink.wait_for(path, 1, timeout=60)
     assert [events.from_http(r.headers, r.body).id for r in received] == [wanted]
 
