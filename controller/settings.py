@@ -41,6 +41,8 @@ class ControllerSettings(CommonSettings):
     webhook_configuration: str = Field(
         default="keventing-sinkbindings", alias="KEVENTING_WEBHOOK_CONFIGURATION"
     )
+    # The Secret (in the webhook's namespace) holding the serving certificate every replica shares.
+    webhook_secret: str = Field(default="keventing-webhook-certs", alias="KEVENTING_WEBHOOK_SECRET")
     # Kubernetes mode: replicas elect a leader on a coordination.k8s.io Lease; only the leader reconciles.
     leader_election: bool = Field(default=True, alias="KEVENTING_LEADER_ELECTION")
     # The Lease's namespace (empty: the pod's own, else `default`) and name (empty: <instance>-controller).

@@ -9,12 +9,8 @@ their pod templates changed (the API server refuses): they are bound when admitt
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import kopf
@@ -32,12 +28,6 @@ from controller.kubernetes.bindings import (
 )
 from controller.kubernetes.deployments import container_source_deployment
 from controller.kubernetes.objects import key_of
-from controller.kubernetes.webhook import (
-    apply_webhook_configuration,
-    make_certificate,
-    serve_webhook,
-    webhook_configuration,
-)
 from controller.settings import ControllerSettings
 from keventing.resources import ResourceKey
 
@@ -158,33 +148,3 @@ class SinkBinder:
             )
             obj.setdefault("kind", kind.kind)
             meta = obj.get("metadata") or {}
-
-    # -------------------------------------------------------------------------------------- webhook
-
-    async def run_webhook(self) -> None:
-        """Serve the admission webhook and register it with the API server (when a port is configured)."""
-        settings = self.settings
-        if settings.webhook_port is None:
-            log.info("no KEVENTING_WEBHOOK_PORT: SinkBindings bind existing subjects only")
-            await asyncio.Event().wait()
-            return
-        service = settings.webhook_service
-        namespace = settings.webhook_namespace
-        names = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost"]
-        directory = Path(tempfile.mkdtemp(prefix="keventing-webhook-"))
-        certificate = make_certificate(directory, names, ["127.0.0.1"])
-        configuration = webhook_configuration(
-            settings.webhook_configuration,
-            certificate.ca_bundle,
-            url=settings.webhook_url,
-            service=(namespace, service, 443),
-        )
-        serving = asyncio.ensure_future(
-            serve_webhook(self.current, certificate, settings.http_host, settings.webhook_port)
-        )
-        try:
-            await apply_webhook_configuration(self.access.api, configuration)
-            await serving
-        finally:
-            serving.cancel()
-            shutil.rmtree(directory, ignore_errors=True)

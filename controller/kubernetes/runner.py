@@ -21,6 +21,7 @@ from controller.kubernetes.leader import (
     hold_on_own_thread,
 )
 from controller.kubernetes.operator import KubernetesController
+from controller.kubernetes.webhook import run_webhook
 from controller.local import controller_config
 from controller.settings import ControllerSettings
 from keventing.kafka.compacted import CompactedTopic
@@ -49,6 +50,12 @@ class KubernetesOperator:
         return self.watching.is_set() and self.controller.driver.passes > 0
 
     async def run(self) -> None:
+        # Every replica serves the SinkBinding webhook, the standby too: its Service selects them all.
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(run_webhook(self.access.api, self.settings))
+            tasks.create_task(self._run_elected())
+
+    async def _run_elected(self) -> None:
         if self.elector is None:
             await self._lead()
             return
@@ -93,7 +100,6 @@ class KubernetesOperator:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(controller.driver.run())
                 tasks.create_task(event_types.run())
-                tasks.create_task(binder.run_webhook())
                 tasks.create_task(self._watch(registry, namespaces))
         finally:
             if controller is not None:

@@ -2,19 +2,25 @@
 StatefulSet, DaemonSet, Job, CronJob and Pod being created or updated, answering with a JSON patch that
 binds it to the SinkBinding whose subject it is.
 
-The operator makes its own serving certificate (a throwaway CA and a cert for the webhook's names, with the
-``openssl`` CLI) and server-side applies the ``MutatingWebhookConfiguration`` carrying that CA as
-``caBundle``; the API server reaches the webhook through its Service in the cluster, or at a configured URL
-(a process on loopback, as in the tests). The failure policy is Ignore: an operator that is down must not
-stop every workload in the cluster from being created, and the binder patches existing subjects anyway.
+Every operator replica serves it, the standby too, since the webhook's Service selects them all: each keeps
+its own view of the SinkBindings (:class:`BindingWatch`, a list and watch) and they share one serving
+certificate, kept in a Secret (:func:`shared_certificate`): the first replica to start makes it (a CA and a
+cert for the webhook's names, with the ``openssl`` CLI), the others read it, and a certificate near its end
+or lacking a name is replaced. Each replica server-side applies the ``MutatingWebhookConfiguration``
+carrying that CA as ``caBundle`` (the same document from every replica); the API server reaches the webhook
+through its Service in the cluster, or at a configured URL (a process on loopback, as in the tests). The
+failure policy is Ignore: an operator that is down must not stop every workload in the cluster from being
+created, and the binder patches existing subjects anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +28,35 @@ from typing import Any
 
 import orjson
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import watch
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from controller.kubernetes.api import APPLY_PATCH
-from controller.kubernetes.bindings import SUBJECT_KINDS, Binding, desired_env, pod_spec_patch
+from controller.kubernetes.bindings import (
+    SUBJECT_KINDS,
+    Binding,
+    SubjectInvalid,
+    binding_of,
+    desired_env,
+    pod_spec_patch,
+)
+from controller.kubernetes.objects import key_of
+from controller.settings import ControllerSettings
 from keventing.ops import serve
+from keventing.resources import ResourceKey
 
 log = logging.getLogger("keventing.controller.webhook")
 
 WEBHOOK_NAME = "sinkbindings.webhook.sources.knative.dev"
 WEBHOOK_PATH = "/sinkbindings"
 FIELD_MANAGER = "keventing-controller"
+CERTIFICATE_FILES = ("ca.crt", "tls.crt", "tls.key")
+# A shared certificate with less than this left is replaced (made for ten years, so this means tampering).
+RENEW_BEFORE_SECONDS = 30 * 24 * 3600
+WATCH_SECONDS = 300
 
 
 class CertificateError(RuntimeError):
@@ -54,11 +75,7 @@ class ServingCertificate:
 
 
 def make_certificate(directory: Path, dns_names: Sequence[str], ips: Sequence[str]) -> ServingCertificate:
-    """A new CA and a serving certificate signed by it for ``dns_names`` and ``ips``, in ``directory``.
-
-    Made afresh at every start: the configuration's caBundle is applied from the same run, so nothing
-    needs to survive a restart.
-    """
+    """A new CA and a serving certificate signed by it for ``dns_names`` and ``ips``, in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     rsa = ["-newkey", "rsa:2048", "-nodes"]
@@ -77,13 +94,166 @@ def make_certificate(directory: Path, dns_names: Sequence[str], ips: Sequence[st
     return ServingCertificate(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
 
 
-def _openssl(args: Sequence[str], cwd: Path) -> None:
+def _openssl(args: Sequence[str], cwd: Path) -> str:
     openssl = shutil.which("openssl")
     if openssl is None:
         raise CertificateError("the SinkBinding webhook's certificate is made with `openssl`, not on PATH")
     done = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise CertificateError(f"`openssl {' '.join(args)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def certificate_fits(certificate: ServingCertificate, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
+    """Whether the certificate is signed by its CA, names every one of ``dns_names`` and ``ips``, and has
+    more than :data:`RENEW_BEFORE_SECONDS` left."""
+    cwd = certificate.cert.parent
+    try:
+        _openssl(["verify", "-CAfile", str(certificate.ca_cert), str(certificate.cert)], cwd)
+        _openssl(
+            ["x509", "-in", str(certificate.cert), "-noout", "-checkend", str(RENEW_BEFORE_SECONDS)], cwd
+        )
+        sans = _openssl(["x509", "-in", str(certificate.cert), "-noout", "-ext", "subjectAltName"], cwd)
+    except CertificateError:
+        return False
+    named = {part.strip() for part in sans.replace("\n", ",").split(",")}
+    return all(f"DNS:{n}" in named for n in dns_names) and all(f"IP Address:{ip}" in named for ip in ips)
+
+
+async def shared_certificate(
+    api: k8s.ApiClient,
+    namespace: str,
+    secret_name: str,
+    directory: Path,
+    dns_names: Sequence[str],
+    ips: Sequence[str],
+) -> ServingCertificate:
+    """The webhook's serving certificate, the same for every replica: read from the Secret
+    ``namespace/secret_name`` into ``directory``, or made there and stored when the Secret is missing or its
+    certificate does not fit. Two replicas racing to make it both end with the one the API server kept."""
+    core = k8s.CoreV1Api(api)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    certificate = ServingCertificate(*(directory / name for name in CERTIFICATE_FILES))
+    for _ in range(5):
+        try:
+            secret = await core.read_namespaced_secret(secret_name, namespace)
+        except k8s.ApiException as err:
+            if err.status != 404:
+                raise
+            secret = None
+        data = (secret.data or {}) if secret is not None else {}
+        if all(data.get(name) for name in CERTIFICATE_FILES):
+            for name in CERTIFICATE_FILES:
+                path = directory / name
+                path.write_bytes(base64.b64decode(data[name]))
+                path.chmod(0o600)
+            if certificate_fits(certificate, dns_names, ips):
+                return certificate
+        made = await asyncio.to_thread(make_certificate, directory / "new", dns_names, ips)
+        body = k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(
+                name=secret_name,
+                namespace=namespace,
+                labels={"app.kubernetes.io/component": "webhook"},
+                resource_version=secret.metadata.resource_version if secret is not None else None,
+            ),
+            type="kubernetes.io/tls",
+            data={
+                name: base64.b64encode(path.read_bytes()).decode()
+                for name, path in zip(CERTIFICATE_FILES, (made.ca_cert, made.cert, made.key), strict=True)
+            },
+        )
+        try:
+            if secret is None:
+                await core.create_namespaced_secret(namespace, body)
+            else:  # only over the version read: a replica that replaced it first wins
+                await core.replace_namespaced_secret(secret_name, namespace, body)
+        except k8s.ApiException as err:
+            if err.status != 409:
+                raise
+            continue  # another replica stored one first: use that one
+        finally:
+            shutil.rmtree(directory / "new", ignore_errors=True)
+        log.info("stored a new webhook certificate", extra={"secret": f"{namespace}/{secret_name}"})
+    raise CertificateError(f"the webhook's certificate Secret {namespace}/{secret_name} keeps changing")
+
+
+# -------------------------------------------------------------------------------------------- bindings
+
+
+class BindingWatch:
+    """The SinkBindings as one replica sees them (a list, then a watch, again after any error): what its
+    webhook binds admitted subjects to. ``namespaces`` empty means every namespace."""
+
+    def __init__(self, api: k8s.ApiClient, namespaces: Sequence[str]) -> None:
+        self.api = k8s.CustomObjectsApi(api)
+        self.namespaces = list(namespaces)
+        self.bindings: dict[ResourceKey, Binding] = {}
+        self.listed = asyncio.Event()
+
+    def current(self) -> list[Binding]:
+        return list(self.bindings.values())
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for namespace in self.namespaces or [""]:
+                tasks.create_task(self._follow(namespace))
+
+    def _list_call(self, namespace: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        if namespace:
+            return self.api.list_namespaced_custom_object, (
+                "sources.knative.dev",
+                "v1",
+                namespace,
+                "sinkbindings",
+            )
+        return self.api.list_cluster_custom_object, ("sources.knative.dev", "v1", "sinkbindings")
+
+    def _set(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        obj.setdefault("kind", "SinkBinding")
+        key = key_of(obj)
+        self.bindings.pop(key, None)
+        if deleted or (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        try:
+            self.bindings[key] = binding_of(obj)
+        except SubjectInvalid:
+            pass  # the operator says so in the binding's status
+
+    async def _follow(self, namespace: str) -> None:
+        call, args = self._list_call(namespace)
+        while True:
+            try:
+                listing = await call(*args)
+                seen = set()
+                for item in listing.get("items") or []:
+                    self._set(item)
+                    seen.add(key_of(item))
+                for key in [
+                    k for k in self.bindings if k not in seen and (not namespace or k.namespace == namespace)
+                ]:
+                    del self.bindings[key]
+                self.listed.set()
+                stream = watch.Watch()
+                try:
+                    async for event in stream.stream(
+                        call,
+                        *args,
+                        resource_version=(listing.get("metadata") or {}).get("resourceVersion"),
+                        timeout_seconds=WATCH_SECONDS,
+                    ):
+                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                            self._set(event["object"], deleted=event["type"] == "DELETED")
+                finally:
+                    await stream.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the API server restarting, a 410 Gone: list again shortly
+                log.warning(
+                    "cannot watch SinkBindings", extra={"namespace": namespace or "*", "reason": str(err)}
+                )
+                await asyncio.sleep(1)
 
 
 # ------------------------------------------------------------------------------------------ admission
@@ -192,3 +362,36 @@ async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[st
         force=True,
         **APPLY_PATCH,
     )
+
+
+async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
+    """Serve the admission webhook (when a port is configured) with the shared certificate and this
+    replica's own view of the SinkBindings, and register it with the API server."""
+    if settings.webhook_port is None:
+        log.info("no KEVENTING_WEBHOOK_PORT: SinkBindings bind existing subjects only")
+        await asyncio.Event().wait()
+        return
+    service = settings.webhook_service
+    namespace = settings.webhook_namespace
+    names = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost"]
+    directory = Path(tempfile.mkdtemp(prefix="keventing-webhook-"))
+    try:
+        certificate = await shared_certificate(
+            api, namespace, settings.webhook_secret, directory, names, ["127.0.0.1"]
+        )
+        configuration = webhook_configuration(
+            settings.webhook_configuration,
+            certificate.ca_bundle,
+            url=settings.webhook_url,
+            service=(namespace, service, 443),
+        )
+        bindings = BindingWatch(api, settings.namespace_list)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(bindings.run())
+            await bindings.listed.wait()
+            tasks.create_task(
+                serve_webhook(bindings.current, certificate, settings.http_host, settings.webhook_port)
+            )
+            await apply_webhook_configuration(api, configuration)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

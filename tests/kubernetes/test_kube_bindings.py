@@ -21,7 +21,7 @@ from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import free_port
-from kev.stack import Stack
+from kev.stack import Service, Stack, kev_command
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
@@ -32,17 +32,36 @@ SINK = "http://event-display.example.svc.cluster.local/"
 def binding_stack(
     kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    webhook_port = free_port()
+    stack = _binder_stack(
+        kafka, kube_cluster, kubectl, tmp_path_factory, webhook_url=f"https://127.0.0.1:{webhook_port}"
+    )
+    stack.start_all(("controller",))
+    try:
+        stack.wait_ready(timeout=90, names=["controller"])
+        _wait_for(lambda: _webhook_registered(kubectl, webhook_port), "the webhook configuration")
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def _binder_stack(
+    kafka: str,
+    kube_cluster: LocalCluster,
+    kubectl: Kubectl,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    webhook_url: str,
+) -> Stack:
+    """Operators as the chart's ServiceAccount of a release of their own, registering the webhook at
+    ``webhook_url`` (whichever replica serves there)."""
     kubectl.apply_crds()
+    release = f"binder-{uuid.uuid4().hex[:6]}"
     release_namespace = f"keventing-{uuid.uuid4().hex[:6]}"
     operator_kubeconfig = chart_account(
-        kube_cluster,
-        kubectl,
-        tmp_path_factory.mktemp("binding-operator"),
-        f"binder-{uuid.uuid4().hex[:6]}",
-        release_namespace,
+        kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator"), release, release_namespace
     )
-    webhook_port = free_port()
-    stack = Stack(
+    return Stack(
         bootstrap_servers=kafka,
         log_dir=tmp_path_factory.mktemp("binding-logs"),
         instance=f"kube-{uuid.uuid4().hex[:8]}",
@@ -55,20 +74,15 @@ def binding_stack(
             "KUBECONFIG": str(operator_kubeconfig),
             "KEVENTING_RESYNC_SECONDS": "5",
             "KEVENTING_HTTP_HOST": "127.0.0.1",
-            "KEVENTING_WEBHOOK_PORT": str(webhook_port),
-            "KEVENTING_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+            "KEVENTING_WEBHOOK_PORT": webhook_url.rsplit(":", 1)[1],
+            "KEVENTING_WEBHOOK_URL": webhook_url,
             "KEVENTING_WEBHOOK_CONFIGURATION": f"keventing-sinkbindings-{uuid.uuid4().hex[:8]}",
-            # The chart's leader-election Role is in the release namespace: the Lease goes there.
+            # As the chart sets them: the Lease and the webhook's certificate Secret in the release namespace.
             "KEVENTING_LEADER_ELECTION_NAMESPACE": release_namespace,
+            "KEVENTING_WEBHOOK_NAMESPACE": release_namespace,
+            "KEVENTING_WEBHOOK_SECRET": f"{release}-keventing-webhook-certs",
         },
     )
-    stack.start_all(("controller",))
-    try:
-        stack.wait_ready(timeout=90, names=["controller"])
-        _wait_for(lambda: _webhook_registered(kubectl, webhook_port), "the webhook configuration")
-        yield stack
-    finally:
-        stack.stop_all()
 
 
 def _webhook_registered(kubectl: Kubectl, port: int) -> bool:
@@ -210,3 +224,91 @@ def test_container_source_generates_an_owned_bound_deployment_collected_with_it(
         ),
         "the ContainerSource's Deployment and SinkBinding to be garbage-collected",
     )
+
+
+def test_the_standby_replica_serves_the_webhook_with_the_shared_certificate(
+    kafka: str,
+    kube_cluster: LocalCluster,
+    kubectl: Kubectl,
+    tmp_path_factory: pytest.TempPathFactory,
+    namespace: str,
+) -> None:
+    # The webhook is registered at the standby's port only: every admission goes to the replica that does
+    # not lead, as it would half of the time through the chart's Service.
+    standby_port = free_port()
+    stack = _binder_stack(
+        kafka, kube_cluster, kubectl, tmp_path_factory, webhook_url=f"https://127.0.0.1:{standby_port}"
+    )
+    try:
+        leader = stack.start(stack.service("controller", KEVENTING_WEBHOOK_PORT=str(free_port())))
+        stack.wait_ready(timeout=90, names=["controller"])
+        port = free_port()
+        standby = Service(
+            "standby",
+            [*kev_command(), "controller"],
+            f"http://127.0.0.1:{port}/readyz",
+            {"KEVENTING_CONTROLLER_PORT": str(port), "KEVENTING_WEBHOOK_PORT": str(standby_port)},
+        )
+        stack.start(standby)
+        stack.wait_ready(timeout=90, names=["standby"])
+        assert leader.process is not None and standby.process is not None
+        lease = _wait_for(
+            lambda: kubectl.get(
+                "lease",
+                f"{stack.instance}-controller",
+                stack.extra_env["KEVENTING_LEADER_ELECTION_NAMESPACE"],
+            ),
+            "the Lease",
+        )
+        assert lease["spec"]["holderIdentity"].endswith(f"_{leader.process.pid}")
+
+        # One certificate for both: the registered caBundle is the Secret's CA, whoever applied it last.
+        secret = kubectl.get(
+            "secret",
+            stack.extra_env["KEVENTING_WEBHOOK_SECRET"],
+            stack.extra_env["KEVENTING_WEBHOOK_NAMESPACE"],
+        )
+        assert secret is not None, "no shared webhook certificate Secret"
+        configuration = _wait_for(
+            lambda: kubectl.get(
+                "mutatingwebhookconfiguration", stack.extra_env["KEVENTING_WEBHOOK_CONFIGURATION"], ""
+            ),
+            "the webhook configuration",
+        )
+        (webhook,) = configuration["webhooks"]
+        assert webhook["clientConfig"]["url"].startswith(f"https://127.0.0.1:{standby_port}/")
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+
+        kubectl.apply(
+            _sink_binding(
+                "pods",
+                namespace,
+                {"apiVersion": "v1", "kind": "Pod", "selector": {"matchLabels": {"bind": "me"}}},
+            )
+        )
+        kubectl.wait_ready("sinkbinding", "pods", namespace)
+        # A bare Pod cannot be patched once it exists: only an admission through the standby binds it.
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "bare", "namespace": namespace, "labels": {"bind": "me"}},
+            "spec": {"containers": [{"name": "main", "image": "example/app"}]},
+        }
+
+        # The standby may not have seen the binding's sinkUri yet: a Pod admitted unbound is made again.
+        def bound_pod() -> bool:
+            kubectl.apply(pod)
+            found = kubectl.get("pod", "bare", namespace)
+            env = (
+                {v["name"]: v.get("value") for v in found["spec"]["containers"][0].get("env", [])}
+                if found
+                else {}
+            )
+            if _bound(env):
+                return True
+            kubectl.run("delete", "pod", "bare", "-n", namespace, "--wait=true", "--grace-period=0")
+            return False
+
+        _wait_for(bound_pod, "a Pod bound on admission by the standby", timeout=30)
+    finally:
+        stack.stop_all()

@@ -1,10 +1,11 @@
 """SinkBinding and ContainerSource on Kubernetes, the pure parts: subjects, pod-template patches, the
-webhook's AdmissionReview answers, the ContainerSource's Deployment and SinkBinding."""
+webhook's AdmissionReview answers and certificate checks, the ContainerSource's Deployment and SinkBinding."""
 
 from __future__ import annotations
 
 import base64
 import copy
+from pathlib import Path
 
 import orjson
 import pytest
@@ -19,7 +20,13 @@ from controller.kubernetes.bindings import (
     selector_matches,
 )
 from controller.kubernetes.deployments import container_source_deployment
-from controller.kubernetes.webhook import admission_response, webhook_configuration
+from controller.kubernetes.webhook import (
+    ServingCertificate,
+    admission_response,
+    certificate_fits,
+    make_certificate,
+    webhook_configuration,
+)
 from controller.reconciler import ControllerConfig, reconcile
 from keventing.resources import ResourceKey, parse_resource
 from keventing.resources.sources import BINDABLE_KINDS
@@ -236,3 +243,16 @@ def test_a_sink_binding_naming_a_kind_without_a_pod_template_is_not_ready_with_w
     ready = desired.statuses[ResourceKey("SinkBinding", "ns", "sb")].condition("Ready")
     assert ready is not None and ready.status == "False"
     assert "spec.subject.kind" in (ready.message or "") and "Deployment" in (ready.message or "")
+
+
+def test_a_shared_webhook_certificate_fits_only_the_names_it_was_made_for(tmp_path: Path) -> None:
+    names = ["keventing-webhook.keventing.svc", "localhost"]
+    certificate = make_certificate(tmp_path / "made", names, ["127.0.0.1"])
+    assert certificate_fits(certificate, names, ["127.0.0.1"])
+    # A Service renamed or moved needs a new certificate; so does one signed by another CA.
+    assert not certificate_fits(certificate, ["keventing-webhook.other.svc"], ["127.0.0.1"])
+    assert not certificate_fits(certificate, names, ["10.0.0.1"])
+    other = make_certificate(tmp_path / "other", names, ["127.0.0.1"])
+    assert not certificate_fits(
+        ServingCertificate(other.ca_cert, certificate.cert, certificate.key), names, []
+    )
