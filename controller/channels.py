@@ -1,8 +1,10 @@
 """Channels and Subscriptions: a topic and an ingress per KafkaChannel or InMemoryChannel, a consumer-group
 egress per Subscription.
 
-A Channel is Knative's generic front: it creates a backing KafkaChannel of the same name (whatever its
-channelTemplate says, see :mod:`keventing.resources.messaging`) and reports that channel's state and address.
+A Channel is Knative's generic front: it creates a backing channel of the same name, of the kind its
+channelTemplate names (KafkaChannel, the default, or InMemoryChannel: both backed by a Kafka topic, see
+:mod:`keventing.resources.messaging`), and reports that channel's state and address. Sequences and Parallels
+make their channels the same way.
 A Subscription lists itself in its channels' ``status.subscribers`` through its contribution, not by editing
 their statuses.
 """
@@ -36,6 +38,7 @@ from keventing.resources.messaging import (
     ChannelableStatus,
     ChannelStatus,
     ChannelTemplateSpec,
+    InMemoryChannelSpec,
     KafkaChannelSpec,
     SubscriberStatus,
     SubscriptionStatus,
@@ -65,30 +68,39 @@ def channel_spec(channel: TopicChannel) -> KafkaChannelSpec:
     return channel.spec if isinstance(channel, KafkaChannel) else channel.kafka_channel_spec()
 
 
-def new_kafka_channel(
+def new_channel(
     name: str, namespace: str, template: ChannelTemplateSpec, delivery: DeliverySpec | None = None
-) -> KafkaChannel:
-    """The KafkaChannel a Channel, Sequence or Parallel asks for with ``template``."""
+) -> TopicChannel:
+    """The channel a Channel, Sequence or Parallel asks for with ``template``: of the template's kind."""
     spec = template.kafka_channel_spec()
     if delivery is not None:
         spec.delivery = delivery.model_copy(deep=True)
+    metadata = ObjectMeta(name=name, namespace=namespace)
+    if template.kind == InMemoryChannel.KIND:
+        return InMemoryChannel(
+            apiVersion=InMemoryChannel.API_VERSIONS[0],
+            kind=InMemoryChannel.KIND,
+            metadata=metadata,
+            spec=InMemoryChannelSpec(delivery=spec.delivery),
+        )
     return KafkaChannel(
-        apiVersion=KAFKA_CHANNEL_API_VERSION,
-        kind="KafkaChannel",
-        metadata=ObjectMeta(name=name, namespace=namespace),
-        spec=spec,
+        apiVersion=KAFKA_CHANNEL_API_VERSION, kind=KafkaChannel.KIND, metadata=metadata, spec=spec
     )
 
 
-def backing_channel(channel: Channel) -> KafkaChannel:
-    return new_kafka_channel(channel.name, channel.namespace, channel.template, channel.spec.delivery)
+def channel_reference(channel: TopicChannel) -> KReference:
+    return KReference(apiVersion=channel.apiVersion, kind=channel.KIND, name=channel.name)
+
+
+def backing_channel(channel: Channel) -> TopicChannel:
+    return new_channel(channel.name, channel.namespace, channel.template, channel.spec.delivery)
 
 
 # ------------------------------------------------------------------------------------------- phases
 
 
 def expand_channels(ctx: Context) -> Contribution:
-    """Every Channel gets its backing KafkaChannel (before the phases that reconcile KafkaChannels)."""
+    """Every Channel gets its backing channel (before the phases that reconcile KafkaChannels)."""
     out = Contribution()
     for channel in ctx.of(Channel):
         children.adopt(ctx, out, channel, [backing_channel(channel)])
@@ -117,7 +129,7 @@ def reconcile_kafka_channels(ctx: Context) -> Contribution:
 
 
 def reconcile_channels(ctx: Context) -> Contribution:
-    """Channels mirror their backing KafkaChannel (after flows' addresses: a dead-letter sink may be one)."""
+    """Channels mirror their backing channel (after flows' addresses: a dead-letter sink may be one)."""
     out = Contribution()
     # A Channel's dead-letter sink may be a Channel reconciled earlier in this phase.
     resolver = Resolver(ChainMap(out.addresses, ctx.addresses), ctx.resources, ctx.addressables)
@@ -134,7 +146,7 @@ def reconcile_subscriptions(ctx: Context) -> Contribution:
         out.statuses[subscription.key] = status
         if channel is not None:
             entry = _subscriber_status(subscription, status)
-            for key in _listing_channels(subscription):
+            for key in _listing_channels(subscription, channel):
                 out.subscribers.setdefault(key, []).append(entry)
         if egress is not None:
             out.contract[str(subscription.key)] = ContractEntry(egress=egress)
@@ -181,19 +193,17 @@ def _reconcile_channel(channel: Channel, ctx: Context, resolver: Resolver) -> Ch
         "BackingChannelReady",
         children.child_ready(ctx, channel, backing),
         "BackingChannelNotReady",
-        f'KafkaChannel "{backing.name}" is not ready',
+        f'{backing.KIND} "{backing.name}" is not ready',
     )
     if children.adopted(ctx, channel, backing) is not None:
-        status.channel = KReference(
-            apiVersion=KAFKA_CHANNEL_API_VERSION, kind=KafkaChannel.KIND, name=backing.name
-        )
+        status.channel = channel_reference(backing)
         backing_status = ctx.desired.statuses.get(backing.key)
         if backing_status is not None and backing_status.address is not None:
             status.address = backing_status.address.model_copy()
             conditions.true("Addressable")
         else:
             conditions.unknown(
-                "Addressable", "NoAddress", f'KafkaChannel "{backing.name}" has no address yet'
+                "Addressable", "NoAddress", f'{backing.KIND} "{backing.name}" has no address yet'
             )
     dead_letter_sink = channel.spec.delivery.deadLetterSink if channel.spec.delivery else None
     if dead_letter_sink is None:
@@ -291,7 +301,7 @@ def _subscribed_channel(subscription: Subscription, ctx: Context) -> TopicChanne
     if isinstance(found, Channel):
         backing = backing_channel(found)
         adopted = children.adopted(ctx, found, backing)
-        if not isinstance(adopted, KafkaChannel):
+        if not isinstance(adopted, KafkaChannel | InMemoryChannel):
             why = children.problem(ctx, found, backing) or "it was not created"
             raise _NotResolved(
                 "ChannelReferenceFailed", f"Failed to get the backing channel of {described}: {why}"
@@ -318,14 +328,11 @@ def _merge_delivery(own: DeliverySpec | None, channel: DeliverySpec | None) -> D
     return DeliverySpec.model_validate(merged)
 
 
-def _listing_channels(subscription: Subscription) -> set[ResourceKey]:
+def _listing_channels(subscription: Subscription, channel: TopicChannel) -> set[ResourceKey]:
     """The channels whose ``status.subscribers`` list the Subscription: the channel it names, and the
-    backing KafkaChannel when that is a Channel."""
+    backing channel it reads when that is a Channel."""
     ref = subscription.spec.channel
-    keys = {ResourceKey(ref.kind, subscription.namespace, ref.name)}
-    if ref.kind == Channel.KIND:
-        keys.add(ResourceKey(KafkaChannel.KIND, subscription.namespace, ref.name))
-    return keys
+    return {ResourceKey(ref.kind, subscription.namespace, ref.name), channel.key}
 
 
 def _subscriber_status(subscription: Subscription, status: SubscriptionStatus) -> SubscriberStatus:

@@ -1,4 +1,5 @@
-"""Sequence and Parallel, compiled into KafkaChannels and Subscriptions (as Knative's controller does).
+"""Sequence and Parallel, compiled into channels (of the flow's channelTemplate kind) and Subscriptions (as
+Knative's controller does).
 
 The data plane never hears of a flow: :func:`expand_flows` generates its channels and subscriptions, owned
 by it, before any other phase runs, so they are reconciled like any others; :func:`address_flows` gives the
@@ -11,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 
 from controller import children
-from controller.channels import new_kafka_channel
+from controller.channels import TopicChannel, channel_reference, new_channel
 from controller.conditions import Conditions
 from controller.context import Context, Contribution
 from keventing.resources import (
     Condition,
     DeliverySpec,
     Destination,
-    KafkaChannel,
     KReference,
     Parallel,
     Resource,
@@ -36,7 +36,7 @@ from keventing.resources.flows import (
     SequenceStatus,
     SubscriptionStatusReference,
 )
-from keventing.resources.messaging import KAFKA_CHANNEL_API_VERSION, SubscriptionSpec, is_set
+from keventing.resources.messaging import SubscriptionSpec, is_set
 
 FLOW_CONDITIONS = ["ChannelsReady", "SubscriptionsReady", "Addressable"]
 
@@ -74,7 +74,7 @@ def parallel_subscription_name(parallel: str, branch: int) -> str:
 def new_subscription(
     name: str,
     namespace: str,
-    channel: str,
+    channel: KReference,
     subscriber: Destination | None,
     reply: Destination | None,
     delivery: DeliverySpec | None = None,
@@ -84,7 +84,7 @@ def new_subscription(
         kind="Subscription",
         metadata=ObjectMeta(name=name, namespace=namespace),
         spec=SubscriptionSpec(
-            channel=KReference(apiVersion=KAFKA_CHANNEL_API_VERSION, kind=KafkaChannel.KIND, name=channel),
+            channel=channel,
             subscriber=_copy(subscriber),
             reply=_copy(reply),
             delivery=delivery.model_copy(deep=True) if delivery is not None else None,
@@ -92,15 +92,9 @@ def new_subscription(
     )
 
 
-def channel_destination(name: str) -> Destination:
-    return Destination(
-        ref=KReference(apiVersion=KAFKA_CHANNEL_API_VERSION, kind=KafkaChannel.KIND, name=name)
-    )
-
-
-def sequence_channels(sequence: Sequence) -> list[KafkaChannel]:
+def sequence_channels(sequence: Sequence) -> list[TopicChannel]:
     return [
-        new_kafka_channel(sequence_channel_name(sequence.name, i), sequence.namespace, sequence.template)
+        new_channel(sequence_channel_name(sequence.name, i), sequence.namespace, sequence.template)
         for i in range(len(sequence.spec.steps))
     ]
 
@@ -108,17 +102,16 @@ def sequence_channels(sequence: Sequence) -> list[KafkaChannel]:
 def sequence_subscriptions(sequence: Sequence) -> list[Subscription]:
     """Step i reads channel i and replies to channel i+1; the last step replies to the Sequence's reply."""
     steps = sequence.spec.steps
+    channels = [channel_reference(c) for c in sequence_channels(sequence)]
     subscriptions = []
     for i, step in enumerate(steps):
         last = i == len(steps) - 1
-        reply = (
-            sequence.spec.reply if last else channel_destination(sequence_channel_name(sequence.name, i + 1))
-        )
+        reply = sequence.spec.reply if last else Destination(ref=channels[i + 1])
         subscriptions.append(
             new_subscription(
                 sequence_subscription_name(sequence.name, i),
                 sequence.namespace,
-                sequence_channel_name(sequence.name, i),
+                channels[i],
                 step.destination(),
                 reply,
                 step.delivery,
@@ -127,13 +120,11 @@ def sequence_subscriptions(sequence: Sequence) -> list[Subscription]:
     return subscriptions
 
 
-def parallel_channels(parallel: Parallel) -> tuple[KafkaChannel, list[KafkaChannel]]:
+def parallel_channels(parallel: Parallel) -> tuple[TopicChannel, list[TopicChannel]]:
     """The ingress channel, then one channel per branch."""
-    ingress = new_kafka_channel(parallel_channel_name(parallel.name), parallel.namespace, parallel.template)
+    ingress = new_channel(parallel_channel_name(parallel.name), parallel.namespace, parallel.template)
     branches = [
-        new_kafka_channel(
-            parallel_branch_channel_name(parallel.name, i), parallel.namespace, parallel.template
-        )
+        new_channel(parallel_branch_channel_name(parallel.name, i), parallel.namespace, parallel.template)
         for i in range(len(parallel.spec.branches))
     ]
     return ingress, branches
@@ -143,15 +134,16 @@ def parallel_subscriptions(parallel: Parallel) -> tuple[list[Subscription], list
     """Per branch: a filter subscription on the ingress channel replying to the branch channel (no filter:
     straight there), and a subscriber subscription on the branch channel replying to the branch's reply."""
     filters, subscribers = [], []
+    ingress, branch_channels = parallel_channels(parallel)
     for i, branch in enumerate(parallel.spec.branches):
-        branch_channel = parallel_branch_channel_name(parallel.name, i)
+        branch_channel = channel_reference(branch_channels[i])
         filters.append(
             new_subscription(
                 parallel_filter_subscription_name(parallel.name, i),
                 parallel.namespace,
-                parallel_channel_name(parallel.name),
+                channel_reference(ingress),
                 branch.filter,
-                channel_destination(branch_channel),
+                Destination(ref=branch_channel),
             )
         )
         subscribers.append(
@@ -213,7 +205,7 @@ def reconcile_flow_statuses(ctx: Context) -> Contribution:
     return out
 
 
-def _first_channel(flow: Flow) -> KafkaChannel:
+def _first_channel(flow: Flow) -> TopicChannel:
     if isinstance(flow, Sequence):
         return sequence_channels(flow)[0]
     assert isinstance(flow, Parallel)
@@ -250,7 +242,7 @@ def _parallel_status(parallel: Parallel, ctx: Context) -> ParallelStatus:
     ingress, branch_channels = parallel_channels(parallel)
     filters, subscribers = parallel_subscriptions(parallel)
 
-    def channel_status(channel: KafkaChannel) -> ChannelStatusReference:
+    def channel_status(channel: TopicChannel) -> ChannelStatusReference:
         return ChannelStatusReference(
             channel=_reference(channel), ready=children.child_ready(ctx, parallel, channel)
         )
@@ -297,7 +289,7 @@ def _finish(
         conditions.true("Addressable")
     else:
         first = _first_channel(flow)
-        conditions.unknown("Addressable", "NoAddress", f'KafkaChannel "{first.name}" has no address yet')
+        conditions.unknown("Addressable", "NoAddress", f'{first.KIND} "{first.name}" has no address yet')
     status.conditions = conditions.finish(FLOW_CONDITIONS)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from controller.brokers import broker_topics
 from controller.context import Context
 from keventing import naming
-from keventing.resources import KafkaChannel, ResourceKey
+from keventing.resources import InMemoryChannel, KafkaChannel, ResourceKey
 from keventing.topics import is_resource_topic
 
 TOPIC_RESERVED = "TopicReserved"
@@ -28,11 +28,14 @@ class TopicRefused:
 
 
 def namespace_topics(ctx: Context, namespace: str) -> set[str]:
-    """The topics of the Brokers and KafkaChannels of ``namespace``: its own, for its sinks and sources to use."""
+    """The topics of the Brokers and channels of ``namespace``: its own, for its sinks and sources to use."""
     topics = {topic for key, topic in broker_topics(ctx).items() if key.namespace == namespace}
-    topics.update(
-        naming.channel_topic(c.namespace, c.name) for c in ctx.of(KafkaChannel) if c.namespace == namespace
-    )
+    for kind in (KafkaChannel, InMemoryChannel):
+        topics.update(
+            naming.channel_topic(c.namespace, c.name, c.KIND)
+            for c in ctx.of(kind)
+            if c.namespace == namespace
+        )
     return topics
 
 

@@ -127,7 +127,8 @@ def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
             "kind": "Sequence",
             "metadata": {"name": "pipeline", "namespace": namespace},
             "spec": {
-                "channelTemplate": {"apiVersion": "messaging.knative.dev/v1beta1", "kind": "KafkaChannel"},
+                # Knative's usual template: the Sequence's channels are InMemoryChannels (on Kafka topics).
+                "channelTemplate": {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel"},
                 "steps": [{"uri": sink.url(step_path)}],
             },
         },
@@ -137,6 +138,8 @@ def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
     channel = kubectl.wait_ready("channels.messaging.knative.dev", "audit", namespace)
     kubectl.wait_ready("subscription", "auditor", namespace)
     sequence = kubectl.wait_ready("sequence", "pipeline", namespace, timeout=90)
+    assert [c["channel"]["kind"] for c in sequence["status"]["channelStatuses"]] == ["InMemoryChannel"]
+    kubectl.wait_ready("inmemorychannel", "pipeline-kn-sequence-0", namespace)
 
     # Knative's printer columns read the status keventing writes.
     table = kubectl.run("get", "brokers,triggers", "-n", namespace).stdout

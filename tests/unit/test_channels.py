@@ -93,10 +93,21 @@ def test_channel_is_backed_by_a_kafka_channel_of_its_own_name() -> None:
     assert desired.topics["knative-messaging-kafka.ns1.events"].partitions == 4
 
 
-@pytest.mark.parametrize("template_kind", ["InMemoryChannel", None])
-def test_in_memory_or_default_channel_template_is_backed_by_kafka(template_kind: str | None) -> None:
+@pytest.mark.parametrize(
+    ("template_kind", "backing", "topic"),
+    [
+        ("InMemoryChannel", "InMemoryChannel", "knative-messaging-inmemory.ns1.c"),
+        (None, "KafkaChannel", "knative-messaging-kafka.ns1.c"),
+    ],
+)
+def test_a_channel_is_backed_by_the_kind_its_template_names_on_a_topic_of_its_own(
+    template_kind: str | None, backing: str, topic: str
+) -> None:
     desired = _reconcile(channel_doc("c", "ns1", template_kind=template_kind))
-    assert ResourceKey("KafkaChannel", "ns1", "c") in desired.children
+    assert set(desired.children) == {ResourceKey(backing, "ns1", "c")}
+    assert topic in desired.topics
+    status = desired.statuses[ResourceKey("Channel", "ns1", "c")]
+    assert status.channel.kind == backing and status.channel.name == "c"
     assert _ready(desired, "Channel", "c").status == "True"
 
 

@@ -271,3 +271,26 @@ def test_child_names_follow_knative() -> None:
     assert flows.parallel_branch_channel_name("p", 1) == "p-kn-parallel-1"
     assert flows.parallel_filter_subscription_name("p", 1) == "p-kn-parallel-filter-1"
     assert flows.parallel_subscription_name("p", 1) == "p-kn-parallel-1"
+
+
+@pytest.mark.parametrize("kind", ["Sequence", "Parallel"])
+def test_an_in_memory_channel_template_makes_the_flow_channels_in_memory_channels(kind: str) -> None:
+    template = {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel"}
+    if kind == "Sequence":
+        document = sequence_doc("flow", "ns1", _steps("a", "b"), channelTemplate=template)
+    else:
+        document = parallel_doc(
+            "flow", "ns1", [{"subscriber": {"uri": "http://a"}}], channelTemplate=template
+        )
+    desired = _reconcile(document)
+    channels = [k for k in desired.children if k.kind != "Subscription"]
+    assert channels and {k.kind for k in channels} == {"InMemoryChannel"}
+    refs = [desired.children[k].spec.channel for k in desired.children if k.kind == "Subscription"]
+    assert {(r.apiVersion, r.kind) for r in refs} == {("messaging.knative.dev/v1", "InMemoryChannel")}
+    # Each is a topic of its own; the flow is Ready and addressed at its first channel.
+    assert all(t.startswith("knative-messaging-inmemory.ns1.flow-kn-") for t in desired.topics)
+    ready = desired.statuses[ResourceKey(kind, "ns1", "flow")].condition("Ready")
+    assert ready is not None and ready.status == "True", ready
+    assert desired.statuses[ResourceKey(kind, "ns1", "flow")].address.url.startswith(
+        "http://localhost:8080/inmemorychannels/ns1/flow-kn-"
+    )
