@@ -95,6 +95,10 @@ class Adapter(Protocol):
         ...
 
 
+# Rounds of topic creation and reconciling in one pass, at most (each round sees newer resources).
+_TOPIC_ROUNDS = 5
+
+
 @dataclass
 class ReconcilePass:
     """One reconcile pass through an adapter; ``desired`` is the last state computed, even if applying it
@@ -116,10 +120,13 @@ class ReconcilePass:
         return self.desired
 
     async def run(self) -> Desired:
-        observed = await self.adapter.observe()
-        desired = self._reconcile(observed)
-        if await self.adapter.create_topics(desired.topics):
-            # A topic's creation failed or recovered: the statuses that depend on it change.
+        desired = self._reconcile(await self.adapter.observe())
+        # Every topic of what is published has been created (or has failed, and its resource says so).
+        for round_ in range(_TOPIC_ROUNDS):
+            if not await self.adapter.create_topics(desired.topics) or round_ == _TOPIC_ROUNDS - 1:
+                break
+            # A topic's creation failed or recovered: the statuses that depend on it change. The new
+            # observation may hold resources that arrived meanwhile: their topics are created next round.
             desired = self._reconcile(await self.adapter.observe())
         await self.adapter.write_children(desired.children)
         await self.adapter.publish_contract(desired.contract)

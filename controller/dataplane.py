@@ -42,6 +42,8 @@ _POSITION_ATTEMPTS = 20
 _POSITION_RETRY_SECONDS = 0.5
 # How long a pass waits for the dispatcher to leave a retired consumer group before it can be deleted.
 _DELETE_PATIENCE_SECONDS = 20.0
+# How long a topic keventing created may take to be described before its new groups are positioned.
+_DESCRIBE_PATIENCE_SECONDS = 10.0
 _DELETE_RETRY_SECONDS = 0.25
 _NON_EMPTY_GROUP = 68
 _GROUP_ID_NOT_FOUND = 69
@@ -261,13 +263,28 @@ class KafkaDataPlane:
             await asyncio.gather(*(one(egress) for egress in todo))
 
     async def _end_offsets(self, admin: AIOKafkaAdminClient, topics: set[str]) -> dict[TopicPartition, int]:
-        described = await admin.describe_topics(sorted(topics))
-        partitions = [
-            TopicPartition(d["topic"], p["partition"])
-            for d in described
-            if not d.get("error_code")
-            for p in d.get("partitions", [])
-        ]
+        """The end offsets of ``topics``' partitions. A topic this pass just created may not be described yet
+        (no leader elected, or not in the metadata of the broker asked): it is asked again for a while, since
+        a group left unpositioned would start where its topic ends when the dispatcher joins, missing the
+        events sent after its resource said Ready."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _DESCRIBE_PATIENCE_SECONDS
+        while True:
+            partitions: list[TopicPartition] = []
+            for d in await admin.describe_topics(sorted(topics)):
+                found = d.get("partitions") or []
+                if not d.get("error_code") and found and all(p.get("leader", -1) >= 0 for p in found):
+                    partitions.extend(TopicPartition(d["topic"], p["partition"]) for p in found)
+            # Only keventing's own topics are waited for: a KafkaSource's topic may well not exist.
+            missing = (topics - {tp.topic for tp in partitions}) & set(self.topic_owners)
+            if not missing or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if missing:
+            log.warning(
+                "topics not ready to describe; the dispatcher positions their new groups",
+                extra={"topics": sorted(missing)},
+            )
         if not partitions:
             return {}
         consumer = make_consumer(self.bootstrap_servers, None)

@@ -26,7 +26,7 @@ from keventing.kafka.compacted import CompactedTopic
 from keventing.metrics import MetricSet
 from keventing.resources import KINDS, EventType, KReference, ResourceKey, parse_resource
 from keventing.resources.base import ObjectMeta, OwnerReference, now_rfc3339
-from keventing.resources.eventtype import EventTypeSpec
+from keventing.resources.eventtype import V1BETA3, EventTypeSpec
 
 log = logging.getLogger("keventing.eventtypes")
 
@@ -66,7 +66,7 @@ def auto_event_type(sighting: Sighting) -> EventType:
     name = event_type_name(sighting.name, sighting.namespace, sighting.type, sighting.source)
     key = ResourceKey("EventType", sighting.namespace, name)
     return EventType(
-        apiVersion="eventing.knative.dev/v1beta2",
+        apiVersion=V1BETA3,
         kind="EventType",
         metadata=ObjectMeta(
             name=name,
@@ -90,7 +90,7 @@ def auto_event_type(sighting: Sighting) -> EventType:
 
 def _identity(event_type: EventType) -> tuple[str, str, str, str, str] | None:
     reference = event_type.reference
-    if reference is None:
+    if reference is None or event_type.spec.type is None:
         return None
     namespace = reference.namespace or event_type.namespace
     return (reference.kind, namespace, reference.name, event_type.spec.type, event_type.spec.source or "")

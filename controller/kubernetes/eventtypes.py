@@ -16,6 +16,7 @@ from controller.kubernetes.api import apply_custom_object
 from controller.kubernetes.objects import child_object
 from keventing.kafka.compacted import CompactedTopic
 from keventing.resources import EventType, Resource, ResourceKey
+from keventing.resources.eventtype import convert_document
 from keventing.store import decode_resource
 
 log = logging.getLogger("keventing.controller.kubernetes")
@@ -73,7 +74,9 @@ class EventTypeMirror:
         event_type = event_type.model_copy(deep=True)
         event_type.metadata.ownerReferences = owners
         try:
-            await apply_custom_object(self.api, child_object(event_type), FIELD_MANAGER)
+            # In the version the CRD stores (Knative's CRD converts others only through its webhook).
+            document = convert_document(child_object(event_type), EventType.API_VERSIONS[0])
+            await apply_custom_object(self.api, document, FIELD_MANAGER)
         except k8s.ApiException as err:
             log.warning(
                 "could not record an EventType in the cluster; retrying",

@@ -259,9 +259,16 @@ async def hold_on_own_thread(elector: LeaderElector, configuration: k8s.Configur
     def run() -> None:
         try:
             asyncio.run(renew())
-            done.set_result(None)
+            outcome: BaseException | None = None
         except BaseException as err:  # handed to the caller's loop, whatever it is
-            done.set_exception(err)
+            outcome = err
+        try:
+            if outcome is None:
+                done.set_result(None)
+            else:
+                done.set_exception(outcome)
+        except concurrent.futures.InvalidStateError:
+            pass  # the caller was cancelled (a stop): its future went with it, nobody waits for this
 
     thread = threading.Thread(target=run, name="leader-lease", daemon=True)
     thread.start()

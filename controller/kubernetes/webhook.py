@@ -1,6 +1,8 @@
-"""SinkBinding's mutating admission webhook: an HTTPS endpoint the API server calls for every Deployment,
-StatefulSet, DaemonSet, Job, CronJob and Pod being created or updated, answering with a JSON patch that
-binds it to the SinkBinding whose subject it is.
+"""keventing's webhooks, one HTTPS server: SinkBinding's mutating admission webhook (``/sinkbindings``),
+which the API server calls for every Deployment, StatefulSet, DaemonSet, Job, CronJob and Pod being created
+or updated, answering with a JSON patch that binds it to the SinkBinding whose subject it is; and the
+conversion webhook of EventType's versions (``/convert``, Knative's v1beta1/v1beta2/v1beta3), which each
+replica registers in the EventType CRD (keventing's, or Knative's own) with the same caBundle.
 
 Every operator replica serves it, the standby too, since the webhook's Service selects them all: each keeps
 its own view of the SinkBindings (:class:`BindingWatch`, a list and watch) and they share one serving
@@ -34,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from controller.kubernetes.api import APPLY_PATCH
+from controller.kubernetes.api import APPLY_PATCH, MERGE_PATCH
 from controller.kubernetes.bindings import (
     SUBJECT_KINDS,
     Binding,
@@ -47,11 +49,17 @@ from controller.kubernetes.objects import key_of
 from controller.settings import ControllerSettings
 from keventing.ops import serve
 from keventing.resources import ResourceKey
+from keventing.resources.eventtype import convert_document
 
 log = logging.getLogger("keventing.controller.webhook")
 
 WEBHOOK_NAME = "sinkbindings.webhook.sources.knative.dev"
 WEBHOOK_PATH = "/sinkbindings"
+CONVERT_PATH = "/convert"
+# The CRDs whose versions the conversion webhook converts, and how.
+CONVERSIONS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "eventtypes.eventing.knative.dev": convert_document
+}
 FIELD_MANAGER = "keventing-controller"
 CERTIFICATE_FILES = ("ca.crt", "tls.crt", "tls.key")
 # A shared certificate with less than this left is replaced (made for ten years, so this means tampering).
@@ -277,17 +285,58 @@ def admission_response(review: dict[str, Any], bindings: Iterable[Binding]) -> d
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def webhook_app(bindings: Callable[[], Iterable[Binding]]) -> Starlette:
-    async def admit(request: Request) -> Response:
-        try:
-            review = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as err:
-            return JSONResponse({"error": f"expected an AdmissionReview as JSON: {err}"}, status_code=400)
-        if not isinstance(review, dict):
-            return JSONResponse({"error": "expected an AdmissionReview object"}, status_code=400)
-        return Response(orjson.dumps(admission_response(review, bindings())), media_type="application/json")
+def conversion_response(review: dict[str, Any]) -> dict[str, Any]:
+    """The ConversionReview (apiextensions.k8s.io/v1) answering ``review``: every object in the desired
+    version, or a Failure saying which object could not be converted and why."""
+    request = review.get("request") or {}
+    desired = str(request.get("desiredAPIVersion") or "")
+    response: dict[str, Any] = {"uid": request.get("uid", "")}
+    converted = []
+    try:
+        for obj in request.get("objects") or []:
+            kind = obj.get("kind") if isinstance(obj, dict) else None
+            convert = next(
+                (c for crd, c in CONVERSIONS.items() if crd.split(".", 1)[0] == f"{kind}s".lower()), None
+            )
+            if convert is None:
+                raise ValueError(f"keventing converts no {kind!r} objects")
+            converted.append(convert(obj, desired))
+    except ValueError as err:
+        response["result"] = {"status": "Failure", "message": str(err)}
+    else:
+        response["convertedObjects"] = converted
+        response["result"] = {"status": "Success"}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview", "response": response}
 
-    return Starlette(routes=[Route(WEBHOOK_PATH, admit, methods=["POST"])])
+
+def webhook_app(bindings: Callable[[], Iterable[Binding]]) -> Starlette:
+    async def review(request: Request, kind: str) -> dict[str, Any] | Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as err:
+            return JSONResponse({"error": f"expected a{kind} as JSON: {err}"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": f"expected a{kind} object"}, status_code=400)
+        return body
+
+    async def admit(request: Request) -> Response:
+        body = await review(request, "n AdmissionReview")
+        if isinstance(body, Response):
+            return body
+        return Response(orjson.dumps(admission_response(body, bindings())), media_type="application/json")
+
+    async def convert(request: Request) -> Response:
+        body = await review(request, " ConversionReview")
+        if isinstance(body, Response):
+            return body
+        return Response(orjson.dumps(conversion_response(body)), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, admit, methods=["POST"]),
+            Route(CONVERT_PATH, convert, methods=["POST"]),
+        ]
+    )
 
 
 async def serve_webhook(
@@ -354,6 +403,51 @@ def webhook_configuration(
     }
 
 
+def conversion_patch(
+    ca_bundle: str, *, url: str | None, service: tuple[str, str, int] | None
+) -> dict[str, Any]:
+    """The merge patch pointing a CRD's conversion at this webhook."""
+    # A merge patch: the way not taken is set to null, so that the CRD does not end with both.
+    client_config: dict[str, Any] = {"caBundle": ca_bundle, "url": None, "service": None}
+    if url is not None:
+        client_config["url"] = url.rstrip("/") + CONVERT_PATH
+    elif service is not None:
+        namespace, name, port = service
+        client_config["service"] = {"namespace": namespace, "name": name, "path": CONVERT_PATH, "port": port}
+    else:
+        raise ValueError("the webhook needs a URL or a Service the API server reaches it at")
+    return {
+        "spec": {
+            "conversion": {
+                "strategy": "Webhook",
+                "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": client_config},
+            }
+        }
+    }
+
+
+async def register_conversions(api: k8s.ApiClient, patch: dict[str, Any]) -> None:
+    """Point every CRD keventing converts, that the cluster has, at the webhook (patched, not applied: the
+    CRD stays whoever installed it's, keventing only owns where its conversions go)."""
+    extensions = k8s.ApiextensionsV1Api(api)
+    for name in CONVERSIONS:
+        try:
+            await extensions.patch_custom_resource_definition(name, patch, **MERGE_PATCH)
+        except k8s.ApiException as err:
+            if err.status == 404:
+                log.info("no CRD to convert for", extra={"crd": name})
+            else:  # the webhook still serves admissions; the CRD's other versions stay unreadable
+                log.error(
+                    "cannot register the conversion webhook",
+                    extra={
+                        "crd": name,
+                        "status": err.status,
+                        "reason": err.reason,
+                        "body": str(err.body)[:500],
+                    },
+                )
+
+
 async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[str, Any]) -> None:
     await k8s.AdmissionregistrationV1Api(api).patch_mutating_webhook_configuration(
         configuration["metadata"]["name"],
@@ -385,6 +479,9 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
             url=settings.webhook_url,
             service=(namespace, service, 443),
         )
+        conversions = conversion_patch(
+            certificate.ca_bundle, url=settings.webhook_url, service=(namespace, service, 443)
+        )
         bindings = BindingWatch(api, settings.namespace_list)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(bindings.run())
@@ -393,5 +490,6 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
                 serve_webhook(bindings.current, certificate, settings.http_host, settings.webhook_port)
             )
             await apply_webhook_configuration(api, configuration)
+            await register_conversions(api, conversions)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -110,11 +110,20 @@ def java_executable(env: Mapping[str, str] | None = None) -> str:
     return shutil.which("java", path=env.get("PATH")) or "java"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = _HOST) -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 trick; racy, but fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago (the usual bind-to-0 trick; racy, but fine for tests), and
+    never one this process was given before: the kernel may offer a port again once its socket is closed,
+    before whoever it was given to has bound it."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def new_cluster_id() -> str:

@@ -54,6 +54,8 @@ class KnativeCrd:
     short_names: tuple[str, ...] = ()
     annotations: dict[str, str] | None = None
     scale: dict[str, str] | None = None
+    # Printer columns of the versions whose columns differ from ``columns``.
+    version_columns: dict[str, tuple[dict[str, Any], ...]] | None = None
 
 
 def _event_types(*types: str) -> dict[str, str]:
@@ -104,6 +106,18 @@ KNATIVE: dict[str, KnativeCrd] = {
             AGE,
         ),
         {},
+        version_columns={
+            "v1beta3": (
+                _column("Type", ".spec.attributes[?(@.name=='type')].value"),
+                _column("Source", ".spec.attributes[?(@.name=='source')].value"),
+                _column("Reference Name", ".spec.reference.name"),
+                _column("Reference Kind", ".spec.reference.kind"),
+                _column("Description", ".spec.description"),
+                READY,
+                REASON,
+                AGE,
+            )
+        },
     ),
     "Channel": KnativeCrd(CHANNELS, (URL, AGE, READY, REASON), SUBSCRIBABLE, ("ch",)),
     "KafkaChannel": KnativeCrd(CHANNELS, (READY, REASON, URL, AGE), SUBSCRIBABLE, ("kc",)),
@@ -244,7 +258,9 @@ def generate_crd(cls: type[Resource]) -> dict[str, Any]:
             "storage": i == 0,
             "schema": {"openAPIV3Schema": schema},
             "subresources": subresources,
-            "additionalPrinterColumns": list(knative.columns),
+            "additionalPrinterColumns": list(
+                (knative.version_columns or {}).get(api_version.split("/", 1)[1], knative.columns)
+            ),
         }
         for i, api_version in enumerate(cls.API_VERSIONS)
     ]
@@ -267,11 +283,15 @@ def generate_crd(cls: type[Resource]) -> dict[str, Any]:
     }
     if knative.short_names:
         names["shortNames"] = list(knative.short_names)
+    # No conversion here: a kind whose versions differ in shape (EventType) is converted by the operator's
+    # webhook, which sets the CRD's conversion when it starts (controller/kubernetes/webhook.py). Left out of
+    # the manifest, re-applying the CRDs keeps what the operator set.
+    spec: dict[str, Any] = {"group": group, "names": names, "scope": "Namespaced", "versions": versions}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": metadata,
-        "spec": {"group": group, "names": names, "scope": "Namespaced", "versions": versions},
+        "spec": spec,
     }
 
 

@@ -226,6 +226,52 @@ def test_container_source_generates_an_owned_bound_deployment_collected_with_it(
     )
 
 
+def test_event_types_are_served_in_v1beta3_beside_v1beta2_through_the_conversion_webhook(
+    binding_stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+    kubectl.apply(
+        {
+            "apiVersion": "eventing.knative.dev/v1beta2",
+            "kind": "EventType",
+            "metadata": {"name": "older", "namespace": namespace},
+            "spec": {"type": "order.created", "source": "/shop", "reference": broker},
+        },
+        {
+            "apiVersion": "eventing.knative.dev/v1beta3",
+            "kind": "EventType",
+            "metadata": {"name": "newer", "namespace": namespace},
+            "spec": {
+                "reference": broker,
+                "attributes": [
+                    {"name": "type", "value": "order.shipped", "required": True},
+                    {"name": "source", "value": "/warehouse", "required": True},
+                ],
+            },
+        },
+    )
+    as_v1beta3 = {
+        e["metadata"]["name"]: e for e in kubectl.list("eventtypes.v1beta3.eventing.knative.dev", namespace)
+    }
+    assert as_v1beta3["older"]["spec"]["attributes"] == [
+        {"name": "type", "value": "order.created", "required": True},
+        {"name": "source", "value": "/shop", "required": True},
+    ]
+    assert "type" not in as_v1beta3["older"]["spec"]
+    as_v1beta2 = {
+        e["metadata"]["name"]: e for e in kubectl.list("eventtypes.v1beta2.eventing.knative.dev", namespace)
+    }
+    assert (as_v1beta2["newer"]["spec"]["type"], as_v1beta2["newer"]["spec"]["source"]) == (
+        "order.shipped",
+        "/warehouse",
+    )
+    # kubectl's default version is v1beta3: its printer columns read the attributes.
+    table = kubectl.run("get", "eventtypes", "-n", namespace).stdout
+    assert "order.created" in table and "/warehouse" in table, table
+
+
+# Last in the module: its operators register the EventType conversion at their own URL, which the
+# module's operator does not take back.
 def test_the_standby_replica_serves_the_webhook_with_the_shared_certificate(
     kafka: str,
     kube_cluster: LocalCluster,

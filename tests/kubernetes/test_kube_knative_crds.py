@@ -6,8 +6,9 @@ kinds that come from Knative's Kafka extension (KafkaChannel, KafkaSource, Kafka
 becomes Ready and delivers exactly as on keventing's CRDs, and `kubectl get` shows Ready in Knative's own
 printer columns.
 
-EventType stays keventing's CRD here: Knative's stores v1beta3 and converts the older versions with its
-webhook, which this cluster does not run (see the README's Kubernetes section).
+Knative's EventType CRD stores v1beta2 and converts to v1beta3 (kubectl's preferred version) through a
+webhook: keventing's operator points that CRD at its own conversion webhook, so `kubectl get eventtypes`
+works there too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from kubectl import CRDS, Kubectl
 
 from kev.cluster.launcher import LocalCluster
 from kev.cluster.toolchain import Toolchain
+from kev.kafka.embedded import free_port
 from kev.stack import Stack
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
-# Knative's CRDs for the kinds keventing serves (EventType excepted, see above).
+# Knative's CRDs for the kinds keventing serves.
 KNATIVE_KINDS = (
+    "eventtype",
     "broker",
     "trigger",
     "channel",
@@ -76,12 +79,17 @@ def knative_stack(
     knative_cluster: tuple[LocalCluster, Kubectl], kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     cluster, _ = knative_cluster
+    webhook_port = free_port()
     env = {
         "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
         "KEVENTING_KUBERNETES": "true",
         "KUBECONFIG": str(cluster.kubeconfig_path),
         "KEVENTING_RESYNC_SECONDS": "5",
         "KEVENTING_LEADER_ELECTION_NAMESPACE": "keventing",
+        # The webhook (SinkBinding's, and EventType's conversions) on loopback, its Secret in "keventing".
+        "KEVENTING_WEBHOOK_PORT": str(webhook_port),
+        "KEVENTING_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+        "KEVENTING_WEBHOOK_NAMESPACE": "keventing",
     }
     with running_stack(kafka, tmp_path_factory.mktemp("knative-crd-logs"), env) as stack:
         yield stack
@@ -155,3 +163,19 @@ def test_knative_yaml_on_knatives_own_crds_becomes_ready_and_delivers(
     assert received_ids(sink, step_path, 1) == [via_sequence]
     time.sleep(0.5)
     assert len(sink.requests(trigger_path)) == 1
+
+    # The types seen at the Broker are recorded on Knative's EventType CRD (stored as v1beta2), and kubectl
+    # reads them as v1beta3 through keventing's conversion webhook.
+    def at_broker() -> list[dict[str, Any]]:
+        listed = kubectl.list("eventtypes", namespace)
+        return [e for e in listed if e["spec"].get("reference", {}).get("kind") == "Broker"]
+
+    deadline = time.monotonic() + 60
+    while len(recorded := at_broker()) < 2:
+        assert time.monotonic() < deadline, f"EventTypes recorded: {recorded}"
+        time.sleep(0.5)
+    assert {e["apiVersion"] for e in recorded} == {"eventing.knative.dev/v1beta3"}
+    types = sorted(a["value"] for e in recorded for a in e["spec"]["attributes"] if a["name"] == "type")
+    assert types == ["order.created", "order.shipped"]
+    table = kubectl.run("get", "eventtypes", "-n", namespace).stdout
+    assert "order.created" in table and "/kube-test" in table, table

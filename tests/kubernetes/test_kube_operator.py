@@ -88,7 +88,8 @@ def test_broker_and_trigger_applied_with_kubectl_become_ready_and_deliver(
 
     # Both types seen at the Broker are recorded as EventTypes in the cluster, owned by the Broker.
     deadline = time.monotonic() + 60
-    while len(recorded := kubectl.list("eventtypes", namespace)) < 2:
+    # (In v1beta2, the version stored: v1beta3, kubectl's default, needs the conversion webhook.)
+    while len(recorded := kubectl.list("eventtypes.v1beta2.eventing.knative.dev", namespace)) < 2:
         assert time.monotonic() < deadline, f"EventTypes recorded: {recorded}"
         time.sleep(0.5)
     assert sorted(e["spec"]["type"] for e in recorded) == ["order.created", "order.shipped"]

@@ -98,3 +98,43 @@ async def test_pass_reconciles_again_when_a_topic_creation_fails() -> None:
     assert not adapter.statuses[ResourceKey("Broker", "ns1", "b")].ready
     assert desired.contract == {}
     assert reconcile_pass.desired is desired
+
+
+class ArrivingAdapter(InMemoryAdapter):
+    """Resources that arrive while a pass creates topics: the second observation holds one more Broker."""
+
+    def __init__(self, first: list[Resource], later: list[Resource], failing: frozenset[str]) -> None:
+        super().__init__(first, failing)
+        self.later = later
+        self.asked: list[set[str]] = []
+        self.published: set[str] = set()
+
+    async def observe(self) -> Observed:
+        observed = await super().observe()
+        self.resources = self.resources + self.later
+        self.later = []
+        return observed
+
+    async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
+        self.asked.append(set(topics))
+        return await super().create_topics(topics)
+
+    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
+        await super().publish_contract(contract)
+        self.published = set(contract)
+
+
+async def test_what_arrives_while_topics_are_created_has_its_topics_created_before_it_is_published() -> None:
+    adapter = ArrivingAdapter(
+        _resources(),
+        [
+            parse_resource(broker_doc("late", "ns1")),
+            parse_resource(trigger_doc("t2", "ns1", "late", "http://s")),
+        ],
+        failing=frozenset({"knative-broker-ns1-b"}),
+    )
+    await ReconcilePass(adapter, CONFIG).run()
+    assert "Trigger/ns1/t2" in adapter.published
+    late_topic = "knative-broker-ns1-late"
+    assert late_topic not in adapter.asked[0] and late_topic in adapter.asked[-1]
+    assert adapter.calls.index("publish_contract") > len(adapter.asked)

@@ -23,7 +23,7 @@ CRDS = {crd["spec"]["names"]["kind"]: crd for crd in generate_crds()}
 KNATIVE_VERSIONS = {
     "Broker": ("eventing.knative.dev", ["v1"]),
     "Trigger": ("eventing.knative.dev", ["v1"]),
-    "EventType": ("eventing.knative.dev", ["v1beta2", "v1beta1"]),
+    "EventType": ("eventing.knative.dev", ["v1beta2", "v1beta3", "v1beta1"]),
     "KafkaSink": ("eventing.knative.dev", ["v1alpha1"]),
     "Channel": ("messaging.knative.dev", ["v1"]),
     "Subscription": ("messaging.knative.dev", ["v1"]),

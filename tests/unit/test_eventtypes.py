@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import orjson
+import pytest
 from helpers import broker_doc
 from prometheus_client import CollectorRegistry
 
@@ -20,7 +23,8 @@ from keventing.eventtypes import (
     missing_event_types,
     plan_event_types,
 )
-from keventing.resources import ResourceKey, parse_resource
+from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
+from keventing.resources.eventtype import convert_document
 
 INGRESS = Ingress(
     id="Broker/ns/default",
@@ -55,11 +59,18 @@ def test_auto_created_event_type_refers_to_its_broker() -> None:
     )
     document = auto_event_type(sighting).to_document(with_status=False)
     parsed = parse_resource(document)
-    assert document["apiVersion"] == "eventing.knative.dev/v1beta2"
+    assert document["apiVersion"] == "eventing.knative.dev/v1beta3"
+    assert (parsed.spec.type, parsed.spec.source, parsed.spec.schema_) == (
+        "order.created",
+        "/shop",
+        "https://s/x",
+    )
     assert document["spec"] == {
-        "type": "order.created",
-        "source": "/shop",
-        "schema": "https://s/x",
+        "attributes": [
+            {"name": "type", "value": "order.created", "required": True},
+            {"name": "source", "value": "/shop", "required": True},
+            {"name": "dataschema", "value": "https://s/x", "required": False},
+        ],
         "reference": {
             "apiVersion": "eventing.knative.dev/v1",
             "kind": "Broker",
@@ -156,3 +167,49 @@ def test_planning_refuses_sightings_beyond_what_the_store_holds_for_an_addressab
     assert [e.spec.type for e in wanted] == ["new.0"]
     assert [s.type for s in refused] == ["new.1"]
     assert plan_event_types([_sighting("new.0")], stored, per_addressable=None)[1] == []
+
+
+V1BETA2_DOC = {
+    "apiVersion": "eventing.knative.dev/v1beta2",
+    "kind": "EventType",
+    "metadata": {"name": "orders", "namespace": "ns"},
+    "spec": {"type": "order.created", "source": "/shop", "schema": "https://s/x", "broker": "default"},
+}
+
+
+def test_an_event_type_converts_to_v1beta3_attributes_and_back_as_knative_does() -> None:
+    up = convert_document(V1BETA2_DOC, "eventing.knative.dev/v1beta3")
+    assert up["apiVersion"] == "eventing.knative.dev/v1beta3"
+    assert up["spec"] == {
+        "attributes": [
+            {"name": "type", "value": "order.created", "required": True},
+            {"name": "source", "value": "/shop", "required": True},
+            {"name": "dataschema", "value": "https://s/x", "required": False},
+        ],
+        # The deprecated broker becomes a reference.
+        "reference": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"},
+    }
+    down = convert_document(up, "eventing.knative.dev/v1beta2")
+    assert down["spec"] == {
+        "type": "order.created",
+        "source": "/shop",
+        "schema": "https://s/x",
+        "reference": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"},
+    }
+    # Attributes the older versions have no field for are dropped going down, as in Knative.
+    extra = copy.deepcopy(up)
+    extra["spec"]["attributes"].append({"name": "region", "value": "{region}"})
+    assert convert_document(extra, "eventing.knative.dev/v1beta1")["spec"]["type"] == "order.created"
+    assert "attributes" not in convert_document(extra, "eventing.knative.dev/v1beta1")["spec"]
+    with pytest.raises(ValueError, match="v9"):
+        convert_document(up, "eventing.knative.dev/v9")
+
+
+def test_every_version_of_an_event_type_reads_as_the_same_type_and_source() -> None:
+    for version in ("v1beta1", "v1beta2", "v1beta3"):
+        parsed = parse_resource(convert_document(V1BETA2_DOC, f"eventing.knative.dev/{version}"))
+        assert (parsed.spec.type, parsed.spec.source) == ("order.created", "/shop"), version
+    no_type = convert_document(V1BETA2_DOC, "eventing.knative.dev/v1beta3")
+    no_type["spec"]["attributes"] = [{"name": "source", "value": "/shop"}]
+    with pytest.raises(ResourceInvalid, match='spec.attributes: an attribute named "type"'):
+        parse_resource(no_type)

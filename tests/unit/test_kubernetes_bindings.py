@@ -24,6 +24,7 @@ from controller.kubernetes.webhook import (
     ServingCertificate,
     admission_response,
     certificate_fits,
+    conversion_response,
     make_certificate,
     webhook_configuration,
 )
@@ -256,3 +257,30 @@ def test_a_shared_webhook_certificate_fits_only_the_names_it_was_made_for(tmp_pa
     assert not certificate_fits(
         ServingCertificate(other.ca_cert, certificate.cert, certificate.key), names, []
     )
+
+
+def test_the_conversion_webhook_answers_a_conversion_review_and_fails_what_it_cannot_convert() -> None:
+    event_type = {
+        "apiVersion": "eventing.knative.dev/v1beta2",
+        "kind": "EventType",
+        "metadata": {"name": "orders", "namespace": "ns"},
+        "spec": {"type": "order.created"},
+    }
+    review = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {
+            "uid": "u1",
+            "desiredAPIVersion": "eventing.knative.dev/v1beta3",
+            "objects": [event_type],
+        },
+    }
+    response = conversion_response(review)["response"]
+    assert response["uid"] == "u1" and response["result"] == {"status": "Success"}
+    (converted,) = response["convertedObjects"]
+    assert converted["apiVersion"] == "eventing.knative.dev/v1beta3"
+    assert converted["spec"]["attributes"] == [{"name": "type", "value": "order.created", "required": True}]
+    review["request"]["objects"] = [{**event_type, "kind": "Broker"}]
+    failed = conversion_response(review)["response"]
+    assert failed["result"]["status"] == "Failure" and "Broker" in failed["result"]["message"]
+    assert "convertedObjects" not in failed
