@@ -129,5 +129,7 @@ def delivery_policy(
         backoff_delay=parse_duration(spec.backoffDelay) if spec.backoffDelay else default.backoff_delay,
         timeout=parse_duration(spec.timeout) if spec.timeout else default.timeout,
         retry_after_max=parse_duration(spec.retryAfterMax) if spec.retryAfterMax else None,
+        backoff_max=parse_duration(spec.backoffMax) if spec.backoffMax else None,
+        format=spec.format,
         dead_letter_url=resolver.resolve(spec.deadLetterSink, namespace) if spec.deadLetterSink else None,
     )

@@ -46,10 +46,19 @@ class Attempt:
 
 
 async def send_event(
-    post: Post, url: str, event: events.Event, timeout: float | None, prefer_reply: bool
+    post: Post,
+    url: str,
+    event: events.Event,
+    timeout: float | None,
+    prefer_reply: bool,
+    structured: bool = False,
 ) -> Attempt:
-    """POST ``event`` in binary mode; with ``prefer_reply`` a 2xx carrying an event is read as the reply."""
-    headers, body = events.to_http_binary(event)
+    """POST ``event`` in binary mode, or ``structured`` (the JSON event format: DeliverySpec ``format:
+    json``); with ``prefer_reply`` a 2xx carrying an event is read as the reply."""
+    if structured:
+        headers, body = {"content-type": events.STRUCTURED_JSON}, events.to_structured_json(event)
+    else:
+        headers, body = events.to_http_binary(event)
     if prefer_reply:
         headers["prefer"] = "reply"
     try:
@@ -69,8 +78,11 @@ async def send_event(
 
 
 def retry_wait(policy: DeliveryPolicy, retry: int, attempt: Attempt) -> float:
-    """Seconds before the ``retry``-th retry: the backoff, or a longer Retry-After up to ``retryAfterMax``."""
+    """Seconds before the ``retry``-th retry: the backoff (at most ``backoffMax``), or a longer Retry-After
+    up to ``retryAfterMax``."""
     wait = backoff_seconds(policy.backoff_policy, policy.backoff_delay, retry)
+    if policy.backoff_max is not None:
+        wait = min(wait, policy.backoff_max)
     if policy.retry_after_max is not None and attempt.status in RETRY_AFTER_CODES:
         after = retry_after_seconds(attempt.headers.get("retry-after"))
         if after is not None:

@@ -56,6 +56,7 @@ class RecordDispatcher:
         self.replies = replies
         self.metrics = metrics
         self.timeout = egress.delivery.timeout or default_timeout
+        self.structured = egress.delivery.format == "json"
         self.sleep = sleep
         self.clock = clock  # dispatch latency
         self.wall_clock = wall_clock  # processing latency, from the record's timestamp
@@ -174,7 +175,9 @@ class RecordDispatcher:
             except Exception as err:
                 return Attempt(0, error=f"event could not be forwarded: {err!r}")
             return Attempt(202)
-        attempt = await send_event(self.post, egress.destination, event, self.timeout, egress.prefer_reply)
+        attempt = await send_event(
+            self.post, egress.destination, event, self.timeout, egress.prefer_reply, self.structured
+        )
         if not attempt.ok:
             return attempt
         if attempt.reply is not None and egress.reply.strategy != "discard":
@@ -198,7 +201,10 @@ class RecordDispatcher:
         failed_url = egress.destination or egress.reply.url or ""
         letter = event.with_extensions(error_extensions(failed, failed_url))
         _, attempt = await self._retrying(
-            lambda: send_event(self.post, url, letter, self.timeout, prefer_reply=False), count_retries=False
+            lambda: send_event(
+                self.post, url, letter, self.timeout, prefer_reply=False, structured=self.structured
+            ),
+            count_retries=False,
         )
         if attempt.ok:
             self.metrics.dead_lettered().inc()

@@ -29,6 +29,8 @@ class DeliveryPolicy(ContractModel):
     backoff_delay: float = 0.2
     timeout: float | None = None
     retry_after_max: float | None = None
+    backoff_max: float | None = None
+    format: Literal["json", "binary"] | None = None
     dead_letter_url: str | None = None
 
 

@@ -20,12 +20,16 @@ class DeliverySpec(Model):
     backoffDelay: str | None = None
     timeout: str | None = None
     retryAfterMax: str | None = None
+    # The longest wait between retries: the backoff grows up to it (Retry-After has retryAfterMax).
+    backoffMax: str | None = None
+    # How events are POSTed: json is structured mode, binary (and unset) binary mode.
+    format: Literal["json", "binary"] | None = None
     deadLetterSink: Destination | None = None
 
     def validate_at(self, path: str) -> None:
         if self.retry is not None and not 0 <= self.retry <= MAX_RETRY:
             raise ResourceInvalid(f"{path}.retry", f"must be between 0 and {MAX_RETRY}, got {self.retry}")
-        for name in ("backoffDelay", "timeout", "retryAfterMax"):
+        for name in ("backoffDelay", "timeout", "retryAfterMax", "backoffMax"):
             value = getattr(self, name)
             if value is None:
                 continue

@@ -385,3 +385,32 @@ async def test_attempts_made_before_a_restart_count_against_the_retry_limit() ->
     outcome = await harness.dispatcher.dispatch(_event(), 0, on_failure)
     assert (outcome.result, outcome.attempts) == ("delivered", 3)
     assert recorded == [1, 2]
+
+
+async def test_backoff_max_caps_each_wait_and_retry_after_still_has_its_own_cap() -> None:
+    policy = DeliveryPolicy(
+        retry=5, backoff_policy="exponential", backoff_delay=1.0, backoff_max=5.0, retry_after_max=30.0
+    )
+    busy = Response(503, {"retry-after": "20"})
+    script: dict[str, list[Response | Exception]] = {
+        SUBSCRIBER: [Response(500), Response(500), Response(500), busy, Response(200)]
+    }
+    harness = Harness(_egress(delivery=policy), script)
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "delivered"
+    # 2, 4, then 8 capped at 5; a Retry-After of 20 s is honoured (it is retryAfterMax's to bound).
+    assert harness.sleeps.waits == [2.0, 4.0, 5.0, 20.0]
+
+
+async def test_format_json_delivers_in_structured_mode_to_subscriber_and_dead_letter_sink() -> None:
+    policy = DeliveryPolicy(retry=0, format="json", dead_letter_url=DLS)
+    harness = Harness(_egress(delivery=policy), {SUBSCRIBER: [Response(500)], DLS: [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event())
+    assert outcome.result == "dead_lettered"
+    for url, headers, body, _ in harness.post.requests:
+        assert headers["content-type"] == "application/cloudevents+json", url
+        assert not any(name.startswith("ce-") for name in headers), url
+        sent = events.from_http(headers, body)
+        assert (sent.attributes["id"], sent.data) == ("e-1", b"{}"), url
+    assert harness.post.urls() == [SUBSCRIBER, DLS]
+    assert "knativeerrorcode" in events.from_http(*harness.post.requests[1][1:3]).attributes

@@ -85,6 +85,8 @@ def _trigger(**delivery: Any) -> dict[str, Any]:
         ({"backoffDelay": "PT99999999999S"}, "spec.delivery.backoffDelay", "maximum of P1D"),
         ({"timeout": "PT99999999999S"}, "spec.delivery.timeout", "maximum of P1D"),
         ({"retryAfterMax": "P2D"}, "spec.delivery.retryAfterMax", "maximum of P1D"),
+        ({"backoffMax": "soon"}, "spec.delivery.backoffMax", "soon"),
+        ({"format": "xml"}, "spec.delivery.format", "json"),
     ],
 )
 def test_delivery_outside_its_bounds_is_invalid(delivery: dict, field: str, message: str) -> None:
@@ -94,7 +96,16 @@ def test_delivery_outside_its_bounds_is_invalid(delivery: dict, field: str, mess
 
 
 def test_delivery_at_its_bounds_is_valid() -> None:
-    parse_resource(_trigger(retry=100, backoffDelay="P1D", timeout="P1D", retryAfterMax="PT24H"))
+    parse_resource(
+        _trigger(
+            retry=100,
+            backoffDelay="P1D",
+            timeout="P1D",
+            retryAfterMax="PT24H",
+            backoffMax="P1D",
+            format="json",
+        )
+    )
 
 
 @pytest.mark.parametrize("uri", ["ftp://sink.example/", "file:///etc/passwd", "sink.example/path"])
