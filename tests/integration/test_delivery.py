@@ -270,3 +270,23 @@ def test_lag_of_a_paused_partition_counts_every_record_behind_it(
         kev.wait_for(lambda: lag() >= total - 400, 15, "the lag to count the records after the pause")
     finally:
         kev.delete("Trigger", "stuck", ns)
+
+
+def test_format_json_delivers_structured_mode_and_backoff_max_caps_the_waits(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    path = f"{ns}/structured"
+    sink.program(path, Reaction(500), Reaction(500), Reaction(500), Reaction(202))
+    # Exponential from 0.2 s: 0.4, 0.8, 1.6 without a cap; backoffMax holds the last two at 0.5 s.
+    delivery = {"retry": 5, "backoffDelay": "PT0.2S", "backoffMax": "PT0.5S", "format": "json"}
+    _ready(kev, ns, trigger_doc("t", ns, "default", sink.url(path), delivery=delivery))
+    assert kev.send(ns, "default", "structured-1").status_code == 202
+    requests = sink.wait_for(path, 4)
+    for request in requests:
+        assert request.headers["content-type"] == "application/cloudevents+json"
+        assert not any(name.startswith("ce-") for name in request.headers)
+        assert request.event is not None and request.event.id == "structured-1"
+    gaps = _gaps(requests)
+    assert 0.4 - TOLERANCE_LOW <= gaps[0] <= 0.4 + TOLERANCE_HIGH, gaps
+    for gap in gaps[1:]:
+        assert 0.5 - TOLERANCE_LOW <= gap <= 0.5 + TOLERANCE_HIGH, gaps
