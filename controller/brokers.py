@@ -13,6 +13,7 @@ from controller.brokerdefaults import (
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
+from controller.topicpolicy import broker_topics, refuse_topic
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
@@ -38,14 +39,17 @@ def reconcile_brokers(ctx: Context) -> Contribution:
     except BrokerDefaultsInvalid as err:
         defaults, defaults_error = BrokerDefaults(), str(err)
     for broker in ctx.of(Broker):
-        status, topic = _reconcile_broker(broker, ctx, topics[broker.key], defaults, defaults_error)
+        if broker.external_topic is not None:
+            status = _reconcile_external_broker(broker, ctx)
+        else:
+            status, topic = _reconcile_broker(broker, ctx, topics[broker.key], defaults, defaults_error)
+            if topic is not None:
+                out.topics[topic.name] = topic
         out.addressable(broker.key, status)
-        if topic is not None:
-            out.topics[topic.name] = topic
-            if status.ready:
-                out.contract[str(broker.key)] = ContractEntry(
-                    ingress=_broker_ingress(broker, topic, ctx.config)
-                )
+        if status.ready:
+            out.contract[str(broker.key)] = ContractEntry(
+                ingress=_broker_ingress(broker, topics[broker.key], ctx.config)
+            )
     return out
 
 
@@ -67,22 +71,6 @@ def reconcile_triggers(ctx: Context) -> Contribution:
 
 
 # ------------------------------------------------------------------------------------------- names
-
-
-def broker_topics(ctx: Context) -> dict[ResourceKey, str]:
-    """Every Broker's topic: its injective name (:mod:`keventing.naming`), or the Knative name it had before
-    names were made injective, for as long as the topic ledger says keventing created that topic for this
-    Broker and no other Broker's injective name is that name (an upgrade loses no topic)."""
-    owners = ctx.published.topic_owners
-    brokers = ctx.of(Broker)
-    injective = {b.key: naming.broker_topic(b.namespace, b.name) for b in brokers}
-    taken = set(injective.values())
-    topics = {}
-    for broker in brokers:
-        legacy = naming.legacy_broker_topic(broker.namespace, broker.name)
-        kept = legacy not in taken and owners.get(legacy) == str(broker.key)
-        topics[broker.key] = legacy if kept else injective[broker.key]
-    return topics
 
 
 def trigger_groups(ctx: Context) -> dict[ResourceKey, str]:
@@ -133,6 +121,28 @@ def _reconcile_broker(
     return status, topic
 
 
+def _reconcile_external_broker(broker: Broker, ctx: Context) -> Status:
+    """A Broker on an existing topic (Knative's external-topic annotation): keventing neither creates nor
+    deletes the topic, which must be one the Broker's namespace may use (:mod:`controller.topicpolicy`)."""
+    topic = broker.external_topic
+    assert topic is not None
+    conditions = Conditions()
+    status = Status(observedGeneration=broker.metadata.generation)
+    conditions.true("ConfigParsed")
+    refused = refuse_topic(ctx, broker.namespace, topic)
+    if refused is not None:
+        conditions.false("TopicReady", refused.reason, refused.message)
+    else:
+        conditions.true(
+            "TopicReady", message=f"external topic {topic}: keventing neither creates nor deletes it"
+        )
+        conditions.true("Addressable")
+        status.address = Address(url=f"{ctx.config.ingress_url}/{broker.namespace}/{broker.name}")
+    status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
+    status.annotations = {naming.TOPIC_ANNOTATION: topic}
+    return status
+
+
 def broker_config_key(broker: Broker, ref: KReference) -> ResourceKey:
     """The ConfigMap a Broker's config reference names (in the Broker's namespace unless it names one)."""
     return ResourceKey(ConfigMap.KIND, ref.namespace or broker.namespace, ref.name)
@@ -170,11 +180,11 @@ def _broker_topic(broker: Broker, name: str, ref: KReference | None, ctx: Contex
     return TopicSpec(name, partitions, replication, topic_config, owner=str(broker.key), claim_existing=True)
 
 
-def _broker_ingress(broker: Broker, topic: TopicSpec, config: ControllerConfig) -> Ingress:
+def _broker_ingress(broker: Broker, topic: str, config: ControllerConfig) -> Ingress:
     return Ingress(
         **identity(broker),
         path=f"/{broker.namespace}/{broker.name}",
-        topic=topic.name,
+        topic=topic,
         event_types=config.event_type_auto_create,
     )
 

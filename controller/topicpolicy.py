@@ -1,4 +1,5 @@
-"""Whether a KafkaSink or KafkaSource may name a topic: never a reserved one, never another tenant's.
+"""Which topics are whose: every Broker's topic, and whether a KafkaSink, KafkaSource or external-topic Broker
+may name a topic: never a reserved one, never another tenant's.
 
 A topic is refused when it is reserved (:mod:`keventing.topics`), when the topic ledger says keventing created
 it for a resource of another namespace, when it is named like a Broker's or Channel's topic without being the
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.brokers import broker_topics
 from controller.context import Context
 from keventing import naming
-from keventing.resources import InMemoryChannel, KafkaChannel, ResourceKey
+from keventing.resources import Broker, InMemoryChannel, KafkaChannel, ResourceKey
 from keventing.topics import is_resource_topic
 
 TOPIC_RESERVED = "TopicReserved"
@@ -27,9 +27,34 @@ class TopicRefused:
     message: str
 
 
+def broker_topics(ctx: Context) -> dict[ResourceKey, str]:
+    """Every Broker's topic: the existing topic its external-topic annotation names, or its injective name (:mod:`keventing.naming`), or the Knative name it had before
+    names were made injective, for as long as the topic ledger says keventing created that topic for this
+    Broker and no other Broker's injective name is that name (an upgrade loses no topic)."""
+    owners = ctx.published.topic_owners
+    brokers = ctx.of(Broker)
+    injective = {b.key: naming.broker_topic(b.namespace, b.name) for b in brokers}
+    taken = set(injective.values())
+    topics = {}
+    for broker in brokers:
+        if broker.external_topic is not None:
+            topics[broker.key] = broker.external_topic
+            continue
+        legacy = naming.legacy_broker_topic(broker.namespace, broker.name)
+        kept = legacy not in taken and owners.get(legacy) == str(broker.key)
+        topics[broker.key] = legacy if kept else injective[broker.key]
+    return topics
+
+
 def namespace_topics(ctx: Context, namespace: str) -> set[str]:
-    """The topics of the Brokers and channels of ``namespace``: its own, for its sinks and sources to use."""
-    topics = {topic for key, topic in broker_topics(ctx).items() if key.namespace == namespace}
+    """The topics of the Brokers and channels of ``namespace``: its own, for its sinks and sources to use. An
+    external-topic Broker's topic is not among them: naming a topic does not make it the namespace's."""
+    external = {b.key for b in ctx.of(Broker) if b.external_topic is not None}
+    topics = {
+        topic
+        for key, topic in broker_topics(ctx).items()
+        if key.namespace == namespace and key not in external
+    }
     for kind in (KafkaChannel, InMemoryChannel):
         topics.update(
             naming.channel_topic(c.namespace, c.name, c.KIND)

@@ -70,3 +70,16 @@ def subscription_group(namespace: str, channel: str, subscription_uid: str) -> s
 def is_resource_topic(topic: str) -> bool:
     """Whether ``topic`` has the form of a Broker's or a Channel's topic (whether or not that resource exists)."""
     return topic.startswith((*BROKER_TOPIC_PREFIXES, CHANNEL_TOPIC_PREFIX, IN_MEMORY_CHANNEL_TOPIC_PREFIX))
+
+
+# Kafka's rule for topic names (org.apache.kafka.common.internals.Topic).
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def topic_name_problem(topic: str) -> str | None:
+    """What makes ``topic`` a name Kafka refuses, or None when Kafka accepts it."""
+    if topic in (".", ".."):
+        return f"{topic!r} is not a legal topic name"
+    if not _LEGAL_TOPIC.fullmatch(topic):
+        return f"{topic!r} is not a legal topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'"
+    return None

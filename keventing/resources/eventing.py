@@ -6,10 +6,13 @@ from typing import Any
 
 from pydantic import Field
 
+from keventing import naming
 from keventing.resources.base import Destination, KReference, Model, Resource, ResourceInvalid, Status
 from keventing.resources.delivery import DeliverySpec
 
 BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"
+# Knative's Kafka broker on a topic that exists already, which it never creates or deletes.
+EXTERNAL_TOPIC_ANNOTATION = "kafka.eventing.knative.dev/external.topic"
 KAFKA_BROKER_CLASS = "Kafka"
 DELIVERY_ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 DELIVERY_ORDERS = ("ordered", "unordered")
@@ -37,9 +40,18 @@ class Broker(Resource):
 
     spec: BrokerSpec = Field(default_factory=BrokerSpec)
 
+    @property
+    def external_topic(self) -> str | None:
+        """The existing topic the Broker uses (the external-topic annotation), or None."""
+        return (self.metadata.annotations or {}).get(EXTERNAL_TOPIC_ANNOTATION)
+
     def validate_semantics(self) -> None:
         if self.spec.delivery is not None:
             self.spec.delivery.validate_at("spec.delivery")
+        if self.external_topic is not None:
+            problem = naming.topic_name_problem(self.external_topic)
+            if problem is not None:
+                raise ResourceInvalid(f"metadata.annotations[{EXTERNAL_TOPIC_ANNOTATION}]", problem)
 
 
 class TriggerFilter(Model):

@@ -155,3 +155,27 @@ def test_an_upgraded_controller_keeps_the_broker_topics_it_published_and_records
     topic, owners = asyncio.run(run())
     assert topic == legacy
     assert owners == {legacy: "Broker/my-app/default"}
+
+
+def test_an_external_topic_broker_delivers_from_its_topic_and_leaves_it_when_deleted(
+    kev: Kev, ns: str, kafka: str, sink: RecordingSink
+) -> None:
+    topic = f"external-orders-{uuid.uuid4().hex[:8]}"
+    _create_topic(kafka, topic)
+    broker = broker_doc("default", ns)
+    broker["metadata"]["annotations"] = {"kafka.eventing.knative.dev/external.topic": topic}
+    path = f"{ns}/external"
+    kev.apply(broker, trigger_doc("t", ns, "default", sink.url(path)))
+    ready = kev.wait_ready("Broker", "default", ns)
+    assert ready.status.annotations == {"kafka.eventing.knative.dev/topic": topic}
+    kev.wait_ready("Trigger", "t", ns)
+    assert kev.send(ns, "default", "external-1").status_code == 202
+    assert [r.event.id for r in sink.wait_for(path, 1) if r.event] == ["external-1"]
+    # No topic of its own was made, and deleting the Broker leaves the external topic where it was.
+    assert not {t for t in _topics(kafka) if t.startswith("knative-broker") and ns in t}
+    kev.delete("Broker", "default", ns)
+    # A Broker applied after the deletion is Ready once a pass ran after it: the pass that would have
+    # deleted the topic.
+    kev.apply(broker_doc("later", ns))
+    kev.wait_ready("Broker", "later", ns)
+    assert topic in _topics(kafka)

@@ -244,3 +244,33 @@ def test_the_dispatcher_refuses_an_egress_reading_or_replying_to_a_reserved_topi
     assert "reserved" in (egress_reserved_reason(reads, "keventing") or "")
     replies = fine.model_copy(update={"reply": Reply(strategy="topic", topic="keventing.contract")})
     assert "reserved" in (egress_reserved_reason(replies, "keventing") or "")
+
+
+def _external(name: str, namespace: str, topic: str) -> dict:
+    document = broker_doc(name, namespace)
+    document["metadata"].setdefault("annotations", {})["kafka.eventing.knative.dev/external.topic"] = topic
+    return document
+
+
+def test_an_external_topic_broker_uses_its_topic_and_never_creates_or_deletes_it() -> None:
+    desired = _reconcile(_external("b", "ns", "orders"), trigger_doc("t", "ns", "b", "http://s"))
+    status = desired.statuses[ResourceKey("Broker", "ns", "b")]
+    assert status.ready and status.annotations == {naming.TOPIC_ANNOTATION: "orders"}
+    assert "orders" not in desired.topics and desired.topics == {}
+    assert desired.contract["Broker/ns/b"].ingress.topic == "orders"
+    assert desired.contract["Trigger/ns/t"].egress.topics == ("orders",)
+
+
+@pytest.mark.parametrize("topic", ["keventing.contract", "__consumer_offsets", "knative-broker.other.x"])
+def test_an_external_topic_broker_may_not_name_a_reserved_or_another_tenant_s_topic(topic: str) -> None:
+    desired = _reconcile(broker_doc("x", "other"), _external("b", "ns", topic))
+    status = desired.statuses[ResourceKey("Broker", "ns", "b")]
+    topic_ready = status.condition("TopicReady")
+    assert topic_ready is not None and topic_ready.status == "False"
+    assert topic_ready.reason in ("TopicReserved", "TopicNotAllowed")
+    assert "Broker/ns/b" not in desired.contract
+
+
+def test_an_external_topic_that_kafka_would_refuse_is_invalid() -> None:
+    with pytest.raises(ResourceInvalid, match="external.topic.*not a legal topic name"):
+        parse_resource(_external("b", "ns", "no spaces please"))
