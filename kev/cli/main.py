@@ -116,14 +116,8 @@ def read_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-@app.command()
-def apply(
-    filename: list[str] = typer.Option(..., "-f", "--filename", help="File, directory or - for stdin."),
-    namespace: str | None = typer.Option(
-        None, "-n", "--namespace", help="Namespace for resources without one."
-    ),
-) -> None:
-    """Create or update resources from Knative YAML."""
+def _parse_all(filename: list[str], namespace: str | None) -> list[Resource]:
+    """Every resource of the files, or exit 1 having printed every invalid one and why."""
     resources: list[Resource] = []
     errors = []
     for source, document in read_documents(filename):
@@ -139,12 +133,120 @@ def apply(
         for error in errors:
             err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1)
+    return resources
+
+
+def _comparable(resource: Resource) -> dict[str, Any]:
+    """What applying a resource sets: its spec, labels and annotations (not what the system generates)."""
+    document = resource.to_document(with_status=False)
+    meta = document.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)}
+    return {
+        "apiVersion": document.get("apiVersion"),
+        "kind": document.get("kind"),
+        "metadata": kept,
+        **{k: v for k, v in document.items() if k not in ("apiVersion", "kind", "metadata")},
+    }
+
+
+def _diff(current: Resource | None, wanted: Resource) -> str:
+    """A unified diff (YAML) from what is stored to what the file says; empty when they are the same."""
+    import difflib
+
+    label = f"{wanted.KIND}/{wanted.namespace}/{wanted.name}"
+    before = yaml.safe_dump(_comparable(current), sort_keys=True).splitlines(keepends=True) if current else []
+    after = yaml.safe_dump(_comparable(wanted), sort_keys=True).splitlines(keepends=True)
+    return "".join(difflib.unified_diff(before, after, f"stored {label}", f"applied {label}"))
+
+
+def _changes(resources: list[Resource]) -> list[tuple[Resource, str, str]]:
+    """For each resource: what applying it would do (created, configured, unchanged) and the diff."""
+
+    async def compare(client: ResourceClient) -> list[tuple[Resource, str, str]]:
+        out = []
+        for resource in resources:
+            current = await client.get(resource.key)
+            diff = _diff(current, resource)
+            action = "created" if current is None else ("configured" if diff else "unchanged")
+            out.append((resource, action, diff))
+        return out
+
+    return _client_call(compare)
+
+
+@app.command()
+def apply(
+    filename: list[str] = typer.Option(..., "-f", "--filename", help="File, directory or - for stdin."),
+    namespace: str | None = typer.Option(
+        None, "-n", "--namespace", help="Namespace for resources without one."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and say what would change (with the diff); write nothing."
+    ),
+) -> None:
+    """Create or update resources from Knative YAML."""
+    resources = _parse_all(filename, namespace)
+    if dry_run:
+        for resource, action, diff in _changes(resources):
+            console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action} (dry run)")
+            if action == "configured":
+                console.print(diff, markup=False, highlight=False, soft_wrap=True, end="")
+        return
 
     async def apply_all(client: ResourceClient) -> list[tuple[Resource, str]]:
         return [(r, await client.apply(r)) for r in resources]
 
     for resource, action in _client_call(apply_all):
         console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action}")
+
+
+@app.command()
+def diff(
+    filename: list[str] = typer.Option(..., "-f", "--filename", help="File, directory or - for stdin."),
+    namespace: str | None = typer.Option(
+        None, "-n", "--namespace", help="Namespace for resources without one."
+    ),
+) -> None:
+    """Show how the files differ from what is stored (a unified diff); exit 1 when they differ, as kubectl."""
+    changed = False
+    for _resource, action, text in _changes(_parse_all(filename, namespace)):
+        if action != "unchanged":
+            changed = True
+            sys.stdout.write(text)
+    raise typer.Exit(1 if changed else 0)
+
+
+@app.command()
+def explain(
+    kind: str = typer.Argument(..., help="broker, trigger, ... (as kubectl takes it)"),
+) -> None:
+    """The fields keventing serves for a kind: every path, its type and what it may be."""
+    from keventing.resources.crds import generate_crd
+
+    cls = _resolve_kind(kind)
+    if cls.KIND == "ConfigMap":
+        raise fail("ConfigMap is Kubernetes' own kind: keventing reads its data only")
+    crd = generate_crd(cls)
+    versions = [v["name"] for v in crd["spec"]["versions"]]
+    group = crd["spec"]["group"]
+    console.print(f"KIND:     {cls.KIND}\nVERSIONS: {', '.join(f'{group}/{v}' for v in versions)}\n")
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    for line in _field_lines(schema.get("spec") or {}, "spec"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _field_lines(schema: dict[str, Any], path: str) -> list[str]:
+    """``path <type>`` for a schema node and everything under it (arrays as ``path[]``)."""
+    kind = schema.get("type", "object")
+    detail = ""
+    if "enum" in schema:
+        detail = " one of: " + ", ".join(str(v) for v in schema["enum"] if v is not None)
+    lines = [f"{path} <{kind}>{detail}"]
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return lines + _field_lines(schema["items"], f"{path}[]")[1:]
+    for name, child in sorted((schema.get("properties") or {}).items()):
+        lines += _field_lines(child, f"{path}.{name}")
+    return lines
 
 
 def _group(resource: Resource) -> str:

@@ -38,8 +38,11 @@ DEMO_BODY = '{"msg":"Hello littlyboy Knative!"}'
 
 
 def curl_command(url: str) -> str:
-    headers = " ".join(f'-H "{k}: {v}"' for k, v in DEMO_HEADERS.items())
-    return f"curl -v \"{url}\" -X POST {headers} -d '{DEMO_BODY}'"
+    """The demo event as a curl command: one argument per line, each line but the last ending in `` \\``,
+    so that it pastes whole into a shell however narrow the terminal that showed it."""
+    parts = [f'curl -v "{url}" -X POST', *(f'-H "{k}: {v}"' for k, v in DEMO_HEADERS.items())]
+    parts.append(f"-d '{DEMO_BODY}'")
+    return " \\\n    ".join(parts)
 
 
 def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes: bool = False) -> int:
@@ -118,7 +121,10 @@ def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes
                     asyncio.run(wait_ready(settings, key, timeout=60))
         url = f"{stack.ingress_url}/default/default"
         console.print(f"\n[bold green]keventing is up.[/bold green] Broker URL: [bold]{url}[/bold]")
-        console.print(f"logs: {log_dir}\n\nSend an event:\n  {curl_command(url)}\n")
+        console.print(f"logs: {log_dir}\n\nSend an event:")
+        # No markup, no highlighting, no wrapping of ours: a narrow terminal soft-wraps the lines it shows,
+        # and a paste still gets them whole.
+        console.print(f"  {curl_command(url)}\n", markup=False, highlight=False, soft_wrap=True)
         if demo:
             return _demo(url, display_log)
         console.print("event-display prints what it receives below. Ctrl-C stops everything.\n")
