@@ -8,6 +8,7 @@ from controller.brokerdefaults import (
     KAFKA_BROKER_CONFIG,
     BrokerDefaults,
     BrokerDefaultsInvalid,
+    broker_class,
     defaults_in,
 )
 from controller.conditions import Conditions
@@ -19,6 +20,7 @@ from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.resources import (
     Broker,
+    Condition,
     ConfigMap,
     DeliverySpec,
     KReference,
@@ -39,6 +41,10 @@ def reconcile_brokers(ctx: Context) -> Contribution:
     except BrokerDefaultsInvalid as err:
         defaults, defaults_error = BrokerDefaults(), str(err)
     for broker in ctx.of(Broker):
+        claimed = broker_class(broker.metadata.annotations or {}, broker.namespace, defaults)
+        if claimed not in ctx.config.broker_classes:
+            out.addressable(broker.key, _unclaimed_broker(broker, claimed, ctx.config))
+            continue
         if broker.external_topic is not None:
             status = _reconcile_external_broker(broker, ctx)
         else:
@@ -119,6 +125,20 @@ def _reconcile_broker(
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
     status.annotations = {naming.TOPIC_ANNOTATION: topic.name}
     return status, topic
+
+
+def _unclaimed_broker(broker: Broker, claimed: str, config: ControllerConfig) -> Status:
+    """A Broker of a class keventing does not claim (local mode: nothing else serves it, and it says so)."""
+    classes = ", ".join(sorted(config.broker_classes)) or "none"
+    message = (
+        f"broker class {claimed!r} is not one keventing claims ({classes}; KEVENTING_BROKER_CLASSES): "
+        "nothing serves this Broker"
+    )
+    status = Status(observedGeneration=broker.metadata.generation)
+    status.conditions = [
+        Condition(type="Ready", status="False", reason="BrokerClassNotClaimed", message=message)
+    ]
+    return status
 
 
 def _reconcile_external_broker(broker: Broker, ctx: Context) -> Status:

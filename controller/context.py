@@ -41,6 +41,9 @@ class ControllerConfig:
     system_namespace: str = "knative-eventing"
     # Kubernetes mode: a ContainerSource is a Deployment bound by a generated SinkBinding, not a local process.
     kubernetes: bool = False
+    # The eventing.knative.dev/broker.class values keventing claims (KEVENTING_BROKER_CLASSES). In Kubernetes
+    # mode the operator never observes other Brokers; locally they are in the store and say they are not served.
+    broker_classes: frozenset[str] = frozenset({"Kafka"})
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         topic_policy=TopicPolicy(settings.instance, parse_prefixes(settings.user_topic_prefixes)),
         system_namespace=settings.system_namespace,
         kubernetes=settings.kubernetes,
+        broker_classes=settings.broker_class_set,
     )
 
 

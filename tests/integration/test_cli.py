@@ -44,9 +44,7 @@ def test_dry_run_and_diff_say_what_would_change_and_write_nothing(kev: Kev, ns: 
 
     differs = _kev(kev, "diff", "-f", str(path))
     assert differs.returncode == 1, differs.stderr
-    assert (
-        f"--- stored Trigger/{ns}/t" in differs.stdout and "+    uri: http://b.example/" in differs.stdout
-    )
+    assert f"--- stored Trigger/{ns}/t" in differs.stdout and "+    uri: http://b.example/" in differs.stdout
     assert "Broker" not in differs.stdout
 
     assert _kev(kev, "apply", "-f", str(path)).returncode == 0

@@ -139,3 +139,23 @@ def test_an_invalid_config_br_defaults_makes_brokers_that_rely_on_it_not_ready()
     parsed = desired.statuses[ResourceKey("Broker", "ns1", "relies")].condition("ConfigParsed")
     assert (parsed.status, parsed.reason) == ("False", "ConfigInvalid")
     assert "config-br-defaults" in parsed.message
+
+
+def test_locally_a_broker_of_a_class_keventing_does_not_claim_says_so_and_gets_nothing() -> None:
+    other = broker_doc("mt", "ns1")
+    other["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": "MTChannelBasedBroker"}
+    resources = [parse_resource(d) for d in (other, trigger_doc("t", "ns1", "mt", "http://s"))]
+    desired = reconcile(resources, ControllerConfig(broker_classes=frozenset({"Kafka"})))
+    ready = desired.statuses[ResourceKey("Broker", "ns1", "mt")].condition("Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("False", "BrokerClassNotClaimed")
+    assert "'MTChannelBasedBroker'" in (ready.message or "") and "KEVENTING_BROKER_CLASSES" in (
+        ready.message or ""
+    )
+    assert desired.topics == {} and "Broker/ns1/mt" not in desired.contract
+    trigger_ready = desired.statuses[ResourceKey("Trigger", "ns1", "t")].condition("Ready")
+    assert trigger_ready is not None and trigger_ready.reason == "BrokerNotReady"
+    # Claiming the class serves it.
+    claimed = reconcile(
+        resources, ControllerConfig(broker_classes=frozenset({"Kafka", "MTChannelBasedBroker"}))
+    )
+    assert claimed.statuses[ResourceKey("Broker", "ns1", "mt")].ready
