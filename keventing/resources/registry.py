@@ -67,6 +67,11 @@ def parse_resource(document: dict[str, Any], semantics: bool = True) -> Resource
     except ValidationError as err:
         first = err.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            # Never silently ignored: a field keventing does not implement is refused, by name.
+            raise ResourceInvalid(
+                path, f"unknown field: keventing does not serve it for {kind} (`kev explain {kind.lower()}`)"
+            ) from None
         raise ResourceInvalid(path, first["msg"]) from None
     if semantics:
         resource.validate_identity()

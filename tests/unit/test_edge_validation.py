@@ -217,3 +217,13 @@ def test_after_the_contract_is_loaded_an_unknown_path_is_404() -> None:
     app = _app()
     app.contract.synced = True
     assert _post(app, "/ns/nope")[0] == 404
+
+
+def test_a_field_keventing_does_not_serve_is_refused_by_name() -> None:
+    document = trigger_doc("t", "ns", "default", "http://sink.example/")
+    document["spec"]["subscriber"]["bogus"] = 1
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(document)
+    assert str(err.value) == (
+        "spec.subscriber.bogus: unknown field: keventing does not serve it for Trigger (`kev explain trigger`)"
+    )
