@@ -145,7 +145,13 @@ class IngressHandler:
             try:
                 await self.produce(ingress.topic, key, value, record_headers)
             except MessageSizeTooLargeError:
-                return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
+                # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which
+                # may be below the receiver's: say whose limit it was.
+                message = (
+                    f"Kafka refused the event as too large for topic {ingress.topic} "
+                    f"(its max.message.bytes, or the producer's request limit); nothing was stored"
+                )
+                return self._count(ingress, event_type, started, Answer(413, _text(message)))
             except NotConnected as err:
                 return self._count(ingress, event_type, started, self.unavailable(str(err)))
             except (TimeoutError, KafkaError) as err:

@@ -3,6 +3,7 @@ Kafka would refuse, attributes the dispatcher could not send, and SIGTERM whatev
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ from helpers import broker_doc
 
 from kev.kafka.embedded import free_port
 from kev.stack import Stack
+from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
 
 GOOD = {
     "ce-specversion": "1.0",
@@ -283,3 +285,27 @@ def test_sigterm_stops_the_receiver_within_seconds_mid_upload(limited: tuple[Sta
         body_upload.close()
         header_upload.close()
     assert elapsed < 10, f"stopped after {elapsed:.1f} s"
+
+
+def test_an_event_kafka_refuses_as_too_large_is_a_413_and_later_events_on_the_partition_still_land(
+    kev: Kev, ns: str, kafka: str
+) -> None:
+    # A topic made outside keventing with a small max.message.bytes (an external-topic Broker's): Kafka's
+    # limit is below the receiver's. The refused record must not leave the producer's sequence broken for
+    # the partition (finding 6: later events answered 503 OutOfOrderSequenceNumber).
+    topic = f"small-{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        async with admin_client(kafka) as admin:
+            await ensure_topic(admin, TopicSpec(topic, 1, 1, {"max.message.bytes": "2000"}))
+
+    asyncio.run(create())
+    broker = broker_doc("default", ns)
+    broker["metadata"]["annotations"] = {"kafka.eventing.knative.dev/external.topic": topic}
+    kev.apply(broker)
+    kev.wait_ready("Broker", "default", ns)
+    big = kev.send(ns, "default", "big-1", data=b'"' + b"x" * 20_000 + b'"')
+    assert big.status_code == 413
+    assert f"Kafka refused the event as too large for topic {topic}" in big.text
+    codes = [kev.send(ns, "default", f"small-{i}").status_code for i in range(100)]
+    assert codes == [202] * 100
