@@ -1,7 +1,7 @@
-"""Sources: PingSource, ApiServerSource, ContainerSource, SinkBinding and KafkaSource.
+"""Sources: PingSource, IntegrationSource (timer), ApiServerSource, ContainerSource, SinkBinding and KafkaSource.
 
-Each source's sink is resolved to a URL (``status.sinkUri``). PingSources, ApiServerSources and
-ContainerSources become ``Source`` entries in the contract for the sources runner (an ApiServerSource's
+Each source's sink is resolved to a URL (``status.sinkUri``). PingSources, IntegrationSources, ApiServerSources
+and ContainerSources become ``Source`` entries in the contract for the sources runner (an ApiServerSource's
 permissions and watches are checked by the runner, whose report becomes its conditions); a KafkaSource becomes an ``Egress`` for the
 dispatcher (the same delivery machinery as a Trigger); a SinkBinding only resolves, because what it binds
 is started by ``kev run --binding`` (or, on Kubernetes, bound by the operator's webhook). On Kubernetes a
@@ -28,10 +28,17 @@ from keventing.contract import (
     PingSchedule,
     Reply,
     Source,
+    TimerSchedule,
     WatchedResource,
 )
 from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 from keventing.resources.base import ObjectMeta
+from keventing.resources.integrations import (
+    DEFAULT_CONTENT_TYPE,
+    TIMER_EVENT_SOURCE,
+    TIMER_EVENT_TYPE,
+    IntegrationSource,
+)
 from keventing.resources.sources import (
     APISERVER_EVENT_TYPES,
     CONTAINER_SOURCE_BINDING_SUFFIX,
@@ -93,6 +100,9 @@ def reconcile_sources(ctx: Context) -> Contribution:
     for ping in ctx.of(PingSource):
         status, source = reconcile_ping_source(ping, resolver)
         _publish(out, ping, status, ContractEntry(source=source) if source else None)
+    for integration in ctx.of(IntegrationSource):
+        status, source = reconcile_integration_source(integration, resolver)
+        _publish(out, integration, status, ContractEntry(source=source) if source else None)
     for apiserver in ctx.of(ApiServerSource):
         api_status, api_source = reconcile_apiserver_source(
             apiserver, resolver, ctx.source_reports.get(str(apiserver.key))
@@ -167,6 +177,37 @@ def ping_source_entry(ping: PingSource, sink: str) -> Source:
             data_base64=base64.b64encode(payload).decode() if payload is not None else None,
         ),
     )
+
+
+# ---------------------------------------------------------------------------------- IntegrationSource
+
+
+def reconcile_integration_source(
+    source: IntegrationSource, resolver: Resolver
+) -> tuple[SourceStatus, Source | None]:
+    """A timer IntegrationSource: run by the sources runner, like a PingSource."""
+    conditions = Conditions()
+    status = SourceStatus(observedGeneration=source.metadata.generation)
+    status.ceAttributes = [CloudEventAttributes(type=TIMER_EVENT_TYPE, source=TIMER_EVENT_SOURCE)]
+    sink = _resolve_sink(source, resolver, conditions, "SinkProvided")
+    entry = None
+    timer = source.spec.timer
+    if sink is not None and timer is not None:
+        status.sinkUri = sink
+        conditions.true("Deployed", message="the timer is run by the sources runner")
+        entry = Source(
+            **identity(source),
+            sink=sink,
+            ce_overrides=source.ce_overrides,
+            timer=TimerSchedule(
+                period_ms=timer.period,
+                message=timer.message,
+                content_type=timer.contentType or DEFAULT_CONTENT_TYPE,
+                repeat_count=timer.repeatCount,
+            ),
+        )
+    status.conditions = conditions.finish(["SinkProvided", "Deployed"])
+    return status, entry
 
 
 # ----------------------------------------------------------------------------------- ApiServerSource

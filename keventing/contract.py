@@ -92,6 +92,15 @@ class PingSchedule(ContractModel):
     data_base64: str | None = None
 
 
+class TimerSchedule(ContractModel):
+    """An IntegrationSource's timer: every ``period_ms`` the message, ``repeat_count`` times at most."""
+
+    period_ms: int
+    message: str
+    content_type: str
+    repeat_count: int | None = None
+
+
 class ContainerProcess(ContractModel):
     """A ContainerSource's first container as a local process: argv, its own env, working directory."""
 
@@ -136,6 +145,7 @@ class Source(ContractModel):
     sink: str
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
+    timer: TimerSchedule | None = None
     container: ContainerProcess | None = None
     apiserver: ApiServerWatch | None = None
 

@@ -25,7 +25,7 @@ def sources_app(runner: SourceRunner) -> Starlette:
                 "partitions": runner.ownership.partitions,
                 "owned_partitions": sorted(runner.ownership.owned),
                 "pings": [
-                    {"id": source_id, "next": entry.next_tick.isoformat()}
+                    {"id": source_id, "next": entry.next_tick.isoformat() if entry.next_tick else None}
                     for source_id, entry in sorted(runner.scheduler.entries.items())
                 ],
                 "containers": [

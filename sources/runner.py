@@ -1,5 +1,5 @@
-"""Follows the contract's Source entries and runs the ones this runner owns: PingSource schedules,
-ApiServerSource watches and ContainerSource processes. Ownership or the contract changing triggers one
+"""Follows the contract's Source entries and runs the ones this runner owns: PingSource and timer
+IntegrationSource schedules, ApiServerSource watches and ContainerSource processes. Ownership or the contract changing triggers one
 reconcile of them; what only the runner can know about a source goes back to the controller as a report."""
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from sources.sender import EventSender
 from sources.settings import SourcesSettings
 
 log = logging.getLogger("keventing.sources")
+
+
+def _scheduled(source: Source) -> bool:
+    """Whether the scheduler runs the source: a PingSource's schedule, or a timer IntegrationSource's."""
+    return source.ping is not None or source.timer is not None
 
 
 class SourceRunner:
@@ -110,10 +115,10 @@ class SourceRunner:
         async with self._lock:
             owned = {s.id: s for s in self.sources.values() if self.ownership.owns(s.id)}
             for source_id in list(self.scheduler.entries):
-                if source_id not in owned or owned[source_id].ping is None:
+                if source_id not in owned or not _scheduled(owned[source_id]):
                     self.scheduler.remove(source_id)
             for source in owned.values():
-                if source.ping is not None:
+                if _scheduled(source):
                     self.scheduler.put(source)
             if not final:
                 return

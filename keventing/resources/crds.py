@@ -131,6 +131,12 @@ KNATIVE: dict[str, KnativeCrd] = {
         SOURCE,
         annotations=_event_types("dev.knative.sources.ping"),
     ),
+    "IntegrationSource": KnativeCrd(
+        SOURCES,
+        (SINK, AGE, READY, REASON),
+        SOURCE,
+        annotations=_event_types("dev.knative.connector.event.timer"),
+    ),
     "ApiServerSource": KnativeCrd(
         SOURCES,
         (SINK, AGE, READY, REASON),

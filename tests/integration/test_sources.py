@@ -285,3 +285,43 @@ def test_the_manual_clock_only_moves_forward(kev: Kev, runner_port: int) -> None
     response = httpx.post(_runner_url(runner_port, "/clock"), json={"advance": -5}, timeout=10)
     assert response.status_code == 400
     assert "only moves forward" in response.json()["error"]
+
+
+def test_a_timer_integration_source_sends_its_message_every_period_up_to_its_repeat_count(
+    kev: Kev, sink: RecordingSink, ns: str, runner_port: int
+) -> None:
+    kev.apply(
+        broker_doc("default", ns),
+        trigger_doc("timers", ns, "default", sink.url(f"{ns}/timer")),
+        {
+            "apiVersion": "sources.knative.dev/v1alpha1",
+            "kind": "IntegrationSource",
+            "metadata": {"name": "tick", "namespace": ns},
+            "spec": {
+                "timer": {"period": 1000, "message": "Hello timer", "repeatCount": 2},
+                "sink": sink_ref("Broker", "default"),
+                "ceOverrides": {"extensions": {"team": "blue"}},
+            },
+        },
+    )
+    kev.wait_ready("Trigger", "timers", ns)
+    source = kev.wait_ready("IntegrationSource", "tick", ns)
+    assert source.status.sinkUri == kev.broker_url(ns, "default")
+    _wait_scheduled(kev, [runner_port], {f"IntegrationSource/{ns}/tick"})
+    try:
+        _clock(kev, runner_port, now=T0)
+        fired = [_clock(kev, runner_port, advance=1)["fired"] for _ in range(3)]
+        assert fired == [1, 1, 0]  # twice, then its repeatCount is spent
+        received = sink.wait_for(f"{ns}/timer", 2)
+        for request in received:
+            event = request.event
+            assert event is not None
+            assert (event.type, event.source, event.attributes["subject"]) == (
+                "dev.knative.connector.event.timer",
+                "dev.knative.eventing.timer-source",
+                "timer-source",
+            )
+            assert (request.body, event.attributes["team"]) == (b"Hello timer", "blue")
+            assert request.headers["content-type"] == "text/plain"
+    finally:
+        kev.delete("IntegrationSource", "tick", ns)

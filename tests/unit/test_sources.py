@@ -14,8 +14,9 @@ import yaml
 from helpers import broker_doc, container_source_doc, ping_source_doc, sink_binding_doc, sink_ref
 
 from controller.reconciler import ControllerConfig, reconcile
+from keventing import events
 from keventing.binding import binding_env, expand
-from keventing.contract import ContainerProcess, ContractEntry, PingSchedule, Source
+from keventing.contract import ContainerProcess, ContractEntry, PingSchedule, Source, TimerSchedule
 from keventing.cron import InvalidSchedule, parse_schedule
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
 from sources.clock import ManualClock
@@ -329,3 +330,130 @@ async def test_a_rebalance_stops_schedules_at_once_and_processes_only_when_they_
         assert container.id not in runner.containers.running
     finally:
         await runner.containers.stop_all()
+
+
+# ------------------------------------------------------------------------------- IntegrationSource
+
+
+def _timer_doc(**timer: object) -> dict:
+    return {
+        "apiVersion": "sources.knative.dev/v1alpha1",
+        "kind": "IntegrationSource",
+        "metadata": {"name": "tick", "namespace": "ns"},
+        "spec": {"timer": {"message": "Hello", **timer}, "sink": {"uri": "http://sink"}},
+    }
+
+
+def test_a_timer_integration_source_enters_the_contract_with_knative_s_defaults() -> None:
+    desired = _reconcile(_timer_doc(period=2000, repeatCount=3))
+    status = desired.statuses[ResourceKey("IntegrationSource", "ns", "tick")]
+    assert status.ready and status.sinkUri == "http://sink"
+    assert [(a.type, a.source) for a in status.ceAttributes] == [
+        ("dev.knative.connector.event.timer", "dev.knative.eventing.timer-source")
+    ]
+    timer = desired.contract["IntegrationSource/ns/tick"].source.timer
+    assert (timer.period_ms, timer.message, timer.content_type, timer.repeat_count) == (
+        2000,
+        "Hello",
+        "text/plain",
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (
+            {"aws": {"s3": {"arn": "bucket"}}, "sink": {"uri": "http://sink"}},
+            "spec.aws",
+            "AWS integrations (s3)",
+        ),
+        ({"sink": {"uri": "http://sink"}}, "spec.timer", "timer integration only"),
+        (
+            {"timer": {"message": "m", "period": 1}, "sink": {"uri": "http://sink"}},
+            "spec.timer.period",
+            "at least",
+        ),
+        (
+            {"timer": {"message": "m", "repeatCount": 0}, "sink": {"uri": "http://sink"}},
+            "spec.timer.repeatCount",
+            "at least 1",
+        ),
+    ],
+)
+def test_what_keventing_does_not_run_of_an_integration_source_is_refused_by_name(
+    spec: dict, field: str, message: str
+) -> None:
+    document = _timer_doc()
+    document["spec"] = spec
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(document)
+    assert field in str(err.value) and message in str(err.value)
+
+
+def _timer_source(period_ms: int = 1000, repeat_count: int | None = None) -> Source:
+    return Source(
+        id="IntegrationSource/ns/tick",
+        kind="IntegrationSource",
+        namespace="ns",
+        name="tick",
+        uid="u",
+        sink="http://sink",
+        ce_overrides={"team": "a"},
+        timer=TimerSchedule(
+            period_ms=period_ms, message="Hello", content_type="text/plain", repeat_count=repeat_count
+        ),
+    )
+
+
+async def test_a_timer_fires_every_period_and_stops_after_its_repeat_count() -> None:
+    clock = ManualClock(datetime(2024, 1, 1, tzinfo=UTC))
+    sent: list[events.Event] = []
+
+    async def send(source: Source, event: events.Event) -> None:
+        sent.append(event)
+
+    scheduler = PingScheduler(clock, send)
+    scheduler.put(_timer_source(period_ms=500, repeat_count=3))
+    assert scheduler.fire_due() == 0
+    for _ in range(5):
+        clock.advance(0.5)
+        scheduler.fire_due()
+    # Putting the same source again (a contract pass) does not start the count afresh.
+    scheduler.put(_timer_source(period_ms=500, repeat_count=3))
+    clock.advance(0.5)
+    assert scheduler.fire_due() == 0
+    await asyncio.sleep(0)
+    assert [e.attributes["time"] for e in sent] == [
+        "2024-01-01T00:00:00.500Z",
+        "2024-01-01T00:00:01.000Z",
+        "2024-01-01T00:00:01.500Z",
+    ]
+    first = sent[0]
+    assert (first.attributes["type"], first.attributes["source"], first.attributes["subject"]) == (
+        "dev.knative.connector.event.timer",
+        "dev.knative.eventing.timer-source",
+        "timer-source",
+    )
+    assert (first.attributes["datacontenttype"], first.attributes["team"], first.data) == (
+        "text/plain",
+        "a",
+        b"Hello",
+    )
+    assert scheduler.entries["IntegrationSource/ns/tick"].next_tick is None
+
+
+async def test_a_timer_that_fell_behind_fires_once_and_keeps_its_rhythm() -> None:
+    clock = ManualClock(datetime(2024, 1, 1, tzinfo=UTC))
+    sent: list[events.Event] = []
+
+    async def send(source: Source, event: events.Event) -> None:
+        sent.append(event)
+
+    scheduler = PingScheduler(clock, send)
+    scheduler.put(_timer_source(period_ms=1000))
+    clock.advance(10.5)  # ten periods passed while nothing ran
+    assert scheduler.fire_due() == 1
+    assert scheduler.entries["IntegrationSource/ns/tick"].next_tick == datetime(
+        2024, 1, 1, 0, 0, 11, tzinfo=UTC
+    )
