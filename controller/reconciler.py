@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from controller import brokers, channels, conditions, eventtypes, flows, sinks, sources
+from controller import brokers, channels, conditions, eventtypes, flows, integrations, sinks, sources
 from controller.context import Context, Contribution, ControllerConfig, Desired, Published
 from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
@@ -30,6 +30,7 @@ PHASES: list[Phase] = [
     channels.expand_channels,
     brokers.reconcile_brokers,
     sinks.reconcile_kafka_sinks,
+    integrations.reconcile_integration_sinks,
     channels.reconcile_kafka_channels,
     flows.address_flows,
     channels.reconcile_channels,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from controller.context import Context
 from keventing import naming
 from keventing.resources import Broker, InMemoryChannel, KafkaChannel, ResourceKey
+from keventing.resources.integrations import IntegrationSink
 from keventing.topics import is_resource_topic
 
 TOPIC_RESERVED = "TopicReserved"
@@ -55,6 +56,11 @@ def namespace_topics(ctx: Context, namespace: str) -> set[str]:
         for key, topic in broker_topics(ctx).items()
         if key.namespace == namespace and key not in external
     }
+    topics.update(
+        naming.integration_sink_topic(s.namespace, s.name)
+        for s in ctx.of(IntegrationSink)
+        if s.namespace == namespace
+    )
     for kind in (KafkaChannel, InMemoryChannel):
         topics.update(
             naming.channel_topic(c.namespace, c.name, c.KIND)
@@ -101,7 +107,7 @@ def refuse_group(ctx: Context, namespace: str, group: str) -> TopicRefused | Non
     sources runners', Triggers', another namespace's Subscriptions') are not for it."""
     if group.startswith(f"{ctx.config.topic_policy.instance}."):
         return TopicRefused(GROUP_NOT_ALLOWED, f"consumer group {group} is reserved to keventing")
-    if group.startswith(naming.TRIGGER_GROUP_PREFIXES) or (
+    if group.startswith((*naming.TRIGGER_GROUP_PREFIXES, naming.INTEGRATION_SINK_PREFIX)) or (
         group.startswith("kafka.") and not group.startswith(f"kafka.{namespace}.")
     ):
         return TopicRefused(

@@ -13,10 +13,11 @@ from aiokafka import AIOKafkaProducer
 
 from dispatcher.consumer import EgressConsumer
 from dispatcher.dispatch import RecordDispatcher
+from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
-from dispatcher.transport import AiohttpPost
+from dispatcher.transport import AiohttpPost, Post
 from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
@@ -40,7 +41,7 @@ class DispatcherManager:
         # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
         self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
         self.producer: AIOKafkaProducer | None = None
-        self.post: AiohttpPost | None = None
+        self.post: Post | None = None
         self.replies: ReplyPublisher | None = None
         self.event_types = EventTypeRegistry(
             settings.kafka_bootstrap_servers, settings.resources_topic, settings.eventtype_limits
@@ -54,7 +55,8 @@ class DispatcherManager:
             limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
         )
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        self.post = AiohttpPost(session)
+        # IntegrationSinks' log: destinations are written to the log, never sent over the network.
+        self.post = LoggingPost(AiohttpPost(session))
         self.replies = ReplyPublisher(self._produce, self.post, self.event_types.observe_reply)
         event_types = asyncio.create_task(self.event_types.run())
         try:

@@ -67,9 +67,25 @@ def subscription_group(namespace: str, channel: str, subscription_uid: str) -> s
     return f"kafka.{namespace}.{channel}.{subscription_uid}"
 
 
+# An IntegrationSink's topic, and the consumer group that logs it (a namespace has no ".": injective).
+INTEGRATION_SINK_PREFIX = "knative-integrationsink."
+
+
+def integration_sink_topic(namespace: str, name: str) -> str:
+    return f"{INTEGRATION_SINK_PREFIX}{namespace}.{name}"
+
+
 def is_resource_topic(topic: str) -> bool:
-    """Whether ``topic`` has the form of a Broker's or a Channel's topic (whether or not that resource exists)."""
-    return topic.startswith((*BROKER_TOPIC_PREFIXES, CHANNEL_TOPIC_PREFIX, IN_MEMORY_CHANNEL_TOPIC_PREFIX))
+    """Whether ``topic`` has the form of a Broker's, a Channel's or an IntegrationSink's topic (whether or not
+    that resource exists)."""
+    return topic.startswith(
+        (
+            *BROKER_TOPIC_PREFIXES,
+            CHANNEL_TOPIC_PREFIX,
+            IN_MEMORY_CHANNEL_TOPIC_PREFIX,
+            INTEGRATION_SINK_PREFIX,
+        )
+    )
 
 
 # Kafka's rule for topic names (org.apache.kafka.common.internals.Topic).

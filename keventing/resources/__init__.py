@@ -17,7 +17,7 @@ from keventing.resources.delivery import DeliverySpec
 from keventing.resources.eventing import Broker, ConfigMap, Trigger
 from keventing.resources.eventtype import EventType
 from keventing.resources.flows import Parallel, Sequence
-from keventing.resources.integrations import IntegrationSource
+from keventing.resources.integrations import IntegrationSink, IntegrationSource
 from keventing.resources.kafka import KafkaSink
 from keventing.resources.messaging import Channel, InMemoryChannel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
@@ -35,6 +35,7 @@ __all__ = [
     "Destination",
     "EventType",
     "InMemoryChannel",
+    "IntegrationSink",
     "IntegrationSource",
     "KReference",
     "KafkaChannel",

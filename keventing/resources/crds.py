@@ -173,6 +173,7 @@ KNATIVE: dict[str, KnativeCrd] = {
         },
     ),
     "KafkaSink": KnativeCrd(EVENTING, (URL, AGE, READY, REASON), ADDRESSABLE),
+    "IntegrationSink": KnativeCrd((*EVENTING, "sink"), (URL, AGE, READY, REASON), ADDRESSABLE),
 }
 
 

@@ -1,13 +1,15 @@
-"""KafkaSink on a real Kafka: a CloudEvent POSTed to its address is on its topic in its content mode."""
+"""KafkaSink on a real Kafka: a CloudEvent POSTed to its address is on its topic in its content mode; an
+IntegrationSink (log) writes what reaches it to the dispatcher's log."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from conftest import Kev
-from helpers import kafka_sink_doc
+from helpers import broker_doc, kafka_sink_doc, trigger_doc
 
 EVENT_HEADERS = {
     "ce-specversion": "1.0",
@@ -101,3 +103,49 @@ def test_deleting_a_kafka_sink_removes_its_ingress(kev: Kev, ns: str) -> None:
         lambda: kev.http.post(url, headers=EVENT_HEADERS, content=b"{}").status_code == 404,
         what="the ingress to go",
     )
+
+
+def test_an_integration_sink_logs_the_events_a_trigger_delivers_to_it(kev: Kev, ns: str) -> None:
+    kev.apply(
+        broker_doc("default", ns),
+        {
+            "apiVersion": "sinks.knative.dev/v1alpha1",
+            "kind": "IntegrationSink",
+            "metadata": {"name": "audit-log", "namespace": ns},
+            "spec": {"log": {"level": "info", "showHeaders": True, "loggerName": "audit"}},
+        },
+        trigger_doc(
+            "to-log",
+            ns,
+            "default",
+            "",
+            subscriber={
+                "ref": {
+                    "apiVersion": "sinks.knative.dev/v1alpha1",
+                    "kind": "IntegrationSink",
+                    "name": "audit-log",
+                }
+            },
+        ),
+    )
+    sink = kev.wait_ready("IntegrationSink", "audit-log", ns)
+    assert sink.status.address.url.endswith(f"/integrationsinks/{ns}/audit-log")
+    trigger = kev.wait_ready("Trigger", "to-log", ns)
+    assert trigger.status.subscriberUri == sink.status.address.url
+    assert kev.send(ns, "default", f"logged-{ns}", data=b'{"order":42}').status_code == 202
+    log_path = kev.stack.services["dispatcher"].log_path
+    assert log_path is not None
+
+    def logged() -> dict | None:
+        for line in log_path.read_text().splitlines():
+            if f"logged-{ns}" in line and "keventing.integrationsink" in line:
+                return json.loads(line)
+        return None
+
+    record = kev.wait_for(logged, what="the event in the dispatcher's log")
+    assert (record["sink"], record["logger_name"], record["data"]) == (
+        f"{ns}/audit-log",
+        "audit",
+        '{"order":42}',
+    )
+    assert record["attributes"]["type"] == "dev.test.event"
