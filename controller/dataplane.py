@@ -51,9 +51,9 @@ class KafkaDataPlane:
     """Creates and deletes the topics keventing owns and publishes the contract."""
 
     def __init__(self, settings: CommonSettings) -> None:
-        self.bootstrap_servers = settings.kafka_bootstrap_servers
+        self.bootstrap_servers = settings.kafka_connection
         self.contract = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.contract_topic,
             settings.control_plane_replication_factor,
         )
@@ -62,7 +62,7 @@ class KafkaDataPlane:
         # The topic ledger: topic keventing created (or claimed) → the id of the resource it is for.
         self.topic_owners: dict[str, str] = {}
         self._ledger = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.topic_ledger_topic,
             settings.control_plane_replication_factor,
         )
@@ -76,7 +76,7 @@ class KafkaDataPlane:
         self.source_reports: dict[str, SourceReport] = {}
         self.report_listeners: list[Callable[[], None]] = []
         self._reports = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.source_reports_topic,
             settings.control_plane_replication_factor,
         )
@@ -203,7 +203,7 @@ class KafkaDataPlane:
             if encoded.get(key) == value:
                 continue
             before = ContractEntry.decode(value).egress
-            if before is None or before.bootstrap_servers is not None or before.kind == "KafkaSource":
+            if before is None or before.connection is not None or before.kind == "KafkaSource":
                 continue
             if before.consumer_group not in kept:
                 retiring.add(before.consumer_group)
@@ -233,7 +233,7 @@ class KafkaDataPlane:
 
     async def init_offsets(self, egresses: Iterable[Egress]) -> None:
         """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
-        todo = [e for e in egresses if e.initial_offset == "latest" and e.bootstrap_servers is None]
+        todo = [e for e in egresses if e.initial_offset == "latest" and e.connection is None]
         if not todo:
             return
         async with admin_client(self.bootstrap_servers) as admin:

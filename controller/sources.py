@@ -30,6 +30,7 @@ from keventing.contract import (
     Source,
     WatchedResource,
 )
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 from keventing.resources.base import ObjectMeta
 from keventing.resources.sources import (
@@ -363,7 +364,7 @@ def kafka_source_egress(kafka: KafkaSource, sink: str, delivery: DeliveryPolicy)
         delivery=delivery,
         delivery_order=kafka.delivery_order,
         initial_offset=kafka.initial_offset,
-        bootstrap_servers=",".join(s for s in kafka.spec.bootstrapServers if s),
+        connection=KafkaConnection(bootstrap_servers=",".join(s for s in kafka.spec.bootstrapServers if s)),
         key_type=key_type if key_type in KAFKA_KEY_TYPES else None,  # type: ignore[arg-type]
         ce_overrides=kafka.ce_overrides or None,
     )

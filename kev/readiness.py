@@ -49,7 +49,7 @@ async def _egresses_positioned(settings: CommonSettings, store: ResourceStore, r
     placements = await _egress_placements(store, resource)
     if not placements:
         return True
-    async with admin_client(settings.kafka_bootstrap_servers) as admin:
+    async with admin_client(settings.kafka_connection) as admin:
         try:
             for group, topic in placements:
                 if not await group_positioned(admin, group, topic):

@@ -34,7 +34,7 @@ class SourceRunner:
         )
         self.sources = self.contract.entries  # the follower keeps it current
         self.ownership = Ownership(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.assignment_topic,
             settings.assignment_group,
             settings.assignment_partitions,
@@ -47,7 +47,7 @@ class SourceRunner:
         )
         self.apiservers: ApiServerSources | None = None
         self.reports = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.source_reports_topic,
             settings.control_plane_replication_factor,
         )
@@ -95,7 +95,7 @@ class SourceRunner:
 
     async def _follow_contract(self) -> None:
         await self.contract.follow(
-            self.settings.kafka_bootstrap_servers,
+            self.settings.kafka_connection,
             self.settings.contract_topic,
             self.settings.control_plane_replication_factor,
         )

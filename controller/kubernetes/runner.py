@@ -80,7 +80,7 @@ class KubernetesOperator:
             binder = SinkBinder(self.access, settings)
             event_types = EventTypeMirror(
                 CompactedTopic(
-                    settings.kafka_bootstrap_servers,
+                    settings.kafka_connection,
                     settings.resources_topic,
                     settings.control_plane_replication_factor,
                 ),
