@@ -39,6 +39,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         topic_policy=TopicPolicy(settings.instance, parse_prefixes(settings.user_topic_prefixes)),
         system_namespace=settings.system_namespace,
         kubernetes=settings.kubernetes,
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
     )
 
 
@@ -91,6 +92,7 @@ class LocalController(DataPlaneAdapter):
             self.data_plane.topic_errors,
             self.data_plane.source_reports,
             published=self.data_plane.published,
+            connection_errors=self.data_plane.connection_errors,
         )
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:

@@ -66,6 +66,10 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
     if isinstance(resource, Trigger):
         # The controller says which (an upgraded Trigger may keep a name from before names were injective).
         annotations = resource.status.annotations or {}
+        if naming.BOOTSTRAP_SERVERS_ANNOTATION in annotations:
+            # On its Broker's own cluster, whose credentials only the services hold; the controller
+            # positioned the group there before it said Ready.
+            return []
         return [
             (
                 annotations.get(naming.GROUP_ANNOTATION) or naming.trigger_group(namespace, resource.name),

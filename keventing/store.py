@@ -89,4 +89,5 @@ class ResourceStore:
 
 
 def _spec_of(resource: Resource) -> Any:
-    return resource.model_dump(mode="json", include={"spec"})
+    # A ConfigMap's or a Secret's content is its data.
+    return resource.model_dump(mode="json", include={"spec", "data", "stringData"})

@@ -98,6 +98,7 @@ class KubernetesOperator:
         finally:
             if controller is not None:
                 controller.config_maps.close()
+                controller.secrets.close()
             await data_plane.stop()
 
     async def _watch(self, registry: kopf.OperatorRegistry, namespaces: list[str]) -> None:

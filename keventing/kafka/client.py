@@ -47,6 +47,10 @@ class TopicSpec:
     # True when the name is derived from the owner's own (a Broker's, a Channel's): an existing topic of that
     # name is the owner's too. False (a KafkaSink's chosen topic): only a topic keventing created is its own.
     claim_existing: bool = False
+    # The cluster the topic is on, when it is not keventing's own (a Broker's kafka-broker-config's, a KafkaSink's).
+    connection: KafkaConnection | None = None
+    # False: only kept (never deleted) while its resource cannot say which cluster it is on (a missing Secret).
+    create: bool = True
 
 
 class StickyPartitioner:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from conftest import Kev, RecordingSink
-from helpers import broker_doc, trigger_doc
+from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
 from kafka_security import SecuredKafka
 
 from kev.kafka.embedded import free_port
-from kev.stack import Stack
+from kev.stack import Stack, kev_command
+from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer, make_producer
+from keventing.kafka.connection import KafkaConnection
+from keventing.naming import TOPIC_ANNOTATION
+from keventing.resources import Condition
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +71,227 @@ def test_the_quickstart_path_works_when_every_service_connects_with_sasl_ssl(
     assert received.event is not None and received.event.id == "secured-1"
     # Never a credential in a log line.
     assert "keventing-secret" not in _logs(kev)
+
+
+# ------------------------------------------------------------------ per-resource connections
+
+
+def _secret_doc(name: str, namespace: str, values: dict[str, str]) -> dict[str, Any]:
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+def _net(secret: str, tls: bool = True) -> dict[str, Any]:
+    """Knative's KafkaSource spec.net: SASL (SCRAM-SHA-512) over TLS, every value a secretKeyRef."""
+
+    def ref(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": secret, "key": key}}
+
+    return {
+        "sasl": {
+            "enable": True,
+            "user": ref("user"),
+            "password": ref("password"),
+            "type": ref("sasl.mechanism"),
+        },
+        "tls": {"enable": tls, "caCert": ref("ca.crt")},
+    }
+
+
+def _run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def _create_topic(connection: KafkaConnection, topic: str) -> None:
+    async with admin_client(connection) as admin:
+        await ensure_topic(admin, TopicSpec(topic, 1, 1))
+
+
+async def _produce(connection: KafkaConnection, topic: str, value: bytes) -> None:
+    producer = make_producer(connection)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=value)
+    finally:
+        await producer.stop()
+
+
+async def _read_one(connection: KafkaConnection, topic: str) -> ConsumerRecord:
+    consumer = make_consumer(connection, None, auto_offset_reset="earliest")
+    consumer.subscribe([topic])
+    await consumer.start()
+    try:
+        for _ in range(150):
+            batch = await consumer.getmany(timeout_ms=200)
+            records = [r for rs in batch.values() for r in rs]
+            if records:
+                return records[0]
+        raise AssertionError(f"nothing on {topic}")
+    finally:
+        await consumer.stop()
+
+
+def _not_ready(kev: Kev, kind: str, name: str, ns: str, reason: str, timeout: float = 60.0) -> Condition:
+    def condition() -> Condition | None:
+        resource = kev.get(kind, name, ns)
+        ready = resource.status.condition("Ready") if resource is not None else None
+        return ready if ready is not None and ready.status == "False" and ready.reason == reason else None
+
+    found: Condition = kev.wait_for(condition, timeout, f"{kind} {name} not Ready with reason {reason}")
+    return found
+
+
+def test_a_kafka_source_reads_a_second_cluster_over_sasl_ssl_with_its_spec_net(
+    kev: Kev, sink: RecordingSink, ns: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    topic = f"{ns}-secured-orders"
+    _run(_create_topic(sasl_ssl_kafka.connection, topic))
+    _run(_produce(sasl_ssl_kafka.connection, topic, b'{"order": 1}'))
+    kev.apply(
+        _secret_doc("kafka-creds", ns, sasl_ssl_kafka.secret),
+        kafka_source_doc(
+            "orders", ns, sasl_ssl_kafka.bootstrap_servers, [topic], {"uri": sink.url(f"{ns}/orders")},
+            net=_net("kafka-creds"), initialOffset="earliest",
+        ),
+    )  # fmt: skip
+    kev.wait_ready("KafkaSource", "orders", ns)
+    [received] = sink.wait_for(f"{ns}/orders", 1, timeout=60)
+    assert received.body == b'{"order": 1}'
+    assert received.event is not None and received.event.type == "dev.knative.kafka.event"
+
+
+def test_a_kafka_source_with_a_wrong_password_is_not_ready_and_says_so(
+    kev: Kev, sink: RecordingSink, ns: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    wrong = {**sasl_ssl_kafka.secret, "password": "not-the-password"}
+    kev.apply(
+        _secret_doc("kafka-creds", ns, wrong),
+        kafka_source_doc(
+            "orders", ns, sasl_ssl_kafka.bootstrap_servers, ["anything"], {"uri": sink.url(f"{ns}/x")},
+            net=_net("kafka-creds"),
+        ),
+    )  # fmt: skip
+    ready = _not_ready(kev, "KafkaSource", "orders", ns, "KafkaConnectionFailed")
+    assert ready.message is not None and "refused the SASL credentials" in ready.message
+    assert "not-the-password" not in ready.message
+    # Fixing the Secret makes it Ready: no restart, no crash loop.
+    kev.apply(_secret_doc("kafka-creds", ns, sasl_ssl_kafka.secret))
+    kev.wait_ready("KafkaSource", "orders", ns, timeout=90)
+
+
+def test_a_kafka_source_whose_secret_is_missing_is_not_ready(
+    kev: Kev, sink: RecordingSink, ns: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    kev.apply(
+        kafka_source_doc(
+            "orders", ns, sasl_ssl_kafka.bootstrap_servers, ["anything"], {"uri": sink.url(f"{ns}/x")},
+            net=_net("nowhere"),
+        )
+    )  # fmt: skip
+    ready = _not_ready(kev, "KafkaSource", "orders", ns, "SecretNotFound")
+    assert ready.message == f'Secret "nowhere" in namespace "{ns}" does not exist'
+
+
+def test_a_kafka_sink_writes_to_a_second_cluster_with_a_client_certificate(
+    kev: Kev, ns: str, mtls_kafka: SecuredKafka
+) -> None:
+    topic = f"{ns}-mtls-sink"
+    kev.apply(
+        _secret_doc("mtls", ns, mtls_kafka.secret),
+        kafka_sink_doc(
+            "out", ns, topic, bootstrapServers=[mtls_kafka.bootstrap_servers], numPartitions=1,
+            replicationFactor=1, contentMode="binary", auth={"secret": {"ref": {"name": "mtls"}}},
+        ),
+    )  # fmt: skip
+    sink = kev.wait_ready("KafkaSink", "out", ns)
+    assert sink.status.address is not None
+    headers = {"ce-specversion": "1.0", "ce-id": "m-1", "ce-type": "t", "ce-source": "/s"}
+    response = kev.wait_for(
+        lambda: (r := kev.http.post(sink.status.address.url, headers=headers, content=b"{}")).status_code == 202
+        and r,
+        what="the KafkaSink to take the event on its cluster",
+    )  # fmt: skip
+    assert response.status_code == 202
+    record = _run(_read_one(mtls_kafka.connection, topic))
+    assert dict(record.headers)["ce_id"] == b"m-1"
+
+
+def test_a_kafka_sink_on_a_cluster_with_an_untrusted_certificate_is_not_ready(
+    kev: Kev, ns: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    untrusted = {**sasl_ssl_kafka.secret, "ca.crt": sasl_ssl_kafka.pki.other_ca}
+    kev.apply(
+        _secret_doc("creds", ns, untrusted),
+        kafka_sink_doc(
+            "out", ns, f"{ns}-t", bootstrapServers=[sasl_ssl_kafka.bootstrap_servers],
+            auth={"secret": {"ref": {"name": "creds"}}},
+        ),
+    )  # fmt: skip
+    ready = _not_ready(kev, "KafkaSink", "out", ns, "KafkaConnectionFailed")
+    assert ready.message is not None and "certificate is not trusted" in ready.message
+
+
+def test_a_broker_on_its_own_secured_cluster_delivers_through_its_trigger(
+    kev: Kev, sink: RecordingSink, ns: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "secured-broker-config", "namespace": ns},
+        "data": {
+            "bootstrap.servers": sasl_ssl_kafka.bootstrap_servers,
+            "auth.secret.ref.name": "broker-creds",
+            "default.topic.partitions": "1",
+            "default.topic.replication.factor": "1",
+        },
+    }
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "secured-broker-config"}
+    kev.apply(
+        _secret_doc("broker-creds", ns, sasl_ssl_kafka.secret),
+        config,
+        broker_doc("secured", ns, config=ref),
+        trigger_doc("display", ns, "secured", sink.url(f"{ns}/secured")),
+    )
+    broker = kev.wait_ready("Broker", "secured", ns)
+    kev.wait_ready("Trigger", "display", ns)
+    # The receiver connects to the Broker's cluster when the Broker appears in the contract: until then it
+    # answers 503 with Retry-After, as for any Kafka it cannot reach yet.
+    response = kev.wait_for(
+        lambda: (r := kev.send(ns, "secured", "on-its-own-cluster")).status_code != 503 and r,
+        what="the receiver to connect to the Broker's cluster",
+    )
+    assert response.status_code == 202
+    [received] = sink.wait_for(f"{ns}/secured", 1)
+    assert received.event is not None and received.event.id == "on-its-own-cluster"
+    # The Broker's topic is on its cluster, not on keventing's.
+    topic = broker.status.annotations[TOPIC_ANNOTATION]
+
+    async def topics(connection: KafkaConnection | str) -> set[str]:
+        async with admin_client(connection) as admin:
+            return set(await admin.list_topics())
+
+    assert topic in _run(topics(sasl_ssl_kafka.connection))
+    assert topic not in _run(topics(kev.stack.bootstrap_servers))
+
+
+def test_kev_get_never_prints_a_secrets_values(kev: Kev, ns: str) -> None:
+    kev.apply(_secret_doc("creds", ns, {"user": "u", "password": "hunter2-secret"}))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kev.stack.bootstrap_servers,
+        "KEVENTING_INSTANCE": kev.stack.instance,
+    }
+    for args in (["get", "secret", "creds", "-n", ns, "-o", "yaml"], ["get", "secrets", "-n", ns, "-o", "json"],
+                 ["describe", "secret", "creds", "-n", ns]):  # fmt: skip
+        result = subprocess.run([*kev_command(), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "password" in result.stdout
+        assert (
+            "hunter2" not in result.stdout
+            and base64.b64encode(b"hunter2-secret").decode() not in result.stdout
+        )
