@@ -152,13 +152,12 @@ class KafkaDataPlane:
         ``_CONNECTION_CHECK_SECONDS``); True when a connection failed or recovered (reconcile again)."""
         now = asyncio.get_running_loop().time()
         errors: dict[KafkaConnection, str | None] = {}
-        for connection in set(connections.values()):
-            if (
-                now - self._connected_at.get(connection, -_CONNECTION_CHECK_SECONDS)
-                < _CONNECTION_CHECK_SECONDS
-            ):
+
+        async def check(connection: KafkaConnection) -> None:
+            checked = self._connected_at.get(connection)
+            if checked is not None and now - checked < _CONNECTION_CHECK_SECONDS:
                 errors[connection] = None
-                continue
+                return
             try:
                 async with admin_client(connection) as admin:
                     await admin.describe_cluster()
@@ -167,6 +166,9 @@ class KafkaDataPlane:
             except Exception as err:
                 errors[connection] = str(err)
                 self._connected_at.pop(connection, None)
+
+        # Side by side: an unreachable cluster costs a pass one timeout, not one per cluster.
+        await asyncio.gather(*(check(connection) for connection in set(connections.values())))
         wanted = {key: error for key, connection in connections.items() if (error := errors[connection])}
         changed = wanted != self.connection_errors
         self.connection_errors = wanted

@@ -35,6 +35,7 @@ class ProducerPool:
         self._starting: dict[KafkaConnection | None, asyncio.Task[None]] = {}
         # Contract entry id → the connection it names (entries on the service's own cluster are not kept).
         self._users: dict[str, KafkaConnection] = {}
+        self._releasing: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     def get(self, connection: KafkaConnection | None) -> AIOKafkaProducer | None:
         return self.producers.get(connection)
@@ -45,16 +46,17 @@ class ProducerPool:
         return self.producers[None]
 
     def use(self, key: str, connection: KafkaConnection | None) -> None:
-        """Entry ``key`` names ``connection`` now (None: the service's own, or the entry is gone)."""
-        if connection == self.default:
-            connection = None
+        """Entry ``key`` names ``connection`` now (None: the service's own, or the entry is gone). A
+        connection equal to the service's own still gets a producer of its own: entries look up by theirs."""
         before = self._users.pop(key, None)
         if connection is not None:
             self._users[key] = connection
             if connection not in self.producers and connection not in self._starting:
                 self._starting[connection] = asyncio.create_task(self._start(connection))
         if before is not None and before != connection and before not in self._users.values():
-            asyncio.create_task(self._release(before))
+            task = asyncio.create_task(self._release(before))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
 
     async def _start(self, connection: KafkaConnection | None) -> None:
         try:
