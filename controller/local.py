@@ -21,6 +21,7 @@ from controller.driver import Driver
 from controller.settings import ControllerSettings
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
+from keventing.restarting import retrying
 from keventing.store import ResourceStore, decode_resource
 from keventing.topics import TopicPolicy, parse_prefixes
 
@@ -58,8 +59,7 @@ class LocalController(DataPlaneAdapter):
         self.synced = False
 
     async def run(self) -> None:
-        await self.store.ensure()
-        await self.data_plane.start()
+        await retrying(self._connect, log, "cannot start on Kafka yet; retrying")
         self.published_statuses = await self.store.statuses.snapshot()
         follower = asyncio.create_task(self._follow())
         try:
@@ -68,6 +68,10 @@ class LocalController(DataPlaneAdapter):
             follower.cancel()
             await self.data_plane.stop()
             await self.store.close()
+
+    async def _connect(self) -> None:
+        await self.store.ensure()
+        await self.data_plane.start()
 
     async def _follow(self) -> None:
         async for batch in self.store.resources.follow():

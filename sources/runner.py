@@ -13,6 +13,7 @@ from keventing import events
 from keventing.contract import Source
 from keventing.contractstream import ContractFollower
 from keventing.kafka.compacted import CompactedTopic
+from keventing.restarting import retrying
 from keventing.sourcereports import SourceReport
 from sources.apiserver import ApiServerAccess, ApiServerSources
 from sources.clock import Clock
@@ -62,8 +63,7 @@ class SourceRunner:
         self.apiservers = ApiServerSources(
             access, self._send, self._report, self.settings.apiserver_recheck_seconds
         )
-        await self.reports.ensure()
-        self._reported = await self.reports.snapshot()
+        await retrying(self._read_reports, log, "cannot start on Kafka yet; retrying")
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             self.sender = EventSender(session)
             tasks = [
@@ -82,6 +82,10 @@ class SourceRunner:
                 if access is not None:
                     await access.close()
                 await self.reports.stop()
+
+    async def _read_reports(self) -> None:
+        await self.reports.ensure()
+        self._reported = await self.reports.snapshot()
 
     async def _report(self, report: SourceReport) -> None:
         value = report.encode()

@@ -24,6 +24,9 @@ from controller.kubernetes.operator import KubernetesController
 from controller.local import controller_config
 from controller.settings import ControllerSettings
 from keventing.kafka.compacted import CompactedTopic
+from keventing.restarting import retrying
+
+log = logging.getLogger("keventing.controller.kubernetes")
 
 
 class OperatorStopped(Exception):
@@ -65,7 +68,7 @@ class KubernetesOperator:
         # kopf logs every handler run at INFO, with its settings attached: only its warnings are news here.
         logging.getLogger("kopf").setLevel(logging.WARNING)
         data_plane = KafkaDataPlane(settings)
-        await data_plane.start()
+        await retrying(data_plane.start, log, "cannot start on Kafka yet; retrying")
         controller: KubernetesController | None = None
         try:
             controller = KubernetesController(

@@ -6,6 +6,9 @@ import asyncio
 import base64
 import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,3 +298,43 @@ def test_kev_get_never_prints_a_secrets_values(kev: Kev, ns: str) -> None:
             "hunter2" not in result.stdout
             and base64.b64encode(b"hunter2-secret").decode() not in result.stdout
         )
+
+
+def test_services_given_a_wrong_password_wait_and_say_why_without_crashing(
+    sasl_ssl_kafka: SecuredKafka, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text(sasl_ssl_kafka.pki.ca)
+    stack = Stack(
+        bootstrap_servers=sasl_ssl_kafka.bootstrap_servers,
+        log_dir=tmp_path / "logs",
+        instance=f"wrong-{uuid.uuid4().hex[:8]}",
+        receiver_port=free_port(),
+        dispatcher_port=free_port(),
+        controller_port=free_port(),
+        sources_port=free_port(),
+        extra_env={
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USER": sasl_ssl_kafka.secret["user"],
+            "KAFKA_SASL_PASSWORD": "not-the-password",
+            "KAFKA_SSL_CA_FILE": str(ca),
+        },
+    )
+    stack.start_all(("controller", "receiver", "dispatcher", "sources"))
+    try:
+        for service in stack.services.values():
+            assert service.log_path is not None
+            log_path = service.log_path
+            deadline = time.monotonic() + 60
+            while "refused the SASL credentials" not in log_path.read_text():
+                assert service.process is not None and service.process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, f"{service.name} never said why: {log_path.read_text()}"
+                time.sleep(0.2)
+            assert service.process is not None and service.process.poll() is None, f"{service.name} exited"
+            assert service.health_url is not None
+            with pytest.raises(urllib.error.HTTPError):  # 503 from /readyz: not ready, still serving
+                urllib.request.urlopen(service.health_url, timeout=5)
+            assert "not-the-password" not in log_path.read_text()
+    finally:
+        stack.stop_all()
