@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
-from conftest import Kev, RecordingSink
+from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
 from kafka_security import SecuredKafka
 
@@ -72,6 +72,13 @@ def test_the_quickstart_path_works_when_every_service_connects_with_sasl_ssl(
     assert kev.send(ns, "default", "secured-1").status_code == 202
     [received] = sink.wait_for(f"{ns}/display", 1)
     assert received.event is not None and received.event.id == "secured-1"
+    # The CLI reads the same variables: kev get sees the Broker over SASL_SSL.
+    env = {**os.environ, **kev.stack.env()}
+    result = subprocess.run(
+        [*kev_command(), "get", "brokers", "-n", ns], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "default" in result.stdout and "True" in result.stdout
     # Never a credential in a log line.
     assert "keventing-secret" not in _logs(kev)
 
@@ -239,7 +246,7 @@ def test_a_kafka_sink_on_a_cluster_with_an_untrusted_certificate_is_not_ready(
     assert ready.message is not None and "certificate is not trusted" in ready.message
 
 
-def test_a_broker_on_its_own_secured_cluster_delivers_through_its_trigger(
+def test_a_broker_on_its_own_secured_cluster_delivers_replies_and_deletes_its_topic_there(
     kev: Kev, sink: RecordingSink, ns: str, sasl_ssl_kafka: SecuredKafka
 ) -> None:
     config = {
@@ -254,23 +261,30 @@ def test_a_broker_on_its_own_secured_cluster_delivers_through_its_trigger(
         },
     }
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "secured-broker-config"}
+    reply = {"ce-specversion": "1.0", "ce-id": "reply-1", "ce-type": "answered", "ce-source": "/responder"}
+    sink.program(f"{ns}/responder", Reaction(200, b'{"answer":42}', reply))
     kev.apply(
         _secret_doc("broker-creds", ns, sasl_ssl_kafka.secret),
         config,
         broker_doc("secured", ns, config=ref),
-        trigger_doc("display", ns, "secured", sink.url(f"{ns}/secured")),
-    )
+        trigger_doc("ask", ns, "secured", sink.url(f"{ns}/responder"), filter={"attributes": {"type": "asked"}}),
+        trigger_doc("answers", ns, "secured", sink.url(f"{ns}/answers"), filter={"attributes": {"type": "answered"}}),
+    )  # fmt: skip
     broker = kev.wait_ready("Broker", "secured", ns)
-    kev.wait_ready("Trigger", "display", ns)
+    kev.wait_ready("Trigger", "ask", ns)
+    kev.wait_ready("Trigger", "answers", ns)
     # The receiver connects to the Broker's cluster when the Broker appears in the contract: until then it
     # answers 503 with Retry-After, as for any Kafka it cannot reach yet.
     response = kev.wait_for(
-        lambda: (r := kev.send(ns, "secured", "on-its-own-cluster")).status_code != 503 and r,
+        lambda: (r := kev.send(ns, "secured", "on-its-own-cluster", "asked")).status_code != 503 and r,
         what="the receiver to connect to the Broker's cluster",
     )
     assert response.status_code == 202
-    [received] = sink.wait_for(f"{ns}/secured", 1)
-    assert received.event is not None and received.event.id == "on-its-own-cluster"
+    [asked] = sink.wait_for(f"{ns}/responder", 1)
+    assert asked.event is not None and asked.event.id == "on-its-own-cluster"
+    # The reply goes back onto the Broker's topic, on the Broker's cluster, and reaches the other Trigger.
+    [answer] = sink.wait_for(f"{ns}/answers", 1)
+    assert answer.event is not None and answer.event.id == "reply-1"
     # The Broker's topic is on its cluster, not on keventing's.
     topic = broker.status.annotations[TOPIC_ANNOTATION]
 
@@ -280,6 +294,13 @@ def test_a_broker_on_its_own_secured_cluster_delivers_through_its_trigger(
 
     assert topic in _run(topics(sasl_ssl_kafka.connection))
     assert topic not in _run(topics(kev.stack.bootstrap_servers))
+    # Deleted, the Broker's topic goes from its cluster (the topic ledger says which cluster it is on).
+    kev.delete("Broker", "secured", ns)
+    kev.wait_for(
+        lambda: topic not in _run(topics(sasl_ssl_kafka.connection)),
+        60,
+        "the topic's deletion on its cluster",
+    )
 
 
 def test_kev_get_never_prints_a_secrets_values(kev: Kev, ns: str) -> None:
