@@ -27,6 +27,7 @@ from controller.reconciler import reconcile
 from controller.resolver import ObjectRef
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import Resource, ResourceKey, Status
 from keventing.sourcereports import SourceReport
 
@@ -49,6 +50,8 @@ class Observed:
     addressables: Mapping[ObjectRef, str | None] | None = None
     # The topic ledger and the consumer groups published so far (both from the Kafka data plane).
     published: Published = field(default_factory=Published)
+    # Resource id → why its own Kafka connection failed (the Kafka data plane checks them).
+    connection_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,10 @@ class Adapter(Protocol):
 
     async def observe(self) -> Observed:
         """The resources to reconcile, the topic errors and the addressables, as of now."""
+        ...
+
+    async def check_connections(self, connections: Mapping[str, KafkaConnection]) -> bool:
+        """Check that each resource's own Kafka connection connects; True when one failed or recovered."""
         ...
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
@@ -116,17 +123,22 @@ class ReconcilePass:
             source_reports=observed.source_reports,
             addressables=observed.addressables,
             published=observed.published,
+            connection_errors=observed.connection_errors,
         )
         return self.desired
 
     async def run(self) -> Desired:
         desired = self._reconcile(await self.adapter.observe())
-        # Every topic of what is published has been created (or has failed, and its resource says so).
+        # Every topic and connection of what is published has been tried (and a failure is in its status).
         for round_ in range(_TOPIC_ROUNDS):
-            if not await self.adapter.create_topics(desired.topics) or round_ == _TOPIC_ROUNDS - 1:
+            changed = await self.adapter.check_connections(desired.connections)
+            if (
+                not (await self.adapter.create_topics(desired.topics) or changed)
+                or round_ == _TOPIC_ROUNDS - 1
+            ):
                 break
-            # A topic's creation failed or recovered: the statuses that depend on it change. The new
-            # observation may hold resources that arrived meanwhile: their topics are created next round.
+            # A topic's creation or a connection failed or recovered: the statuses that depend on it change.
+            # The new observation may hold resources that arrived meanwhile: theirs are tried next round.
             desired = self._reconcile(await self.adapter.observe())
         await self.adapter.write_children(desired.children)
         await self.adapter.publish_contract(desired.contract)

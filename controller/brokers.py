@@ -12,12 +12,14 @@ from controller.brokerdefaults import (
     defaults_in,
 )
 from controller.conditions import Conditions
+from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import broker_topics, refuse_topic
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import (
     Broker,
     Condition,
@@ -45,18 +47,31 @@ def reconcile_brokers(ctx: Context) -> Contribution:
         if claimed not in ctx.config.broker_classes:
             out.addressable(broker.key, _unclaimed_broker(broker, claimed, ctx.config))
             continue
+        topic = None
         if broker.external_topic is not None:
             status = _reconcile_external_broker(broker, ctx)
         else:
             status, topic = _reconcile_broker(broker, ctx, topics[broker.key], defaults, defaults_error)
+            parsed = status.condition("ConfigParsed")
+            if topic is None and parsed is not None and parsed.reason in UNKNOWN_CLUSTER:
+                # Which cluster the topic is on is unknown until the Secret is back: keep it, touch nothing.
+                out.topics[topics[broker.key]] = TopicSpec(
+                    topics[broker.key], owner=str(broker.key), create=False
+                )
             if topic is not None:
                 out.topics[topic.name] = topic
         out.addressable(broker.key, status)
         if status.ready:
             out.contract[str(broker.key)] = ContractEntry(
-                ingress=_broker_ingress(broker, topics[broker.key], ctx.config)
+                ingress=_broker_ingress(
+                    broker, topics[broker.key], ctx.config, topic.connection if topic is not None else None
+                )
             )
     return out
+
+
+# The ConfigParsed reasons that leave a Broker's cluster unknown (controller.connections).
+UNKNOWN_CLUSTER = frozenset({"SecretNotFound", "KafkaAuthInvalid"})
 
 
 def reconcile_triggers(ctx: Context) -> Contribution:
@@ -109,6 +124,10 @@ def _reconcile_broker(
         topic = _broker_topic(
             broker, topic_name, broker.spec.config or defaults.config(broker.namespace), ctx
         )
+    except ConnectionUnresolvable as err:
+        conditions.false("ConfigParsed", err.reason, str(err))
+        status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
+        return status, None
     except Unresolvable as err:
         conditions.false(
             "ConfigParsed", "ConfigMapNotFound" if "exist" in str(err) else "ConfigInvalid", str(err)
@@ -124,6 +143,8 @@ def _reconcile_broker(
         status.address = Address(url=f"{config.ingress_url}/{broker.namespace}/{broker.name}")
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
     status.annotations = {naming.TOPIC_ANNOTATION: topic.name}
+    if topic.connection is not None:
+        status.annotations[naming.BOOTSTRAP_SERVERS_ANNOTATION] = topic.connection.bootstrap_servers
     return status, topic
 
 
@@ -177,10 +198,12 @@ def _broker_topic(broker: Broker, name: str, ref: KReference | None, ctx: Contex
     config: ControllerConfig = ctx.config
     by_key: Mapping[ResourceKey, Resource] = ctx.resources
     data: Mapping[str, str] = {}
+    config_namespace = broker.namespace
     if ref is not None:
         if ref.kind != "ConfigMap":
             raise Unresolvable(f"spec.config: kind {ref.kind!r} is not supported; reference a ConfigMap")
         key = broker_config_key(broker, ref)
+        config_namespace = key.namespace
         found = by_key.get(key)
         if isinstance(found, ConfigMap):
             data = found.data
@@ -197,15 +220,28 @@ def _broker_topic(broker: Broker, name: str, ref: KReference | None, ctx: Contex
     prefix = "default.topic.config."
     topic_config = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
     topic_config.update({k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)})
-    return TopicSpec(name, partitions, replication, topic_config, owner=str(broker.key), claim_existing=True)
+    connection = broker_connection(data, config_namespace, by_key, config.kafka_bootstrap_servers)
+    return TopicSpec(
+        name,
+        partitions,
+        replication,
+        topic_config,
+        owner=str(broker.key),
+        claim_existing=True,
+        connection=connection,
+    )
 
 
-def _broker_ingress(broker: Broker, topic: str, config: ControllerConfig) -> Ingress:
+def _broker_ingress(
+    broker: Broker, topic: str, config: ControllerConfig, connection: KafkaConnection | None
+) -> Ingress:
+    """``connection`` None: the services' own cluster (an external-topic Broker's, or one without its own)."""
     return Ingress(
         **identity(broker),
         path=f"/{broker.namespace}/{broker.name}",
         topic=topic,
         event_types=config.event_type_auto_create,
+        connection=connection,
     )
 
 
@@ -253,8 +289,13 @@ def _reconcile_trigger(
     if not status.ready or not isinstance(broker, Broker) or delivery is None:
         return status, None
     topic = broker_topics[broker.key]
+    # The Broker's own cluster (its kafka-broker-config's), where its topic is and replies go.
+    broker_entry = ctx.desired.contract.get(str(broker.key))
+    connection = broker_entry.ingress.connection if broker_entry and broker_entry.ingress else None
     # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
     status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
+    if connection is not None:
+        status.annotations[naming.BOOTSTRAP_SERVERS_ANNOTATION] = connection.bootstrap_servers
     egress = Egress(
         **identity(trigger),
         topics=(topic,),
@@ -267,5 +308,6 @@ def _reconcile_trigger(
         ),
         delivery=delivery,
         delivery_order="ordered" if trigger.delivery_order == "ordered" else "unordered",
+        connection=connection,
     )
     return status, egress

@@ -14,6 +14,7 @@ from controller.resolver import ObjectRef, Resolver
 from keventing.contract import ContractEntry, DeliveryPolicy
 from keventing.durations import parse_duration
 from keventing.kafka.client import TopicSpec
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import DeliverySpec, Resource, ResourceKey, Status
 from keventing.resources.messaging import SubscriberStatus
 from keventing.sourcereports import SourceReport
@@ -44,6 +45,8 @@ class ControllerConfig:
     # The eventing.knative.dev/broker.class values keventing claims (KEVENTING_BROKER_CLASSES). In Kubernetes
     # mode the operator never observes other Brokers; locally they are in the store and say they are not served.
     broker_classes: frozenset[str] = frozenset({"Kafka"})
+    # The services' own cluster: a resource naming it without credentials of its own uses the services'.
+    kafka_bootstrap_servers: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Desired:
     statuses: dict[ResourceKey, Status] = field(default_factory=dict)
     # Resources the controller itself creates (Sequence and Parallel children), owned by their parent.
     children: dict[ResourceKey, Resource] = field(default_factory=dict)
+    # Resource id → the Kafka connection of its own it uses (not the services'), to check it can connect.
+    connections: dict[str, KafkaConnection] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +105,8 @@ class Context:
     # Contract entry id → what the sources runner reports about the source (keventing.sourcereports).
     source_reports: Mapping[str, SourceReport] = field(default_factory=dict)
     published: Published = field(default_factory=Published)
+    # Resource id → why its own Kafka connection failed (see Desired.connections); never a credential.
+    connection_errors: Mapping[str, str] = field(default_factory=dict)
 
     def of(self, cls: type[R]) -> list[R]:
         return [r for r in self.resources.values() if isinstance(r, cls)]

@@ -8,6 +8,12 @@ ledger (key = topic, value = the owner's id): only a topic on the ledger is ever
 names an existing topic never deletes it, and the ownership survives a controller restart. A Broker's or a
 Channel's topic is named after the resource, so an existing topic of that name is claimed for it.
 
+A Broker whose kafka-broker-config names another cluster, or a KafkaSink with bootstrap servers of its
+own, has its topic created (and deleted) on that cluster: the ledger records the connection beside the owner
+(the ledger is a reserved control-plane topic, as the contract is), and every admin call goes to the
+connection's cluster. A KafkaSource's own connection is checked (``check_connections``) so that a refused
+password or an untrusted certificate is the source's not-Ready reason.
+
 Before a new egress is published its consumer group gets committed offsets at the end of its topics (as
 Knative's Kafka broker does): a Trigger is Ready only after that, so every event sent once it is Ready
 reaches it, however long the dispatcher takes to join the group.
@@ -31,6 +37,7 @@ from controller.context import Published
 from keventing.contract import ContractEntry, Egress
 from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
 from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.connection import KafkaConnection
 from keventing.settings import CommonSettings
 from keventing.sourcereports import SourceReport, follow_reports
 from keventing.topics import is_resource_topic, reserved_reason
@@ -47,15 +54,17 @@ _DESCRIBE_PATIENCE_SECONDS = 10.0
 _DELETE_RETRY_SECONDS = 0.25
 _NON_EMPTY_GROUP = 68
 _GROUP_ID_NOT_FOUND = 69
+# How long a connection that worked is taken to work without dialling it again.
+_CONNECTION_CHECK_SECONDS = 60.0
 
 
 class KafkaDataPlane:
     """Creates and deletes the topics keventing owns and publishes the contract."""
 
     def __init__(self, settings: CommonSettings) -> None:
-        self.bootstrap_servers = settings.kafka_bootstrap_servers
+        self.connection = settings.kafka_connection
         self.contract = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.contract_topic,
             settings.control_plane_replication_factor,
         )
@@ -63,22 +72,28 @@ class KafkaDataPlane:
         self.published_contract: dict[str, bytes] = {}
         # The topic ledger: topic keventing created (or claimed) → the id of the resource it is for.
         self.topic_owners: dict[str, str] = {}
+        # The ledger's topics on a cluster other than keventing's own → that cluster's connection.
+        self.topic_connections: dict[str, KafkaConnection] = {}
+        # Resource id → why its own connection failed; connection → when it last connected.
+        self.connection_errors: dict[str, str] = {}
+        self._connected_at: dict[KafkaConnection, float] = {}
         self._ledger = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.topic_ledger_topic,
             settings.control_plane_replication_factor,
         )
         # Contract entry id → the consumer group its published egress has (names keep to it).
         self.published_groups: dict[str, str] = {}
-        # Consumer groups of deleted egresses, deleted once the dispatcher has left them.
-        self.retired_groups: set[str] = set()
+        # Consumer groups of deleted egresses (on their cluster: None is keventing's own), deleted once the
+        # dispatcher has left them.
+        self.retired_groups: set[tuple[KafkaConnection | None, str]] = set()
         # Topic name → why creating it failed; the owning resource's status says so until it succeeds.
         self.topic_errors: dict[str, str] = {}
         # What the sources runners report (kept current from the start); each listener hears of a change.
         self.source_reports: dict[str, SourceReport] = {}
         self.report_listeners: list[Callable[[], None]] = []
         self._reports = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.source_reports_topic,
             settings.control_plane_replication_factor,
         )
@@ -90,9 +105,11 @@ class KafkaDataPlane:
         self.published_contract = await self.contract.snapshot()
         self.published_groups = _groups_of(self.published_contract)
         await self._ledger.ensure()
-        self.topic_owners = {
-            topic: orjson.loads(value)["owner"] for topic, value in (await self._ledger.snapshot()).items()
-        }
+        for topic, value in (await self._ledger.snapshot()).items():
+            record = orjson.loads(value)
+            self.topic_owners[topic] = record["owner"]
+            if record.get("connection"):
+                self.topic_connections[topic] = KafkaConnection.model_validate(record["connection"])
         await self._claim_published_topics()
         self._following = asyncio.create_task(
             follow_reports(self._reports, self.source_reports, self._reports_changed)
@@ -111,8 +128,14 @@ class KafkaDataPlane:
                 continue
             await self._record_owner(ingress.topic, key)
 
-    async def _record_owner(self, topic: str, owner: str) -> None:
-        await self._ledger.put(topic, orjson.dumps({"owner": owner}))
+    async def _record_owner(self, topic: str, owner: str, connection: KafkaConnection | None = None) -> None:
+        record: dict[str, object] = {"owner": owner}
+        if connection is not None:
+            record["connection"] = connection.model_dump(mode="json", exclude_none=True)
+            self.topic_connections[topic] = connection
+        else:
+            self.topic_connections.pop(topic, None)
+        await self._ledger.put(topic, orjson.dumps(record))
         self.topic_owners[topic] = owner
 
     def _reports_changed(self) -> None:
@@ -126,49 +149,108 @@ class KafkaDataPlane:
         await self.contract.stop()
         await self._ledger.stop()
 
+    async def check_connections(self, connections: Mapping[str, KafkaConnection]) -> bool:
+        """Dial each resource's own cluster (once per connection, and a working one only every
+        ``_CONNECTION_CHECK_SECONDS``); True when a connection failed or recovered (reconcile again)."""
+        now = asyncio.get_running_loop().time()
+        errors: dict[KafkaConnection, str | None] = {}
+
+        async def check(connection: KafkaConnection) -> None:
+            checked = self._connected_at.get(connection)
+            if checked is not None and now - checked < _CONNECTION_CHECK_SECONDS:
+                errors[connection] = None
+                return
+            try:
+                async with admin_client(connection) as admin:
+                    await admin.describe_cluster()
+                errors[connection] = None
+                self._connected_at[connection] = now
+            except Exception as err:
+                errors[connection] = str(err)
+                self._connected_at.pop(connection, None)
+
+        # Side by side: an unreachable cluster costs a pass one timeout, not one per cluster.
+        await asyncio.gather(*(check(connection) for connection in set(connections.values())))
+        wanted = {key: error for key, connection in connections.items() if (error := errors[connection])}
+        changed = wanted != self.connection_errors
+        self.connection_errors = wanted
+        return changed
+
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
-        """Create the missing topics and record them on the ledger; True when a creation failed or
-        recovered, or the ledger changed (reconcile again: statuses say who owns a topic)."""
+        """Create the missing topics, each on its cluster, and record them on the ledger; True when a creation
+        failed or recovered, or the ledger changed (reconcile again: statuses say who owns a topic)."""
         changed = False
-        async with admin_client(self.bootstrap_servers) as admin:
-            existing = set(await admin.list_topics())
-            for name, spec in topics.items():
-                reserved = reserved_reason(name, self.instance)
-                if reserved is not None:  # the reconciler never asks for one; never create one anyway
-                    self.topic_errors[name] = reserved
-                    continue
-                if name in existing:
-                    if spec.claim_existing and spec.owner and self.topic_owners.get(name) != spec.owner:
-                        await self._record_owner(name, spec.owner)
-                        changed = True
-                    changed |= self.topic_errors.pop(name, None) is not None
-                    continue
-                try:
-                    created = await ensure_topic(admin, spec)
-                    if created:
-                        log.info("created topic", extra={"topic": name, "partitions": spec.partitions})
-                    if created or spec.claim_existing:
-                        if spec.owner and self.topic_owners.get(name) != spec.owner:
-                            await self._record_owner(name, spec.owner)
-                            changed = True
-                    changed |= self.topic_errors.pop(name, None) is not None
-                except Exception as err:  # the broker's status says why; the next pass retries
-                    self.topic_errors[name] = f"creating topic {name} failed: {err}"
+        by_connection: dict[KafkaConnection | None, dict[str, TopicSpec]] = {}
+        for name, spec in topics.items():
+            if spec.create:
+                by_connection.setdefault(spec.connection, {})[name] = spec
+        for connection, specs in by_connection.items():
+            if connection is None:
+                async with admin_client(self.connection) as admin:
+                    changed |= await self._create_on(admin, specs)
+                continue
+            try:
+                async with admin_client(connection) as admin:
+                    changed |= await self._create_on(admin, specs)
+            except KafkaError as err:  # another cluster unreachable: its resources say why, the rest go on
+                for name in specs:
+                    error = f"creating topic {name} failed: {err}"
+                    changed |= self.topic_errors.get(name) != error
+                    self.topic_errors[name] = error
+        return changed
+
+    async def _create_on(self, admin: AIOKafkaAdminClient, topics: Mapping[str, TopicSpec]) -> bool:
+        changed = False
+        existing = set(await admin.list_topics())
+        for name, spec in topics.items():
+            reserved = reserved_reason(name, self.instance)
+            if reserved is not None:  # the reconciler never asks for one; never create one anyway
+                self.topic_errors[name] = reserved
+                continue
+            if name in existing:
+                if spec.claim_existing and spec.owner and self.topic_owners.get(name) != spec.owner:
+                    await self._record_owner(name, spec.owner, spec.connection)
                     changed = True
+                changed |= self.topic_errors.pop(name, None) is not None
+                continue
+            try:
+                created = await ensure_topic(admin, spec)
+                if created:
+                    log.info("created topic", extra={"topic": name, "partitions": spec.partitions})
+                if created or spec.claim_existing:
+                    if spec.owner and self.topic_owners.get(name) != spec.owner:
+                        await self._record_owner(name, spec.owner, spec.connection)
+                        changed = True
+                changed |= self.topic_errors.pop(name, None) is not None
+            except Exception as err:  # the broker's status says why; the next pass retries
+                self.topic_errors[name] = f"creating topic {name} failed: {err}"
+                changed = True
         return changed
 
     async def delete_topics(self, wanted: Mapping[str, TopicSpec]) -> None:
-        """Delete the topics on the ledger that nothing wants any more (never one keventing did not create)."""
+        """Delete the topics on the ledger that nothing wants any more (never one keventing did not create),
+        each on the cluster the ledger says it is on."""
         unwanted = set(self.topic_owners) - set(wanted)
-        if not unwanted:
-            return
-        async with admin_client(self.bootstrap_servers) as admin:
-            for name in sorted(unwanted):
-                if reserved_reason(name, self.instance) is None:
-                    await delete_topic(admin, name)
-                    log.info("deleted topic", extra={"topic": name})
-                await self._ledger.put(name, None)
-                self.topic_owners.pop(name, None)
+        by_connection: dict[KafkaConnection | None, list[str]] = {}
+        for name in sorted(unwanted):
+            by_connection.setdefault(self.topic_connections.get(name), []).append(name)
+        for connection, names in by_connection.items():
+            try:
+                async with admin_client(connection or self.connection) as admin:
+                    for name in names:
+                        if reserved_reason(name, self.instance) is None:
+                            await delete_topic(admin, name)
+                            log.info("deleted topic", extra={"topic": name})
+                        await self._ledger.put(name, None)
+                        self.topic_owners.pop(name, None)
+                        self.topic_connections.pop(name, None)
+            except KafkaError as err:
+                if connection is None:
+                    raise
+                # Kept on the ledger: the next pass tries again.
+                log.warning(
+                    "cannot delete topics on another cluster", extra={"topics": names, "error": str(err)}
+                )
 
     async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
         wanted = {key: entry.encode() for key, entry in contract.items()}
@@ -195,20 +277,20 @@ class KafkaDataPlane:
 
     def _retiring_groups(
         self, contract: Mapping[str, ContractEntry], encoded: Mapping[str, bytes]
-    ) -> set[str]:
+    ) -> set[tuple[KafkaConnection | None, str]]:
         """The consumer groups of published egresses that ``contract`` drops (a deleted Trigger or
-        Subscription), unless another egress still uses the group. Groups on a cluster other than
-        keventing's own (a KafkaSource's) are the user's, and stay."""
+        Subscription), on their cluster, unless another egress still uses the group. A KafkaSource's
+        groups are the user's, and stay."""
         kept = {entry.egress.consumer_group for entry in contract.values() if entry.egress is not None}
         retiring = set()
         for key, value in self.published_contract.items():
             if encoded.get(key) == value:
                 continue
             before = ContractEntry.decode(value).egress
-            if before is None or before.bootstrap_servers is not None or before.kind == "KafkaSource":
+            if before is None or before.kind == "KafkaSource":
                 continue
             if before.consumer_group not in kept:
-                retiring.add(before.consumer_group)
+                retiring.add((before.connection, before.consumer_group))
         return retiring
 
     async def delete_groups(self, patience: float = _DELETE_PATIENCE_SECONDS) -> None:
@@ -216,30 +298,52 @@ class KafkaDataPlane:
         the dispatcher has left it (it follows the contract just published): wait up to ``patience``
         seconds in this pass; a group still not empty is retried in the next one."""
         deadline = asyncio.get_running_loop().time() + patience
-        async with admin_client(self.bootstrap_servers) as admin:
-            while self.retired_groups:
-                for group in sorted(self.retired_groups):
-                    try:
-                        done = await _delete_group(admin, group)
-                    except KafkaError as err:
-                        log.warning(
-                            "deleting a consumer group failed", extra={"group": group, "error": repr(err)}
-                        )
-                        done = False
-                    if done:
-                        self.retired_groups.discard(group)
-                        log.info("deleted consumer group", extra={"group": group})
-                if not self.retired_groups or asyncio.get_running_loop().time() >= deadline:
-                    return
-                await asyncio.sleep(_DELETE_RETRY_SECONDS)
+        for connection in {c for c, _ in self.retired_groups}:
+            try:
+                async with admin_client(connection or self.connection) as admin:
+                    await self._delete_groups_on(admin, connection, deadline)
+            except KafkaError as err:
+                if connection is None:
+                    raise
+                log.warning("cannot delete consumer groups on another cluster", extra={"error": str(err)})
+
+    async def _delete_groups_on(
+        self, admin: AIOKafkaAdminClient, connection: KafkaConnection | None, deadline: float
+    ) -> None:
+        while True:
+            retired = sorted(g for c, g in self.retired_groups if c == connection)
+            for group in retired:
+                try:
+                    done = await _delete_group(admin, group)
+                except KafkaError as err:
+                    log.warning(
+                        "deleting a consumer group failed", extra={"group": group, "error": repr(err)}
+                    )
+                    done = False
+                if done:
+                    self.retired_groups.discard((connection, group))
+                    log.info("deleted consumer group", extra={"group": group})
+            if not any(c == connection for c, _ in self.retired_groups):
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(_DELETE_RETRY_SECONDS)
 
     async def init_offsets(self, egresses: Iterable[Egress]) -> None:
         """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
-        todo = [e for e in egresses if e.initial_offset == "latest" and e.bootstrap_servers is None]
-        if not todo:
-            return
-        async with admin_client(self.bootstrap_servers) as admin:
-            ends = await self._end_offsets(admin, {topic for egress in todo for topic in egress.topics})
+        # A KafkaSource's group is the user's: the dispatcher positions it as its initialOffset says.
+        by_connection: dict[KafkaConnection | None, list[Egress]] = {}
+        for egress in egresses:
+            if egress.initial_offset == "latest" and egress.kind != "KafkaSource":
+                by_connection.setdefault(egress.connection, []).append(egress)
+        for connection, todo in by_connection.items():
+            await self._init_offsets_on(connection, todo)
+
+    async def _init_offsets_on(self, connection: KafkaConnection | None, todo: list[Egress]) -> None:
+        async with admin_client(connection or self.connection) as admin:
+            ends = await self._end_offsets(
+                admin, connection, {topic for egress in todo for topic in egress.topics}
+            )
             semaphore = asyncio.Semaphore(16)
 
             async def one(egress: Egress) -> None:
@@ -262,7 +366,9 @@ class KafkaDataPlane:
 
             await asyncio.gather(*(one(egress) for egress in todo))
 
-    async def _end_offsets(self, admin: AIOKafkaAdminClient, topics: set[str]) -> dict[TopicPartition, int]:
+    async def _end_offsets(
+        self, admin: AIOKafkaAdminClient, connection: KafkaConnection | None, topics: set[str]
+    ) -> dict[TopicPartition, int]:
         """The end offsets of ``topics``' partitions. A topic this pass just created may not be described yet
         (no leader elected, or not in the metadata of the broker asked): it is asked again for a while, since
         a group left unpositioned would start where its topic ends when the dispatcher joins, missing the
@@ -287,7 +393,7 @@ class KafkaDataPlane:
             )
         if not partitions:
             return {}
-        consumer = make_consumer(self.bootstrap_servers, None)
+        consumer = make_consumer(connection or self.connection, None)
         await consumer.start()
         try:
             return dict(await consumer.end_offsets(partitions))
@@ -361,6 +467,9 @@ class DataPlaneAdapter:
     """The parts of :class:`controller.adapter.Adapter` that every adapter hands to its Kafka data plane."""
 
     data_plane: KafkaDataPlane
+
+    async def check_connections(self, connections: Mapping[str, KafkaConnection]) -> bool:
+        return await self.data_plane.check_connections(connections)
 
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         return await self.data_plane.create_topics(topics)

@@ -21,6 +21,7 @@ from controller.driver import Driver
 from controller.settings import ControllerSettings
 from keventing.resources import Condition, Resource, ResourceInvalid, ResourceKey, Status
 from keventing.resources.base import now_rfc3339
+from keventing.restarting import retrying
 from keventing.store import ResourceStore, decode_resource
 from keventing.topics import TopicPolicy, parse_prefixes
 
@@ -40,6 +41,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         system_namespace=settings.system_namespace,
         kubernetes=settings.kubernetes,
         broker_classes=settings.broker_class_set,
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
     )
 
 
@@ -58,8 +60,7 @@ class LocalController(DataPlaneAdapter):
         self.synced = False
 
     async def run(self) -> None:
-        await self.store.ensure()
-        await self.data_plane.start()
+        await retrying(self._connect, log, "cannot start on Kafka yet; retrying")
         self.published_statuses = await self.store.statuses.snapshot()
         follower = asyncio.create_task(self._follow())
         try:
@@ -68,6 +69,10 @@ class LocalController(DataPlaneAdapter):
             follower.cancel()
             await self.data_plane.stop()
             await self.store.close()
+
+    async def _connect(self) -> None:
+        await self.store.ensure()
+        await self.data_plane.start()
 
     async def _follow(self) -> None:
         async for batch in self.store.resources.follow():
@@ -92,6 +97,7 @@ class LocalController(DataPlaneAdapter):
             self.data_plane.topic_errors,
             self.data_plane.source_reports,
             published=self.data_plane.published,
+            connection_errors=self.data_plane.connection_errors,
         )
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:

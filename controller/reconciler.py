@@ -52,11 +52,13 @@ def reconcile(
     source_reports: Mapping[str, SourceReport] | None = None,
     addressables: Mapping[ObjectRef, str | None] | None = None,
     published: Published | None = None,
+    connection_errors: Mapping[str, str] | None = None,
 ) -> Desired:
     """Compute everything the data plane needs from the resources; ``topic_errors`` are failed creations,
     ``source_reports`` what the source adapters report about the sources they run, ``addressables`` the
     foreign objects destinations refer to (None: the adapter has none), ``published`` the topic ledger and
-    the consumer groups given so far (names keep to them)."""
+    the consumer groups given so far (names keep to them), ``connection_errors`` why a resource's own Kafka
+    connection failed."""
     valid: dict[ResourceKey, Resource] = {}
     invalid: dict[ResourceKey, Status] = {}
     for resource in resources:
@@ -74,6 +76,7 @@ def reconcile(
         addressables,
         source_reports=source_reports or {},
         published=published or Published(),
+        connection_errors=connection_errors or {},
     )
     for phase in PHASES:
         merge(ctx, phase(ctx))
@@ -93,6 +96,7 @@ def merge(ctx: Context, contribution: Contribution) -> None:
     desired.contract.update(contribution.contract)
     desired.statuses.update(contribution.statuses)
     desired.children.update(contribution.children)
+    desired.connections.update(contribution.connections)
     # Later phases reconcile this pass's children, not their stored copies, and not the forgotten ones.
     ctx.resources.update(contribution.children)
     for key in contribution.forgotten:

@@ -5,15 +5,19 @@ Knative's topic ownership holds, made safe: with both ``numPartitions`` and ``re
 topic is created (and deleted with the sink); a topic that existed before is used and never deleted (the
 topic ledger says which topics keventing created, see :mod:`controller.dataplane`); without them it is an
 existing topic keventing neither creates nor deletes. The topic must pass :mod:`controller.topicpolicy`.
+With ``spec.bootstrapServers`` (and ``spec.auth.secret.ref.name``) the topic is on that cluster
+(:mod:`controller.connections`); without, on keventing's own.
 """
 
 from __future__ import annotations
 
 from controller.conditions import Conditions
+from controller.connections import ConnectionUnresolvable, kafka_sink_connection
 from controller.context import Context, Contribution, ControllerConfig, identity
 from controller.topicpolicy import TopicRefused, refuse_topic
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import KafkaSink, Status
 from keventing.resources.base import Address
 
@@ -27,21 +31,33 @@ def reconcile_kafka_sinks(ctx: Context) -> Contribution:
     out = Contribution()
     for sink in ctx.of(KafkaSink):
         refused = refuse_topic(ctx, sink.namespace, sink.spec.topic)
-        topic = kafka_sink_topic(sink) if refused is None else None
+        topic, connection, unreachable = None, None, None
+        try:
+            connection = kafka_sink_connection(sink, ctx.resources, ctx.config.kafka_bootstrap_servers)
+        except ConnectionUnresolvable as err:
+            unreachable = TopicRefused(err.reason, str(err))
+            if refused is None and sink.owns_topic:  # which cluster is unknown: keep the topic, touch nothing
+                out.topics[sink.spec.topic] = TopicSpec(sink.spec.topic, owner=str(sink.key), create=False)
+        if refused is None and unreachable is None:
+            topic = kafka_sink_topic(sink, connection)
+            if connection is not None:
+                out.connections[str(sink.key)] = connection
+                failed = ctx.connection_errors.get(str(sink.key))
+                unreachable = TopicRefused("KafkaConnectionFailed", failed) if failed else None
         error = ctx.topic_errors.get(sink.spec.topic) if topic is not None else None
         created = ctx.published.topic_owners.get(sink.spec.topic) == str(sink.key)
-        status = kafka_sink_status(sink, ctx.config, error, refused, created)
+        status = kafka_sink_status(sink, ctx.config, error, refused or unreachable, created)
         out.addressable(sink.key, status)
         if topic is not None:
             out.topics[topic.name] = topic
         if status.ready:
             out.contract[str(sink.key)] = ContractEntry(
-                ingress=kafka_sink_ingress(sink, sink.owns_topic and created)
+                ingress=kafka_sink_ingress(sink, sink.owns_topic and created, connection)
             )
     return out
 
 
-def kafka_sink_topic(sink: KafkaSink) -> TopicSpec | None:
+def kafka_sink_topic(sink: KafkaSink, connection: KafkaConnection | None = None) -> TopicSpec | None:
     """The topic keventing creates for ``sink``, or None when the topic is managed outside keventing."""
     if not sink.owns_topic:
         return None
@@ -52,6 +68,7 @@ def kafka_sink_topic(sink: KafkaSink) -> TopicSpec | None:
         sink.spec.replicationFactor,
         {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES},
         owner=str(sink.key),
+        connection=connection,
     )
 
 
@@ -98,11 +115,14 @@ def kafka_sink_status(
     return status
 
 
-def kafka_sink_ingress(sink: KafkaSink, owns_topic: bool) -> Ingress:
+def kafka_sink_ingress(
+    sink: KafkaSink, owns_topic: bool, connection: KafkaConnection | None = None
+) -> Ingress:
     return Ingress(
         **identity(sink),
         path=kafka_sink_path(sink.namespace, sink.name),
         topic=sink.spec.topic,
         content_mode=sink.content_mode,
         owns_topic=owns_topic,
+        connection=connection,
     )

@@ -15,6 +15,7 @@ import base64
 
 from controller.children import adopt, prune
 from controller.conditions import Conditions
+from controller.connections import ConnectionUnresolvable, kafka_source_connection
 from controller.context import Context, Contribution, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import TopicRefused, first_refusal, refuse_group
@@ -31,6 +32,7 @@ from keventing.contract import (
     TimerSchedule,
     WatchedResource,
 )
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
 from keventing.resources.base import ObjectMeta
 from keventing.resources.integrations import (
@@ -120,7 +122,16 @@ def reconcile_sources(ctx: Context) -> Contribution:
         refused = first_refusal(ctx, kafka.namespace, [t for t in kafka.spec.topics if t]) or refuse_group(
             ctx, kafka.namespace, kafka.consumer_group
         )
-        kafka_status, egress = reconcile_kafka_source(kafka, resolver, refused)
+        connection = None
+        try:
+            connection = kafka_source_connection(kafka, ctx.resources, ctx.config.kafka_bootstrap_servers)
+        except ConnectionUnresolvable as err:
+            refused = refused or TopicRefused(err.reason, str(err))
+        if connection is not None and refused is None:
+            out.connections[str(kafka.key)] = connection
+            failed = ctx.connection_errors.get(str(kafka.key))
+            refused = TopicRefused("KafkaConnectionFailed", failed) if failed else None
+        kafka_status, egress = reconcile_kafka_source(kafka, resolver, refused, connection)
         _publish(out, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
     return out
 
@@ -353,9 +364,14 @@ def reconcile_sink_binding(binding: SinkBinding, resolver: Resolver) -> SourceSt
 
 
 def reconcile_kafka_source(
-    kafka: KafkaSource, resolver: Resolver, refused: TopicRefused | None = None
+    kafka: KafkaSource,
+    resolver: Resolver,
+    refused: TopicRefused | None = None,
+    connection: KafkaConnection | None = None,
 ) -> tuple[KafkaSourceStatus, Egress | None]:
-    """``refused``: why one of its topics may not be read (:mod:`controller.topicpolicy`); nothing is."""
+    """``refused``: why one of its topics may not be read (:mod:`controller.topicpolicy`), or why its
+    cluster cannot be (:mod:`controller.connections`); nothing is. ``connection``: its cluster (None: the
+    services' own)."""
     conditions = Conditions()
     status = KafkaSourceStatus(observedGeneration=kafka.metadata.generation)
     status.ceAttributes = [
@@ -388,10 +404,12 @@ def reconcile_kafka_source(
     status.conditions = conditions.finish(order)
     if not status.ready or sink is None or delivery is None:
         return status, None
-    return status, kafka_source_egress(kafka, sink, delivery)
+    return status, kafka_source_egress(kafka, sink, delivery, connection)
 
 
-def kafka_source_egress(kafka: KafkaSource, sink: str, delivery: DeliveryPolicy) -> Egress:
+def kafka_source_egress(
+    kafka: KafkaSource, sink: str, delivery: DeliveryPolicy, connection: KafkaConnection | None = None
+) -> Egress:
     key_type = kafka.key_type
     return Egress(
         **identity(kafka),
@@ -404,7 +422,7 @@ def kafka_source_egress(kafka: KafkaSource, sink: str, delivery: DeliveryPolicy)
         delivery=delivery,
         delivery_order=kafka.delivery_order,
         initial_offset=kafka.initial_offset,
-        bootstrap_servers=",".join(s for s in kafka.spec.bootstrapServers if s),
+        connection=connection,
         key_type=key_type if key_type in KAFKA_KEY_TYPES else None,  # type: ignore[arg-type]
         ce_overrides=kafka.ce_overrides or None,
     )

@@ -22,6 +22,7 @@ from dispatcher.scheduling import PartitionState, Schedule
 from keventing import events
 from keventing.contract import Egress
 from keventing.kafka.client import make_consumer
+from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.rebalance import RebalanceListener
 from keventing.restarting import restarting
 
@@ -37,13 +38,14 @@ class EgressConsumer:
     def __init__(
         self,
         egress: Egress,
-        bootstrap_servers: str,
+        connection: KafkaConnection,
         dispatcher: RecordDispatcher,
         metrics: EgressMetrics,
         max_in_flight: int,
     ) -> None:
         self.egress = egress
-        self.bootstrap_servers = egress.bootstrap_servers or bootstrap_servers
+        # The egress's own cluster (a KafkaSource's, a Broker's kafka-broker-config's), else the dispatcher's.
+        self.connection = egress.connection or connection
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.schedule: Schedule[TopicPartition, ConsumerRecord] = Schedule(
@@ -63,7 +65,7 @@ class EgressConsumer:
 
     async def _consume(self) -> None:
         consumer = make_consumer(
-            self.bootstrap_servers,
+            self.connection,
             self.egress.consumer_group,
             auto_offset_reset=self.egress.initial_offset,
         )

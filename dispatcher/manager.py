@@ -1,11 +1,13 @@
 """Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes.
 
-It also owns what the egresses share: the HTTP transport, the Kafka producer and the reply publisher.
+It also owns what the egresses share: the HTTP transport and the Kafka producers (one per cluster that
+replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import aiohttp
@@ -22,7 +24,8 @@ from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
-from keventing.kafka.client import start_producer
+from keventing.kafka.connection import KafkaConnection
+from keventing.kafka.pool import ProducerPool
 from keventing.topics import egress_reserved_reason
 
 log = logging.getLogger("keventing.dispatcher")
@@ -41,10 +44,10 @@ class DispatcherManager:
         # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
         self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
         self.producer: AIOKafkaProducer | None = None
+        self.producers = ProducerPool(settings.kafka_connection)
         self.post: Post | None = None
-        self.replies: ReplyPublisher | None = None
         self.event_types = EventTypeRegistry(
-            settings.kafka_bootstrap_servers, settings.resources_topic, settings.eventtype_limits
+            settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
 
     def ready(self) -> bool:
@@ -57,12 +60,11 @@ class DispatcherManager:
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
         self.post = LoggingPost(AiohttpPost(session))
-        self.replies = ReplyPublisher(self._produce, self.post, self.event_types.observe_reply)
         event_types = asyncio.create_task(self.event_types.run())
         try:
-            self.producer = await start_producer(self.settings.kafka_bootstrap_servers)
+            self.producer = await self.producers.start_default()
             await self.contract.follow(
-                self.settings.kafka_bootstrap_servers,
+                self.settings.kafka_connection,
                 self.settings.contract_topic,
                 self.settings.control_plane_replication_factor,
             )
@@ -71,15 +73,23 @@ class DispatcherManager:
             await asyncio.gather(
                 event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
             )
-            if self.producer is not None:
-                await self.producer.stop()
+            await self.producers.stop()
             await session.close()
 
     async def _produce(
-        self, topic: str, key: bytes | None, headers: events.KafkaHeaders, value: bytes | None
+        self,
+        connection: KafkaConnection | None,
+        topic: str,
+        key: bytes | None,
+        headers: events.KafkaHeaders,
+        value: bytes | None,
     ) -> None:
-        assert self.producer is not None
-        await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        producer = self.producers.get(connection)
+        if producer is None:  # the delivery is retried: by then the producer may be connected
+            raise ConnectionError(
+                "the dispatcher is not connected to the Kafka cluster of the reply topic yet"
+            )
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def _on_entry(self, key: str, old: ContractEntry | None, new: ContractEntry | None) -> None:
         self.event_types.track(key, new)
@@ -96,15 +106,21 @@ class DispatcherManager:
             return
         if current is not None:
             await self._stop(key)
+        replies_on_kafka = egress is not None and egress.reply.strategy == "topic"
+        self.producers.use(key, egress.connection if egress is not None and replies_on_kafka else None)
         if egress is not None:
-            assert self.post is not None and self.replies is not None
+            assert self.post is not None
             metrics = METRICS.for_egress(egress)
+            # Replies go to the topic on the egress's own cluster (a Trigger's Broker's).
+            replies = ReplyPublisher(
+                functools.partial(self._produce, egress.connection), self.post, self.event_types.observe_reply
+            )
             dispatcher = RecordDispatcher(
-                egress, self.post, self.replies, metrics, self.settings.default_timeout_seconds
+                egress, self.post, replies, metrics, self.settings.default_timeout_seconds
             )
             consumer = EgressConsumer(
                 egress,
-                self.settings.kafka_bootstrap_servers,
+                self.settings.kafka_connection,
                 dispatcher,
                 metrics,
                 self.settings.max_in_flight,

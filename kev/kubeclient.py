@@ -65,6 +65,7 @@ class KubernetesClient:
     # ------------------------------------------------------------------------------- ResourceClient
 
     async def apply(self, resource: Resource) -> str:
+        _refuse_secrets(resource.KIND)
         before = await self._get_object(resource.key)
         body = child_object(resource)
         if resource.KIND in CORE_KINDS:
@@ -86,6 +87,7 @@ class KubernetesClient:
         return "unchanged" if after["metadata"].get("resourceVersion") == version else "configured"
 
     async def list(self, kind: str, namespace: str | None) -> list[Resource]:
+        _refuse_secrets(kind)
         if kind in CORE_KINDS:
             if namespace:
                 found = await self.core.list_namespaced_config_map(namespace)
@@ -112,10 +114,12 @@ class KubernetesClient:
         return sorted(out, key=lambda r: (r.namespace, r.name))
 
     async def get(self, key: ResourceKey) -> Resource | None:
+        _refuse_secrets(key.kind)
         body = await self._get_object(key)
         return from_object(body) if body is not None else None
 
     async def delete(self, key: ResourceKey) -> bool:
+        _refuse_secrets(key.kind)
         try:
             if key.kind in CORE_KINDS:
                 await self.core.delete_namespaced_config_map(key.name, key.namespace)
@@ -172,3 +176,9 @@ def _body(err: k8s.ApiException) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _refuse_secrets(kind: str) -> None:
+    """On Kubernetes, Secrets are kubectl's business: kev neither writes nor reads them there."""
+    if kind == "Secret":
+        raise ClientError("kev does not handle Secrets on Kubernetes: use kubectl create secret generic ...")

@@ -49,7 +49,7 @@ async def _egresses_positioned(settings: CommonSettings, store: ResourceStore, r
     placements = await _egress_placements(store, resource)
     if not placements:
         return True
-    async with admin_client(settings.kafka_bootstrap_servers) as admin:
+    async with admin_client(settings.kafka_connection) as admin:
         try:
             for group, topic in placements:
                 if not await group_positioned(admin, group, topic):
@@ -66,6 +66,10 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
     if isinstance(resource, Trigger):
         # The controller says which (an upgraded Trigger may keep a name from before names were injective).
         annotations = resource.status.annotations or {}
+        if naming.BOOTSTRAP_SERVERS_ANNOTATION in annotations:
+            # On its Broker's own cluster, whose credentials only the services hold; the controller
+            # positioned the group there before it said Ready.
+            return []
         return [
             (
                 annotations.get(naming.GROUP_ANNOTATION) or naming.trigger_group(namespace, resource.name),

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from keventing.kafka.connection import KafkaConnection
 
 CONTRACT_VERSION = 1
 
@@ -59,6 +61,10 @@ class Ingress(ContractModel):
     event_types: bool = False
     # False for a topic managed outside keventing (a KafkaSink's existing topic): never deleted.
     owns_topic: bool = True
+    # The cluster the topic is on, credentials inlined, when it is not the receiver's own (a Broker's
+    # kafka-broker-config, a KafkaSink's bootstrapServers and auth). The contract topic is reserved: no
+    # resource can read it, so credentials are no more exposed here than in the resource store.
+    connection: KafkaConnection | None = None
 
 
 class Egress(ContractModel):
@@ -76,11 +82,20 @@ class Egress(ContractModel):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
     delivery_order: Literal["ordered", "unordered"] = "unordered"
     initial_offset: Literal["latest", "earliest"] = "latest"
-    # Set when the egress reads another cluster than keventing's own (KafkaSource).
-    bootstrap_servers: str | None = None
+    # Set when the egress reads another cluster than the dispatcher's own (a KafkaSource's, a Broker's
+    # kafka-broker-config's), credentials inlined (see Ingress.connection).
+    connection: KafkaConnection | None = None
     # KafkaSource: how record keys are read (the key-type label) and extensions added to every event.
     key_type: Literal["string", "int", "float", "byte-array"] | None = None
     ce_overrides: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bootstrap_servers(cls, data: Any) -> Any:
+        """Entries published before connections named only the bootstrap servers of another cluster."""
+        if isinstance(data, dict) and data.get("bootstrap_servers") and not data.get("connection"):
+            data = {**data, "connection": {"bootstrap_servers": data["bootstrap_servers"]}}
+        return data
 
 
 class PingSchedule(ContractModel):

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from keventing.contract import ContractEntry
 from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.connection import Connectable
 from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.contract")
@@ -24,11 +25,11 @@ OnBatch = Callable[[dict[str, ContractEntry | None], bool], Awaitable[None]]
 
 
 async def follow_contract(
-    bootstrap_servers: str, topic: str, on_batch: OnBatch, replication_factor: int = 1
+    connection: Connectable, topic: str, on_batch: OnBatch, replication_factor: int = 1
 ) -> None:
-    contract = CompactedTopic(bootstrap_servers, topic, replication_factor)
+    contract = CompactedTopic(connection, topic, replication_factor)
 
-    async def connection() -> None:
+    async def stream() -> None:
         snapshot = True
         async for batch in contract.follow():
             changes = {key: _decode(key, value) for key, value in batch}
@@ -37,7 +38,7 @@ async def follow_contract(
             await on_batch(changes, snapshot)
             snapshot = False
 
-    await restarting(connection, log, "contract stream interrupted; reconnecting")
+    await restarting(stream, log, "contract stream interrupted; reconnecting")
 
 
 def _decode(key: str, value: bytes | None) -> ContractEntry | None:
@@ -72,8 +73,8 @@ class ContractFollower(Generic[T]):
         self.entries: dict[str, T] = {}  # updated in place: a service may keep a reference to it
         self.synced = False
 
-    async def follow(self, bootstrap_servers: str, topic: str, replication_factor: int = 1) -> None:
-        await follow_contract(bootstrap_servers, topic, self.on_batch, replication_factor)
+    async def follow(self, connection: Connectable, topic: str, replication_factor: int = 1) -> None:
+        await follow_contract(connection, topic, self.on_batch, replication_factor)
 
     async def on_batch(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
         projected = {key: None if entry is None else self.project(entry) for key, entry in changes.items()}

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 from keventing import events
 from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.connection import Connectable
 from keventing.metrics import MetricSet
 from keventing.resources import KINDS, EventType, KReference, ResourceKey, parse_resource
 from keventing.resources.base import ObjectMeta, OwnerReference, now_rfc3339
@@ -173,12 +174,12 @@ class EventTypeRegistry:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: Connectable,
         resources_topic: str,
         limits: EventTypeLimits | None = None,
         metrics: EventTypeMetrics | None = None,
     ) -> None:
-        self.resources = CompactedTopic(bootstrap_servers, resources_topic)
+        self.resources = CompactedTopic(connection, resources_topic)
         self.limits = limits or EventTypeLimits()
         self.metrics = metrics or EventTypeMetrics.of()
         self.seen: set[tuple[str, str, str]] = set()

@@ -19,6 +19,8 @@ DNS_LABEL_MAX = 63
 # Status annotations naming a Broker's topic, and a Trigger's consumer group and topic.
 TOPIC_ANNOTATION = "kafka.eventing.knative.dev/topic"
 GROUP_ANNOTATION = "kafka.eventing.knative.dev/group.id"
+# Set on the status of a resource whose topic is on a cluster of its own (its bootstrap servers, no more).
+BOOTSTRAP_SERVERS_ANNOTATION = "kafka.eventing.knative.dev/bootstrap.servers"
 
 BROKER_TOPIC_PREFIXES = ("knative-broker-", "knative-broker.")
 CHANNEL_TOPIC_PREFIX = "knative-messaging-kafka."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -9,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from keventing.eventtypes import EventTypeLimits
+    from keventing.kafka.connection import KafkaConnection
 
 
 class CommonSettings(BaseSettings):
@@ -16,6 +18,16 @@ class CommonSettings(BaseSettings):
 
     # Knative's `bootstrap.servers`; the same variable points the CLI and the tests at a cluster.
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    # How every client of this service reaches that cluster (README, "Kafka connections"): a directory
+    # with Knative's Secret keys as files (a mounted Secret), and variables that override single keys.
+    kafka_auth_secret_dir: str | None = Field(default=None, alias="KAFKA_AUTH_SECRET_DIR")
+    kafka_security_protocol: str | None = Field(default=None, alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: str | None = Field(default=None, alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_user: str | None = Field(default=None, alias="KAFKA_SASL_USER")
+    kafka_sasl_password: str | None = Field(default=None, alias="KAFKA_SASL_PASSWORD", repr=False)
+    kafka_ssl_ca_file: str | None = Field(default=None, alias="KAFKA_SSL_CA_FILE")
+    kafka_ssl_cert_file: str | None = Field(default=None, alias="KAFKA_SSL_CERT_FILE")
+    kafka_ssl_key_file: str | None = Field(default=None, alias="KAFKA_SSL_KEY_FILE")
     # Names the control-plane topics (<instance>.resources, .status, .contract, ...) so that several
     # keventing installations can share one Kafka cluster.
     instance: str = Field(default="keventing", alias="KEVENTING_INSTANCE")
@@ -29,6 +41,36 @@ class CommonSettings(BaseSettings):
     eventtype_max_total: int = Field(default=10000, ge=0, alias="KEVENTING_EVENTTYPE_MAX_TOTAL")
     eventtype_create_rate: float = Field(default=50.0, gt=0, alias="KEVENTING_EVENTTYPE_CREATE_RATE")
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
+
+    @functools.cached_property
+    def kafka_connection(self) -> KafkaConnection:
+        """The service's own connection: its control-plane topics and every resource without one of its own.
+        Raises KafkaConnectionInvalid with the variable's fault (a service then refuses to start)."""
+        from keventing.kafka import connection as kafka
+
+        data = kafka.read_secret_dir(self.kafka_auth_secret_dir) if self.kafka_auth_secret_dir else {}
+        values = {
+            kafka.PROTOCOL_KEY: self.kafka_security_protocol,
+            kafka.SASL_MECHANISM_KEY: self.kafka_sasl_mechanism,
+            kafka.USER_KEY: self.kafka_sasl_user,
+            kafka.PASSWORD_KEY: self.kafka_sasl_password,
+        }
+        files = {
+            kafka.CA_KEY: ("KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+            kafka.CERT_KEY: ("KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+            kafka.KEY_KEY: ("KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+        }
+        for key, (variable, path) in files.items():
+            if path:
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        values[key] = fh.read()
+                except OSError as err:
+                    raise kafka.KafkaConnectionInvalid(
+                        f"{variable}: cannot read {path}: {err.strerror}"
+                    ) from None
+        data.update({key: value for key, value in values.items() if value is not None})
+        return kafka.connection_from_secret(self.kafka_bootstrap_servers, data)
 
     @property
     def eventtype_limits(self) -> EventTypeLimits:

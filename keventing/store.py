@@ -24,8 +24,8 @@ def decode_resource(value: bytes, semantics: bool = True) -> Resource:
 class ResourceStore:
     def __init__(self, settings: CommonSettings) -> None:
         replicas = settings.control_plane_replication_factor
-        self.resources = CompactedTopic(settings.kafka_bootstrap_servers, settings.resources_topic, replicas)
-        self.statuses = CompactedTopic(settings.kafka_bootstrap_servers, settings.status_topic, replicas)
+        self.resources = CompactedTopic(settings.kafka_connection, settings.resources_topic, replicas)
+        self.statuses = CompactedTopic(settings.kafka_connection, settings.status_topic, replicas)
 
     async def ensure(self) -> None:
         await self.resources.ensure()
@@ -89,4 +89,5 @@ class ResourceStore:
 
 
 def _spec_of(resource: Resource) -> Any:
-    return resource.model_dump(mode="json", include={"spec"})
+    # A ConfigMap's or a Secret's content is its data.
+    return resource.model_dump(mode="json", include={"spec", "data", "stringData"})

@@ -18,7 +18,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from keventing.contract import Ingress
 from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
-from keventing.kafka.client import MAX_REQUEST_SIZE, start_producer
+from keventing.kafka.client import MAX_REQUEST_SIZE
+from keventing.kafka.connection import KafkaConnection
+from keventing.kafka.pool import ProducerPool
 from keventing.ops import ops_app
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
@@ -48,9 +50,13 @@ class ReceiverApp:
             lambda entry: entry.ingress, self._on_ingress, what="ingresses"
         )
         self.producer: AIOKafkaProducer | None = None
-        self.batches: BatchProducer | None = None
+        # Batching producers by connection (None: the receiver's own cluster), as the pool starts them.
+        self.batches: dict[KafkaConnection | None, BatchProducer] = {}
+        self.producers = ProducerPool(
+            settings.kafka_connection, self._on_producer, linger_ms=settings.linger_ms
+        )
         self.event_types = EventTypeRegistry(
-            settings.kafka_bootstrap_servers, settings.resources_topic, settings.eventtype_limits
+            settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
         self.handler = IngressHandler(
             self.table,
@@ -68,10 +74,24 @@ class ReceiverApp:
     def ready(self) -> bool:
         return self.producer is not None and self.contract.synced
 
-    async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
-        if self.batches is None:
-            raise NotConnected("the receiver is not connected to Kafka yet")
-        return await self.batches.send(topic, key, value, headers)
+    async def _produce(
+        self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list
+    ) -> object:
+        batches = self.batches.get(ingress.connection)
+        if batches is None:
+            if ingress.connection is None:
+                raise NotConnected("the receiver is not connected to Kafka yet")
+            raise NotConnected(
+                f"the receiver is not connected to the Kafka cluster of {ingress.kind} "
+                f"{ingress.namespace}/{ingress.name} yet"
+            )
+        return await batches.send(ingress.topic, key, value, headers)
+
+    def _on_producer(self, connection: KafkaConnection | None, producer: AIOKafkaProducer | None) -> None:
+        if producer is None:
+            self.batches.pop(connection, None)
+        else:
+            self.batches[connection] = BatchProducer(producer, self.settings.produce_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -143,32 +163,23 @@ class ReceiverApp:
                 for task in self._tasks:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-                if self.producer is not None:
-                    try:
-                        # A producer still resending a refused batch would otherwise hold SIGTERM forever.
-                        async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
-                            await self.producer.stop()
-                    except TimeoutError:
-                        log.warning("the Kafka producer did not stop in time: records not yet sent are lost")
+                await self.producers.stop(self.settings.shutdown_timeout_seconds)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _connect(self) -> None:
         """Start the producer, retrying while Kafka is unreachable; requests meanwhile get 503."""
-        producer = await start_producer(
-            self.settings.kafka_bootstrap_servers, linger_ms=self.settings.linger_ms
-        )
-        self.producer = producer
-        self.batches = BatchProducer(producer, self.settings.produce_timeout_seconds)
+        self.producer = await self.producers.start_default()
 
     async def _follow_contract(self) -> None:
         await self.contract.follow(
-            self.settings.kafka_bootstrap_servers,
+            self.settings.kafka_connection,
             self.settings.contract_topic,
             self.settings.control_plane_replication_factor,
         )
 
     async def _on_ingress(self, key: str, old: Ingress | None, new: Ingress | None) -> None:
+        self.producers.use(key, new.connection if new is not None else None)
         if new is None:
             self.table.remove(key)
         else:

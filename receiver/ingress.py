@@ -23,9 +23,10 @@ from receiver.metrics import IngressMetrics
 
 log = logging.getLogger("keventing.receiver")
 
-# (topic, key, value, headers) → Kafka's acknowledgement; raises TimeoutError when Kafka has not
-# acknowledged within the receiver's bound (KEVENTING_PRODUCE_TIMEOUT_SECONDS).
-Produce = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
+# (ingress, key, value, headers) → Kafka's acknowledgement of the record on the ingress's topic, on the
+# ingress's cluster; raises TimeoutError when Kafka has not acknowledged within the receiver's bound
+# (KEVENTING_PRODUCE_TIMEOUT_SECONDS).
+Produce = Callable[[Ingress, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
 
 ALLOW = "POST, OPTIONS"
 # Per record and per header in Kafka's record format (v2): varints and attributes, generously rounded up.
@@ -143,7 +144,7 @@ class IngressHandler:
                     )
                     return self._count(ingress, event_type, started, Answer(413, _text(message)))
             try:
-                await self.produce(ingress.topic, key, value, record_headers)
+                await self.produce(ingress, key, value, record_headers)
             except MessageSizeTooLargeError:
                 # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which
                 # may be below the receiver's: say whose limit it was.

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import TopicPartition
 
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
+from keventing.kafka.connection import Connectable
 from keventing.kafka.rebalance import RebalanceListener
 from keventing.restarting import restarting
 
@@ -31,8 +32,8 @@ def partition_for(source_id: str, partitions: int) -> int:
 
 
 class Ownership:
-    def __init__(self, bootstrap_servers: str, topic: str, group: str, partitions: int, on_change: OnChange):
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, connection: Connectable, topic: str, group: str, partitions: int, on_change: OnChange):
+        self.connection = connection
         self.topic = topic
         self.group = group
         self.wanted_partitions = partitions
@@ -52,7 +53,7 @@ class Ownership:
 
     async def _member(self) -> None:
         self.partitions = await self._ensure_topic()
-        consumer = make_consumer(self.bootstrap_servers, self.group)
+        consumer = make_consumer(self.connection, self.group)
         await consumer.start()
         try:
             consumer.subscribe([self.topic], listener=RebalanceListener(self.revoked, self.assigned))
@@ -64,7 +65,7 @@ class Ownership:
             await asyncio.shield(consumer.stop())
 
     async def _ensure_topic(self) -> int:
-        async with admin_client(self.bootstrap_servers) as admin:
+        async with admin_client(self.connection) as admin:
             await ensure_topic(admin, TopicSpec(self.topic, self.wanted_partitions, 1))
             described = await admin.describe_topics([self.topic])
         count = sum(len(d.get("partitions", [])) for d in described if d.get("topic") == self.topic)

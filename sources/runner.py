@@ -13,6 +13,7 @@ from keventing import events
 from keventing.contract import Source
 from keventing.contractstream import ContractFollower
 from keventing.kafka.compacted import CompactedTopic
+from keventing.restarting import retrying
 from keventing.sourcereports import SourceReport
 from sources.apiserver import ApiServerAccess, ApiServerSources
 from sources.clock import Clock
@@ -39,7 +40,7 @@ class SourceRunner:
         )
         self.sources = self.contract.entries  # the follower keeps it current
         self.ownership = Ownership(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.assignment_topic,
             settings.assignment_group,
             settings.assignment_partitions,
@@ -52,7 +53,7 @@ class SourceRunner:
         )
         self.apiservers: ApiServerSources | None = None
         self.reports = CompactedTopic(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection,
             settings.source_reports_topic,
             settings.control_plane_replication_factor,
         )
@@ -67,8 +68,7 @@ class SourceRunner:
         self.apiservers = ApiServerSources(
             access, self._send, self._report, self.settings.apiserver_recheck_seconds
         )
-        await self.reports.ensure()
-        self._reported = await self.reports.snapshot()
+        await retrying(self._read_reports, log, "cannot start on Kafka yet; retrying")
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             self.sender = EventSender(session)
             tasks = [
@@ -88,6 +88,10 @@ class SourceRunner:
                     await access.close()
                 await self.reports.stop()
 
+    async def _read_reports(self) -> None:
+        await self.reports.ensure()
+        self._reported = await self.reports.snapshot()
+
     async def _report(self, report: SourceReport) -> None:
         value = report.encode()
         if self._reported.get(report.id) != value:
@@ -100,7 +104,7 @@ class SourceRunner:
 
     async def _follow_contract(self) -> None:
         await self.contract.follow(
-            self.settings.kafka_bootstrap_servers,
+            self.settings.kafka_connection,
             self.settings.contract_topic,
             self.settings.control_plane_replication_factor,
         )

@@ -29,8 +29,9 @@ from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
 
-# The Kubernetes fixtures (kube_cluster, kube_api, namespace, kubectl) and the toolchain build.
-pytest_plugins = ["kube_fixtures"]
+# The Kubernetes fixtures (kube_cluster, kube_api, namespace, kubectl) and the toolchain build; the secured
+# Kafkas (sasl_ssl_kafka, mtls_kafka).
+pytest_plugins = ["kube_fixtures", "kafka_security"]
 
 # Speed is measured in bench/, not asserted in tests: no per-example deadline (a busy machine would trip it).
 hypothesis_settings.register_profile("keventing", deadline=None)
@@ -216,8 +217,11 @@ class Kev:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
+        # The stack's own Kafka connection settings (KAFKA_SECURITY_PROTOCOL, ...) are the tests' too.
         self.settings = CommonSettings(  # type: ignore[call-arg]
-            KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers, KEVENTING_INSTANCE=stack.instance
+            **{k: v for k, v in stack.extra_env.items() if k.startswith("KAFKA_")},
+            KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
+            KEVENTING_INSTANCE=stack.instance,
         )
         self.http = httpx.Client(timeout=30)
 

@@ -4,6 +4,9 @@ Brokers reference (``spec.config``, or their default from config-br-defaults).
 Each wanted ConfigMap is watched on its own (a list and watch with ``fieldSelector=metadata.name=…`` in its
 namespace), so the operator holds those ConfigMaps and no other, whatever the cluster stores. A change calls
 ``changed`` (the reconcile driver); a ConfigMap no Broker references any more stops being watched.
+
+The same watch follows the Secrets that Kafka connections reference (``kind="Secret"``): only those, one
+by one, so the operator reads no Secret that no broker config, KafkaSink or KafkaSource names.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterable
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 
-from keventing.resources import ConfigMap, ObjectMeta, ResourceKey
+from keventing.resources import ConfigMap, ObjectMeta, ResourceKey, Secret
 
 log = logging.getLogger("keventing.controller.kubernetes")
 
@@ -33,9 +36,13 @@ class _Follower:
 
 
 class ConfigMapWatch:
-    def __init__(self, api: k8s.ApiClient, changed: Callable[[], None]) -> None:
+    def __init__(self, api: k8s.ApiClient, changed: Callable[[], None], kind: str = ConfigMap.KIND) -> None:
         self.core = k8s.CoreV1Api(api)
         self.changed = changed
+        self.kind = kind
+        self._list = (
+            self.core.list_namespaced_secret if kind == Secret.KIND else self.core.list_namespaced_config_map
+        )
         self._followers: dict[ResourceKey, _Follower] = {}
 
     async def follow(self, keys: Iterable[ResourceKey]) -> None:
@@ -58,12 +65,13 @@ class ConfigMapWatch:
             if follower.task is not None:
                 follower.task.cancel()
 
-    def config_maps(self) -> list[ConfigMap]:
-        """The followed ConfigMaps that exist, as the reconciler's resources."""
+    def config_maps(self) -> list[ConfigMap | Secret]:
+        """The followed ConfigMaps (or Secrets) that exist, as the reconciler's resources."""
+        model = Secret if self.kind == Secret.KIND else ConfigMap
         return [
-            ConfigMap(
+            model(
                 apiVersion="v1",
-                kind=ConfigMap.KIND,
+                kind=self.kind,
                 metadata=ObjectMeta(name=key.name, namespace=key.namespace),
                 data=follower.data,
             )
@@ -93,13 +101,13 @@ class ConfigMapWatch:
         selector = f"metadata.name={key.name}"
         while True:
             try:
-                listing = await self.core.list_namespaced_config_map(key.namespace, field_selector=selector)
+                listing = await self._list(key.namespace, field_selector=selector)
                 items = listing.items or []
                 self._set(follower, dict(items[0].data or {}) if items else None)
                 stream = watch.Watch()
                 try:
                     async for event in stream.stream(
-                        self.core.list_namespaced_config_map,
+                        self._list,
                         key.namespace,
                         field_selector=selector,
                         resource_version=listing.metadata.resource_version,
@@ -114,5 +122,5 @@ class ConfigMapWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # the API server restarting, a 410 Gone: list again shortly
-                log.warning("cannot watch a ConfigMap", extra={"configmap": str(key), "reason": str(err)})
+                log.warning(f"cannot watch a {self.kind}", extra={"object": str(key), "reason": str(err)})
                 await asyncio.sleep(1)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from keventing.resources import Resource
 from keventing.resources.registry import KINDS
 
-CORE_KINDS = frozenset({"ConfigMap"})
+CORE_KINDS = frozenset({"ConfigMap", "Secret"})
 
 
 class ApiKind(NamedTuple):

@@ -27,6 +27,7 @@ from controller.brokerdefaults import (
 )
 from controller.brokers import broker_config_key
 from controller.conditions import invalid, keep_transition_times
+from controller.connections import referenced_secrets
 from controller.context import ControllerConfig
 from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
@@ -45,7 +46,7 @@ from controller.kubernetes.objects import (
 )
 from controller.kubernetes.recorder import EventRecorder, failure
 from controller.resolver import foreign_refs
-from keventing.resources import Broker, Condition, ConfigMap, Resource, ResourceKey, Status
+from keventing.resources import Broker, Condition, ConfigMap, Resource, ResourceKey, Secret, Status
 from keventing.resources.base import now_rfc3339
 from keventing.resources.eventing import BROKER_CLASS_ANNOTATION
 
@@ -155,6 +156,7 @@ class KubernetesController(DataPlaneAdapter):
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
         self.config_maps = ConfigMapWatch(access.api, self.driver.changed)
+        self.secrets = ConfigMapWatch(access.api, self.driver.changed, Secret.KIND)
         self.defaults_key = defaults_key(config.system_namespace)
         self.defaults = BrokerDefaults()
 
@@ -265,6 +267,11 @@ class KubernetesController(DataPlaneAdapter):
         await self.config_maps.follow(wanted)
         self.config_maps.retain(wanted)
         resources: list[Resource] = [*self.index.resources.values(), *self.config_maps.config_maps()]
+        # The Secrets the Kafka connections of brokers' configs, KafkaSinks and KafkaSources name.
+        secrets = referenced_secrets(resources)
+        await self.secrets.follow(secrets)
+        self.secrets.retain(secrets)
+        resources += self.secrets.config_maps()
         addressables = await self.addressables.lookup(foreign_refs(resources))
         return Observed(
             resources,
@@ -272,6 +279,7 @@ class KubernetesController(DataPlaneAdapter):
             self.data_plane.source_reports,
             addressables,
             self.data_plane.published,
+            self.data_plane.connection_errors,
         )
 
     async def start(self) -> None:

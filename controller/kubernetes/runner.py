@@ -25,6 +25,9 @@ from controller.kubernetes.webhook import run_webhook
 from controller.local import controller_config
 from controller.settings import ControllerSettings
 from keventing.kafka.compacted import CompactedTopic
+from keventing.restarting import retrying
+
+log = logging.getLogger("keventing.controller.kubernetes")
 
 
 class OperatorStopped(Exception):
@@ -72,7 +75,7 @@ class KubernetesOperator:
         # kopf logs every handler run at INFO, with its settings attached: only its warnings are news here.
         logging.getLogger("kopf").setLevel(logging.WARNING)
         data_plane = KafkaDataPlane(settings)
-        await data_plane.start()
+        await retrying(data_plane.start, log, "cannot start on Kafka yet; retrying")
         controller: KubernetesController | None = None
         try:
             controller = KubernetesController(
@@ -87,7 +90,7 @@ class KubernetesOperator:
             binder = SinkBinder(self.access, settings)
             event_types = EventTypeMirror(
                 CompactedTopic(
-                    settings.kafka_bootstrap_servers,
+                    settings.kafka_connection,
                     settings.resources_topic,
                     settings.control_plane_replication_factor,
                 ),
@@ -104,6 +107,7 @@ class KubernetesOperator:
         finally:
             if controller is not None:
                 controller.config_maps.close()
+                controller.secrets.close()
             await data_plane.stop()
 
     async def _watch(self, registry: kopf.OperatorRegistry, namespaces: list[str]) -> None:

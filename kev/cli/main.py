@@ -281,7 +281,7 @@ def get(
     found = [r for r in _client_call(fetch) if name is None or r.name == name]
     if name is not None and not found:
         raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
-    documents = [r.to_document() for r in found]
+    documents = [r.display_document() for r in found]
     if output == "json":
         payload: Any = documents[0] if name else {"apiVersion": "v1", "kind": "List", "items": documents}
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -373,7 +373,7 @@ def describe(
     resource = _client_call(fetch)
     if resource is None:
         raise fail(f'{cls.KIND} "{name}" not found in namespace "{namespace}"')
-    document = resource.to_document()
+    document = resource.display_document()
     conditions = document.get("status", {}).pop("conditions", [])
     console.print(f"[bold]Name:[/bold]       {resource.name}")
     console.print(f"[bold]Namespace:[/bold]  {resource.namespace}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,15 +13,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     CoordinatorLoadInProgressError,
     GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
     KafkaError,
     NotCoordinatorError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
+
+from keventing.kafka.connection import Connectable, KafkaConnection, as_connection, client_options
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,10 @@ class TopicSpec:
     # True when the name is derived from the owner's own (a Broker's, a Channel's): an existing topic of that
     # name is the owner's too. False (a KafkaSink's chosen topic): only a topic keventing created is its own.
     claim_existing: bool = False
+    # The cluster the topic is on, when it is not keventing's own (a Broker's kafka-broker-config's, a KafkaSink's).
+    connection: KafkaConnection | None = None
+    # False: only kept (never deleted) while its resource cannot say which cluster it is on (a missing Secret).
+    create: bool = True
 
 
 class StickyPartitioner:
@@ -67,7 +77,7 @@ class StickyPartitioner:
         return self._partition
 
 
-def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer:
     """A producer that only acknowledges what every in-sync replica has (acks=all, idempotent).
 
     No linger by default: aiokafka keeps one request in flight per broker and batches whatever arrives
@@ -75,7 +85,7 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
     receiver's throughput at 32 concurrent requests).
     """
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
+        **client_options(connection),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 0,
@@ -89,10 +99,10 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(bootstrap_servers: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(connection: Connectable, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits by itself: offsets move only after delivery."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
+        **client_options(connection),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "latest",
@@ -110,31 +120,76 @@ def make_consumer(bootstrap_servers: str, group_id: str | None, **overrides: Any
     return AIOKafkaConsumer(**options)
 
 
-async def start_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
-    """Start a producer, retrying with backoff while Kafka is unreachable (services start before Kafka)."""
+async def start_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer:
+    """Start a producer, retrying with backoff while Kafka is unreachable (services start before Kafka) or
+    refuses the credentials (they may be fixed meanwhile); every failed attempt is logged with its reason."""
     delay = 0.5
+    where = as_connection(connection).describe()
     while True:
-        producer = make_producer(bootstrap_servers, **overrides)
+        producer = make_producer(connection, **overrides)
         try:
             await producer.start()
         except Exception as err:
             await producer.stop()
-            log.warning("cannot reach Kafka yet; retrying", extra={"error": repr(err), "retry_in_s": delay})
+            log.warning(
+                "cannot connect to Kafka yet; retrying",
+                extra={
+                    "kafka": where,
+                    "error": await connection_failure(connection, err),
+                    "retry_in_s": delay,
+                },
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        log.info("connected to Kafka", extra={"bootstrap_servers": bootstrap_servers})
+        log.info("connected to Kafka", extra={"kafka": where})
         return producer
 
 
 @asynccontextmanager
-async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
-    await client.start()
+async def admin_client(connection: Connectable) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(**client_options(connection), request_timeout_ms=15_000)
+    try:
+        await client.start()
+    except Exception as err:
+        await client.close()
+        raise KafkaError(
+            f"cannot connect to Kafka at {as_connection(connection).describe()}: "
+            f"{await connection_failure(connection, err)}"
+        ) from None
     try:
         yield client
     finally:
         await client.close()
+
+
+async def connection_failure(connection: Connectable, err: BaseException) -> str:
+    """Why connecting failed, in words a status can carry. aiokafka reports a refused password or an
+    untrusted certificate only as a failure to bootstrap (the reason goes to its log), so one bootstrap
+    server is dialled again here to learn the reason."""
+    if not isinstance(err, KafkaConnectionError) or "bootstrap" not in str(err):
+        return str(err) or type(err).__name__
+    conn = as_connection(connection)
+    options = {k: v for k, v in client_options(conn).items() if k != "bootstrap_servers"}
+    for server in conn.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            probe = await create_conn(host, int(port), request_timeout_ms=5_000, **options)
+        except Exception as reason:
+            return f"{server.strip()}: {_explain(reason, conn)}"
+        probe.close()
+    return str(err)
+
+
+def _explain(reason: BaseException, conn: KafkaConnection) -> str:
+    text = str(reason) or type(reason).__name__
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate is not trusted (check ca.crt): {reason.verify_message}"
+    if "Authentication failed" in text or isinstance(reason, SaslAuthenticationFailed):
+        return f"the broker refused the SASL credentials (check user, password and sasl.mechanism): {text}"
+    if conn.uses_tls and "closed" in text:
+        return f"the broker closed the TLS connection (does it require a client certificate?): {text}"
+    return text
 
 
 async def ensure_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:

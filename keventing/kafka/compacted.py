@@ -11,24 +11,25 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from keventing.kafka.client import admin_client, compacted, ensure_topic, make_consumer, make_producer
+from keventing.kafka.connection import Connectable
 
 Change = tuple[str, bytes | None]
 
 
 class CompactedTopic:
-    def __init__(self, bootstrap_servers: str, topic: str, replication_factor: int = 1) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, connection: Connectable, topic: str, replication_factor: int = 1) -> None:
+        self.connection = connection
         self.topic = topic
         self.replication_factor = replication_factor
         self._producer: AIOKafkaProducer | None = None
 
     async def ensure(self) -> None:
-        async with admin_client(self.bootstrap_servers) as admin:
+        async with admin_client(self.connection) as admin:
             await ensure_topic(admin, compacted(replication_factor=self.replication_factor, name=self.topic))
 
     async def start(self) -> None:
         if self._producer is None:
-            self._producer = make_producer(self.bootstrap_servers, linger_ms=0)
+            self._producer = make_producer(self.connection, linger_ms=0)
             await self._producer.start()
 
     async def stop(self) -> None:
@@ -56,7 +57,7 @@ class CompactedTopic:
 
     async def _read(self, follow: bool) -> AsyncIterator[list[Change]]:
         await self.ensure()  # readers may start before the writer ever wrote
-        consumer = make_consumer(self.bootstrap_servers, None, auto_offset_reset="earliest")
+        consumer = make_consumer(self.connection, None, auto_offset_reset="earliest")
         await consumer.start()
         try:
             partition = TopicPartition(self.topic, 0)

@@ -14,7 +14,7 @@ from keventing.resources.base import (
     Status,
 )
 from keventing.resources.delivery import DeliverySpec
-from keventing.resources.eventing import Broker, ConfigMap, Trigger
+from keventing.resources.eventing import Broker, ConfigMap, Secret, Trigger
 from keventing.resources.eventtype import EventType
 from keventing.resources.flows import Parallel, Sequence
 from keventing.resources.integrations import IntegrationSink, IntegrationSource
@@ -47,6 +47,7 @@ __all__ = [
     "Resource",
     "ResourceInvalid",
     "ResourceKey",
+    "Secret",
     "Sequence",
     "SinkBinding",
     "Status",

@@ -165,6 +165,10 @@ class Resource(OpenModel):
     def validate_semantics(self) -> None:
         """Checks beyond the schema (cross-field rules); raise :class:`ResourceInvalid`."""
 
+    def display_document(self) -> dict[str, Any]:
+        """What ``kev get -o yaml`` and ``kev describe`` show: the document, minus what must never be shown."""
+        return self.to_document()
+
     def to_document(self, with_status: bool = True) -> dict[str, Any]:
         doc = self.model_dump(mode="json", exclude_none=True, exclude={"status"}, by_alias=True)
         # Empty labels, annotations and owner references are noise in `kev get -o yaml`, as in kubectl.

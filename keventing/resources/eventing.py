@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from pydantic import Field
@@ -111,4 +113,37 @@ class ConfigMap(Resource):
     data: dict[str, str] = Field(default_factory=dict)
 
 
-KINDS: tuple[type[Resource], ...] = (Broker, Trigger, ConfigMap)
+class Secret(Resource):
+    """A core/v1 Secret: Kafka credentials in Knative's keys, for a broker config's ``auth.secret.ref.name``,
+    a KafkaSink's ``spec.auth.secret.ref`` and a KafkaSource's ``spec.net``. ``kev get`` and ``kev describe``
+    show its keys, never its values (see :meth:`display_document`)."""
+
+    API_VERSIONS = ("v1",)
+    KIND = "Secret"
+    PLURAL = "secrets"
+
+    type: str | None = None
+    data: dict[str, str] = Field(default_factory=dict)  # base64, as Kubernetes stores it
+    stringData: dict[str, str] = Field(default_factory=dict)  # plain text, as Kubernetes accepts it
+
+    def values(self) -> dict[str, str]:
+        """Every key's value as text (``stringData`` wins over ``data``, as in Kubernetes); a key whose value
+        is not base64 of UTF-8 text (a binary keystore, say) is none of Kafka's keys and is left out."""
+        decoded = {}
+        for key, value in self.data.items():
+            try:
+                decoded[key] = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+        return {**decoded, **self.stringData}
+
+    def display_document(self) -> dict[str, Any]:
+        doc = super().display_document()
+        sizes = {key: len(value.rstrip("=")) * 3 // 4 for key, value in self.data.items()}
+        sizes.update({key: len(value.encode()) for key, value in self.stringData.items()})
+        doc.pop("stringData", None)
+        doc["data"] = {key: f"<redacted: {size} bytes>" for key, size in sorted(sizes.items())}
+        return doc
+
+
+KINDS: tuple[type[Resource], ...] = (Broker, Trigger, ConfigMap, Secret)

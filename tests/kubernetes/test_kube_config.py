@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kafka_security import SecuredKafka
 from kube_stack import running_stack
 from kubectl import Kubectl
 
@@ -189,3 +190,44 @@ def test_a_broker_whose_config_map_is_missing_is_not_ready_until_it_appears(
     kubectl.apply(_config_map("later-config", namespace, {"default.topic.partitions": "2"}))
     kubectl.wait_ready("broker", "waiting", namespace, timeout=30)
     assert _partitions(kafka, naming.broker_topic(namespace, "waiting")) == 2
+
+
+def test_a_broker_on_its_own_secured_cluster_reads_its_secret_and_follows_its_changes(
+    config_stack: Stack, kubectl: Kubectl, namespace: str, sasl_ssl_kafka: SecuredKafka
+) -> None:
+    wrong = {**sasl_ssl_kafka.secret, "password": "not-the-password"}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kafka-auth", "namespace": namespace},
+    }
+    config = _config_map(
+        "secured-config",
+        namespace,
+        {
+            "bootstrap.servers": sasl_ssl_kafka.bootstrap_servers,
+            "auth.secret.ref.name": "kafka-auth",
+            "default.topic.partitions": "1",
+            "default.topic.replication.factor": "1",
+        },
+    )
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "secured-config", "namespace": namespace}
+    kubectl.apply(
+        {**secret, "stringData": wrong},
+        config,
+        _broker("secured", namespace, {BROKER_CLASS: "Kafka"}, config=ref),
+    )
+    broker = kubectl.wait_for_condition("broker", "secured", namespace, "Ready", "False")
+    ready = next(c for c in broker["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "TopicCreationFailed", ready
+    assert "refused the SASL credentials" in ready["message"] and "not-the-password" not in ready["message"]
+
+    # The operator watches the Secret (the chart's RBAC lets it): the right password makes the Broker Ready.
+    kubectl.apply({**secret, "stringData": sasl_ssl_kafka.secret})
+    kubectl.wait_ready("broker", "secured", namespace, timeout=60)
+
+    async def topics() -> set[str]:
+        async with admin_client(sasl_ssl_kafka.connection) as admin:
+            return set(await admin.list_topics())
+
+    assert naming.broker_topic(namespace, "secured") in asyncio.run(topics())

@@ -50,6 +50,9 @@ class InMemoryAdapter:
         self.calls.append("observe")
         return Observed(self.resources, dict(self.topic_errors))
 
+    async def check_connections(self, connections: Mapping[str, object]) -> bool:
+        return False
+
     async def create_topics(self, topics: Mapping[str, TopicSpec]) -> bool:
         self.calls.append("create_topics")
         before = dict(self.topic_errors)

@@ -174,7 +174,7 @@ def test_kafka_source_becomes_an_ordered_egress_with_discarded_replies() -> None
     egress = desired.contract["KafkaSource/ns/s"].egress
     assert egress.kind == "KafkaSource"
     assert egress.topics == ("orders", "payments")
-    assert egress.bootstrap_servers == "kafka-1:9092"
+    assert egress.connection is not None and egress.connection.bootstrap_servers == "kafka-1:9092"
     assert egress.consumer_group.startswith("knative-kafka-source-")
     assert egress.initial_offset == "earliest"
     assert egress.delivery_order == "ordered"

@@ -217,8 +217,8 @@ def test_an_upgraded_name_gives_way_to_the_broker_whose_injective_name_it_is() -
 def test_the_receiver_never_produces_to_a_reserved_topic_whatever_the_contract_says() -> None:
     produced: list[str] = []
 
-    async def produce(topic: str, key: bytes | None, value: bytes | None, headers: list) -> object:
-        produced.append(topic)
+    async def produce(ingress: Ingress, key: bytes | None, value: bytes | None, headers: list) -> object:
+        produced.append(ingress.topic)
         return None
 
     table = IngressTable()

@@ -92,6 +92,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "keventing.commonEnv" -}}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ required "kafka.bootstrapServers is required" .Values.kafka.bootstrapServers | quote }}
+{{- if .Values.kafka.authSecretName }}
+- name: KAFKA_AUTH_SECRET_DIR
+  value: /etc/keventing/kafka-auth
+{{- end }}
 - name: KEVENTING_INSTANCE
   value: {{ .Values.instance | quote }}
 - name: KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR
@@ -138,6 +142,12 @@ securityContext:
 volumes:
   - name: tmp
     emptyDir: {}
+  {{- if .Values.kafka.authSecretName }}
+  - name: kafka-auth
+    secret:
+      secretName: {{ .Values.kafka.authSecretName }}
+      defaultMode: 0400
+  {{- end }}
 {{- end }}
 
 {{/* Container-level settings shared by every Deployment (image, security, /tmp). */}}
@@ -149,4 +159,9 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- if .Values.kafka.authSecretName }}
+  - name: kafka-auth
+    mountPath: /etc/keventing/kafka-auth
+    readOnly: true
+  {{- end }}
 {{- end }}
