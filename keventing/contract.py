@@ -47,6 +47,16 @@ class FilterSpec(ContractModel):
     filters: list[dict[str, Any]] | None = None
 
 
+class Transform(ContractModel):
+    """An EventTransform's work: the JSONata expression, where the result goes (None: back as the reply)
+    and what becomes of the sink's reply (transformed by ``reply_expression``, or discarded)."""
+
+    expression: str
+    sink: str | None = None
+    reply_expression: str | None = None
+    reply_discard: bool = False
+
+
 class Ingress(ContractModel):
     id: str
     kind: str
@@ -59,6 +69,8 @@ class Ingress(ContractModel):
     event_types: bool = False
     # False for a topic managed outside keventing (a KafkaSink's existing topic): never deleted.
     owns_topic: bool = True
+    # An EventTransform: the receiver transforms and answers, nothing is produced (``topic`` is empty).
+    transform: Transform | None = None
 
 
 class Egress(ContractModel):
