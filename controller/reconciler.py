@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from controller import brokers, channels, conditions, eventtypes, flows, integrations, sinks, sources
+from controller import (
+    brokers,
+    channels,
+    conditions,
+    eventtypes,
+    flows,
+    integrations,
+    sinks,
+    sources,
+    transforms,
+)
 from controller.context import Context, Contribution, ControllerConfig, Desired, Published
 from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
@@ -34,6 +44,8 @@ PHASES: list[Phase] = [
     channels.reconcile_kafka_channels,
     flows.address_flows,
     channels.reconcile_channels,
+    # A transform's sink may be any addressable above; Triggers and Subscriptions may name a transform.
+    transforms.reconcile_event_transforms,
     brokers.reconcile_triggers,
     channels.reconcile_subscriptions,
     # Flows aggregate the statuses of their channels and subscriptions, so they come after both.

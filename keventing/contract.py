@@ -49,6 +49,16 @@ class FilterSpec(ContractModel):
     filters: list[dict[str, Any]] | None = None
 
 
+class Transform(ContractModel):
+    """An EventTransform's work: the JSONata expression, where the result goes (None: back as the reply)
+    and what becomes of the sink's reply (transformed by ``reply_expression``, or discarded)."""
+
+    expression: str
+    sink: str | None = None
+    reply_expression: str | None = None
+    reply_discard: bool = False
+
+
 class Ingress(ContractModel):
     id: str
     kind: str
@@ -65,6 +75,8 @@ class Ingress(ContractModel):
     # kafka-broker-config, a KafkaSink's bootstrapServers and auth). The contract topic is reserved: no
     # resource can read it, so credentials are no more exposed here than in the resource store.
     connection: KafkaConnection | None = None
+    # An EventTransform: the receiver transforms and answers, nothing is produced (``topic`` is empty).
+    transform: Transform | None = None
 
 
 class Egress(ContractModel):

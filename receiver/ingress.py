@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Counter, Histogram
@@ -19,7 +18,9 @@ from prometheus_client import Counter, Histogram
 from keventing import events
 from keventing.contract import Ingress
 from keventing.topics import reserved_reason
+from receiver.answer import Answer
 from receiver.metrics import IngressMetrics
+from receiver.transform import Transformer
 
 log = logging.getLogger("keventing.receiver")
 
@@ -42,13 +43,6 @@ def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str
     """An upper bound of the size of one record in a produce request, headers included."""
     size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
     return size + sum(HEADER_OVERHEAD + len(name) + len(data) for name, data in headers)
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 ACCEPTED = Answer(202)
@@ -83,8 +77,11 @@ class IngressHandler:
         on_event: Callable[[Ingress, events.Event], None] | None = None,
         max_record_bytes: int | None = None,
         instance: str = "keventing",
+        transformer: Transformer | None = None,
     ) -> None:
         self.table = table
+        # EventTransforms: answered by transforming, never produced (their ingress has no topic).
+        self.transformer = transformer or Transformer(timeout=30.0)
         self.instance = instance
         # Topic → why it is reserved (None: it is not), computed once per topic, off the hot path.
         self._reserved: dict[str, str | None] = {}
@@ -128,6 +125,9 @@ class IngressHandler:
                     ingress, event_type, started, Answer(400, _text(f"invalid CloudEvent: {err}"))
                 )
             event_type = event.attributes["type"]
+            if ingress.transform is not None:
+                answer = await self.transformer.handle(ingress.transform, event)
+                return self._count(ingress, event_type, started, answer)
             if ingress.content_mode == "structured":
                 key_text = event.attributes.get("partitionkey")
                 key = key_text.encode() if key_text is not None else None

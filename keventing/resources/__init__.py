@@ -22,6 +22,7 @@ from keventing.resources.kafka import KafkaSink
 from keventing.resources.messaging import Channel, InMemoryChannel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
 from keventing.resources.sources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources.transforms import EventTransform
 
 __all__ = [
     "KINDS",
@@ -33,6 +34,7 @@ __all__ = [
     "ContainerSource",
     "DeliverySpec",
     "Destination",
+    "EventTransform",
     "EventType",
     "InMemoryChannel",
     "IntegrationSink",

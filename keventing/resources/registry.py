@@ -7,13 +7,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from keventing.nesting import nesting_exceeds
-from keventing.resources import eventing, eventtype, flows, integrations, kafka, messaging, sources
+from keventing.resources import (
+    eventing,
+    eventtype,
+    flows,
+    integrations,
+    kafka,
+    messaging,
+    sources,
+    transforms,
+)
 from keventing.resources.base import Resource, ResourceInvalid
 
 # Each resource module lists the kinds it defines in its own KINDS tuple.
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls
-    for module in (eventing, messaging, flows, kafka, sources, integrations, eventtype)
+    for module in (eventing, messaging, flows, kafka, sources, integrations, transforms, eventtype)
     for cls in module.KINDS
 }
 
