@@ -24,7 +24,7 @@ __all__ = ["app", "default_state_dir"]
 
 app = typer.Typer(
     name="cluster",
-    help="Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no nodes).",
+    help="Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), with --node a node.",
     no_args_is_help=True,
 )
 
@@ -67,10 +67,21 @@ def up(
             help="Run kube-controller-manager (ReplicaSets, garbage collection, ServiceAccounts).",
         ),
     ] = True,
+    node: Annotated[
+        bool,
+        typer.Option(
+            "--node",
+            help="Add a node that runs pods: kube-scheduler, containerd, kubelet, kube-proxy and a cluster DNS "
+            "(root; Debian's containerd, runc, catatonit, iptables, containernetworking-plugins).",
+        ),
+    ] = False,
 ) -> None:
     """Start the cluster in the background and print its kubeconfig path (last line)."""
     cluster = LocalCluster(
-        state_dir or default_state_dir(), controller_manager=controller_manager, progress=err_console.print
+        state_dir or default_state_dir(),
+        controller_manager=controller_manager,
+        node=node,
+        progress=err_console.print,
     )
     if running := cluster.running():
         err_console.print(
@@ -86,7 +97,8 @@ def up(
 
 @app.command()
 def down(state_dir: StateDirOption = None) -> None:
-    """Stop the cluster; no process is left behind. Its state dir is kept (``rm -r`` it to start afresh)."""
+    """Stop the cluster; no process (nor the node's network namespace) is left behind. Its state dir is kept
+    (``rm -r`` it to start afresh)."""
     cluster = _cluster(state_dir)
     try:
         cluster.stop()
