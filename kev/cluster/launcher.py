@@ -173,8 +173,9 @@ class LocalCluster:
         self._save(state)
         try:
             if self.node:
+                self._clear_stale_node()
                 self._say("setting up the node's network namespace…")
-                node_setup.network_up()
+                node_setup.network_up(self.state_dir)
                 node_setup.service_route_up(SERVICE_CIDR)
             self._launch("etcd", [str(binaries["etcd"]), *self._etcd_args(state)], state)
             self._wait("etcd", deadline, lambda: self._http_ok(f"http://{_HOST}:{state.etcd_port}/health"))
@@ -297,6 +298,17 @@ class LocalCluster:
             raise LocalClusterError(
                 "the pause image is built from Debian's static /usr/bin/catatonit: install it"
             )
+
+    def _clear_stale_node(self) -> None:
+        """Stop what is left of a node whose cluster died without `kev cluster down` (its processes are
+        gone, its network namespace is not); a node that still runs is left alone (network_up says so)."""
+        owner = node_setup.network_owner()
+        if owner is None or not (owner / _STATE_FILE).exists():
+            return
+        stale = LocalCluster(owner, toolchain=self.toolchain)
+        if not stale.running():
+            self._say(f"clearing the node a dead cluster in {owner} left behind…")
+            stale.stop()
 
     def _start_node(self, state: ClusterState, binaries: dict[str, Path], deadline: float) -> None:
         """kube-scheduler and the cluster DNS on the host; containerd, kubelet, kube-proxy in the node."""

@@ -109,13 +109,29 @@ def _in_node(*argv: str) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{NETNS}", *argv]
 
 
-def network_up() -> None:
+#: Names the state dir of the cluster whose node has the network namespace, so that a leftover of a cluster
+#: that died without `kev cluster down` can be recognised and cleared.
+OWNER_FILE = Path("/run/keventing-node.owner")
+
+
+def network_owner() -> Path | None:
+    """The state dir of the cluster that made the node's network namespace, if it exists."""
+    if not Path(f"/run/netns/{NETNS}").exists():
+        return None
+    try:
+        return Path(OWNER_FILE.read_text().strip())
+    except OSError:
+        return Path("(unknown: no owner file)")
+
+
+def network_up(owner: Path) -> None:
     """Create the node's network namespace, the veth pair and the routes (see the module docstring)."""
-    if Path(f"/run/netns/{NETNS}").exists():
+    if (other := network_owner()) is not None:
         raise NodeError(
-            f"the network namespace {NETNS} exists: another node runs on this machine "
-            f"(`kev cluster down` it, or `ip netns del {NETNS}` if it is a leftover)"
+            f"the network namespace {NETNS} exists: the node of the cluster in {other} runs on this machine "
+            f"(`kev cluster down --state-dir {other}` it, or `ip netns del {NETNS}` if it is a leftover)"
         )
+    OWNER_FILE.write_text(f"{owner}\n")
     steps = [
         (["ip", "netns", "add", NETNS], "creating the node's network namespace"),
         (
@@ -148,6 +164,7 @@ def network_down() -> None:
     """Delete the namespace (which deletes the veth pair and so the host's routes through it); idempotent."""
     if Path(f"/run/netns/{NETNS}").exists():
         _run(["ip", "netns", "del", NETNS], "deleting the node's network namespace")
+    OWNER_FILE.unlink(missing_ok=True)
     # If the namespace was deleted by hand, the host's end may still exist (deleting the namespace deletes it
     # too, a moment later: hence no error when it is already gone).
     subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True, check=False)

@@ -147,13 +147,26 @@ def install_args(image: str) -> list[str]:
     ]
 
 
+def test_the_chart_lints_strictly_and_its_schema_rejects_bad_values(cluster: Cluster) -> None:
+    cluster.helm("lint", "--strict", str(CHART))
+    typo = cluster.helm("lint", str(CHART), "--set", "recevier.replicas=2", check=False)
+    assert typo.returncode != 0 and "additional properties 'recevier' not allowed" in typo.stdout
+    wrong_type = cluster.helm("lint", str(CHART), "--set", "dispatcher.replicas=two", check=False)
+    assert wrong_type.returncode != 0 and "/dispatcher/replicas" in wrong_type.stdout
+
+
 def test_helm_install_waits_until_every_pod_is_ready(cluster: Cluster, images: dict[str, str]) -> None:
     started = time.monotonic()
-    cluster.helm(
+    installed = cluster.helm(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "--wait", "--timeout=5m",
         *install_args(images["keventing"]),
     )  # fmt: skip
     print(f"helm install --wait took {time.monotonic() - started:.1f} s")
+    # NOTES.txt tells a Kubernetes-mode user to kubectl-apply Knative YAML, with event-display as subscriber.
+    assert "kubectl wait --for=condition=Ready -n default broker/default" in installed.stdout
+    assert f"name: {RELEASE}-event-display, namespace: {NAMESPACE}" in installed.stdout
+    budgets = {pdb["metadata"]["name"] for pdb in cluster.get("pdb", "-n", NAMESPACE)["items"]}
+    assert budgets == {f"{RELEASE}-{name}" for name in ("receiver", "dispatcher", "controller")}
     for component in COMPONENTS:
         pods = cluster.pods(component)
         assert pods, f"no {component} pod"
@@ -319,5 +332,12 @@ def test_helm_uninstall_removes_everything_the_chart_created(cluster: Cluster) -
             left.append(found.strip())
     assert left == [], f"left behind by helm uninstall: {left}"
     wait_for(lambda: not cluster.get("pods", "-n", NAMESPACE)["items"], 90, "the release's pods to go")
+    assert not cluster.get("pdb", "-n", NAMESPACE)["items"]
+    # What the controller made at run time is not the chart's, and Helm leaves it: say what it is.
+    runtime = [
+        cluster.kubectl("get", "mutatingwebhookconfigurations", "-o", "name").stdout.split(),
+        cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split(),
+    ]
+    print(f"left by the controller at run time (not in the chart): {sum(runtime, [])}")
     # Helm never deletes the CRDs it installed from crds/ (the custom resources would go with them).
     assert cluster.kubectl("get", "crd", "brokers.eventing.knative.dev", "-o", "name").stdout.strip()
