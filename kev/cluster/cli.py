@@ -1,8 +1,9 @@
-"""``kev cluster up|down|status|kubectl|build``: a local Kubernetes control plane for development and tests.
+"""``kev cluster up|down|status|kubectl|import-image|build``: a local Kubernetes control plane for development and tests.
 
 ``up`` builds the binaries on first use and leaves the cluster running in the background (its files under
 ``--state-dir``, default ``$KEVENTING_CLUSTER_DIR`` or ``.kev/cluster``); its last output line is the
-kubeconfig path, so ``export KUBECONFIG=$(kev cluster up | tail -1)`` works.
+kubeconfig path, so ``export KUBECONFIG=$(kev cluster up | tail -1)`` works. ``up --node`` adds a node that
+runs pods, and ``import-image`` puts images on it.
 """
 
 from __future__ import annotations
@@ -136,6 +137,27 @@ def kubectl(
     sys.stdout.flush()
     # exec, not a child: kubectl gets the terminal, signals and exit code directly.
     os.execve(binary, [binary, *(args or [])], {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)})
+
+
+@app.command("import-image")
+def import_image(
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            help="A `docker save` / `podman save` archive.", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Import an image into the node's containerd (no registry: pods use it with imagePullPolicy Never)."""
+    cluster = _cluster(state_dir)
+    if not cluster.running():
+        raise _fail(f"no cluster running from {cluster.state_dir}: run `kev cluster up --node` first")
+    try:
+        cluster.import_image(archive.absolute())
+    except LocalClusterError as exc:
+        raise _fail(str(exc)) from exc
+    err_console.print(f"imported {archive}")
 
 
 @app.command()

@@ -371,7 +371,10 @@ class LocalCluster:
 
     @staticmethod
     def _mount_namespace_made(pid: int) -> bool:
-        return "python" in " ".join(_cmdline(pid) or [])
+        # nsenter execs unshare, which makes the namespace private and then execs python: only then is the
+        # process's own program (argv[0], not merely an argument) python.
+        argv = _cmdline(pid) or []
+        return bool(argv) and argv[0] == sys.executable and node_setup.in_own_mount_namespace(pid)
 
     def _node_ready(self, state: ClusterState) -> bool:
         request = urllib.request.Request(f"{state.server}/api/v1/nodes/{NODE_NAME}")

@@ -189,6 +189,9 @@ def mount_namespace_holder(python: str, marker: Path) -> list[str]:
 
 def bind_kubelet_sysctls(holder_pid: int, directory: Path) -> None:
     """Bind files holding :data:`KUBELET_SYSCTLS` over /proc/sys inside the holder's mount namespace."""
+    if not in_own_mount_namespace(holder_pid):
+        # Never in the host's: its /proc/sys would show (and the kubelet would write) our files.
+        raise NodeError(f"process {holder_pid} is not in a mount namespace of its own yet")
     directory.mkdir(parents=True, exist_ok=True)
     for key, value in KUBELET_SYSCTLS.items():
         source = directory / key.replace("/", ".")
@@ -204,6 +207,12 @@ def bind_kubelet_sysctls(holder_pid: int, directory: Path) -> None:
             ],
             f"binding {source} over /proc/sys/{key} for the kubelet",
         )
+
+
+def in_own_mount_namespace(pid: int) -> bool:
+    """Whether ``pid`` has left this process's mount namespace."""
+    theirs, ours = _namespace(pid, "mnt"), _namespace(os.getpid(), "mnt")
+    return theirs is not None and theirs != ours
 
 
 def in_node_namespaces(holder_pid: int, argv: Sequence[str]) -> list[str]:

@@ -174,7 +174,15 @@ def test_helm_install_waits_until_every_pod_is_ready(cluster: Cluster, images: d
         for pod in pods:
             container = pod["spec"]["containers"][0]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
-            assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, f"{component} restarted"
+            status = pod["status"]["containerStatuses"][0]
+            if status["restartCount"]:
+                name = pod["metadata"]["name"]
+                previous = cluster.kubectl(
+                    "logs", "-n", NAMESPACE, name, "--previous", "--tail=30", check=False
+                )
+                raise AssertionError(
+                    f"{name} restarted ({status.get('lastState')}); its previous log ends:\n{previous.stdout}"
+                )
 
 
 def test_the_quickstart_broker_and_trigger_become_ready_and_an_event_reaches_event_display(
@@ -322,7 +330,10 @@ def test_helm_uninstall_removes_everything_the_chart_created(cluster: Cluster) -
         "delete", "-n", "default", "trigger/event-display", "broker/default", "--timeout=90s", timeout=100
     )
     started = time.monotonic()
-    cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=3m")
+    uninstalled = cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=3m", check=False)
+    if uninstalled.returncode != 0:
+        state = cluster.kubectl("get", "all,pdb,sa,cm,role,rolebinding", "-n", NAMESPACE, "-o", "wide").stdout
+        raise AssertionError(f"helm uninstall failed:\n{uninstalled.stderr}\nleft in {NAMESPACE}:\n{state}")
     print(f"helm uninstall --wait took {time.monotonic() - started:.1f} s")
     left = []
     for kind, name in objects:
