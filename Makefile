@@ -23,10 +23,12 @@ demo: install
 test: install
 	$(BIN)/pytest -q -ra --durations=15
 
-# Containers for real (root; not part of `make test`): deploy/e2e/setup.sh installs podman and
-# docker-compose and builds the images locally, then tests/e2e runs docker-compose.yml against podman.
+# Containers for real (root; not part of `make test`): deploy/e2e/setup.sh installs podman, docker-compose and
+# containerd and builds the images locally, then tests/e2e runs docker-compose.yml against podman and installs
+# the Helm chart on a one-node cluster (`kev cluster up --node`; its binaries are cluster-tools').
 e2e: install
 	bash deploy/e2e/setup.sh
+	$(BIN)/python -m kev.cluster.toolchain build
 	$(BIN)/pytest -q -rA --durations=10 tests/e2e
 
 test-unit: install
@@ -63,7 +65,8 @@ kafka-start: install
 kafka-stop: install
 	$(BIN)/kev kafka stop
 
-# Builds and caches etcd, kube-apiserver, kube-controller-manager, kubectl and helm (slow the first time).
+# Builds and caches etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl
+# and helm (slow the first time).
 cluster-tools: install
 	$(BIN)/python -m kev.cluster.toolchain build
 

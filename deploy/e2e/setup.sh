@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares everything `make e2e` needs on a machine without Docker or a registry (needs root):
-#   - Debian's podman, buildah, runc, debootstrap and docker-compose (installed once),
+#   - Debian's podman, buildah, runc, debootstrap and docker-compose, and for the Helm tests' node containerd,
+#     catatonit, iptables and containernetworking-plugins (installed once),
 #   - a containers.conf that works in this sandbox (runc, ulimits the sandbox can grant),
 #   - localhost/keventing-base:bookworm: a debootstrap'd Debian bookworm with python3 and venv (cached as a
 #     tarball, so a wiped podman store re-imports it in seconds),
@@ -30,14 +31,18 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# podman & co. build and run the images; containerd, catatonit (the pause image), iptables and the CNI plugins
+# make the node of tests/e2e/test_helm.py (`kev cluster up --node`).
 missing=()
-for cmd in podman buildah runc debootstrap docker-compose; do
+for cmd in podman buildah runc debootstrap docker-compose containerd catatonit iptables; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")
 done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} from Debian…"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap docker-compose >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap docker-compose \
+    containerd catatonit iptables containernetworking-plugins >/dev/null
   took "installed"
 fi
 

@@ -1,8 +1,9 @@
-"""``kev cluster up|down|status|kubectl|build``: a local Kubernetes control plane for development and tests.
+"""``kev cluster up|down|status|kubectl|import-image|build``: a local Kubernetes control plane for development and tests.
 
 ``up`` builds the binaries on first use and leaves the cluster running in the background (its files under
 ``--state-dir``, default ``$KEVENTING_CLUSTER_DIR`` or ``.kev/cluster``); its last output line is the
-kubeconfig path, so ``export KUBECONFIG=$(kev cluster up | tail -1)`` works.
+kubeconfig path, so ``export KUBECONFIG=$(kev cluster up | tail -1)`` works. ``up --node`` adds a node that
+runs pods, and ``import-image`` puts images on it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["app", "default_state_dir"]
 
 app = typer.Typer(
     name="cluster",
-    help="Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no nodes).",
+    help="Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), with --node a node.",
     no_args_is_help=True,
 )
 
@@ -67,10 +68,21 @@ def up(
             help="Run kube-controller-manager (ReplicaSets, garbage collection, ServiceAccounts).",
         ),
     ] = True,
+    node: Annotated[
+        bool,
+        typer.Option(
+            "--node",
+            help="Add a node that runs pods: kube-scheduler, containerd, kubelet, kube-proxy and a cluster DNS "
+            "(root; Debian's containerd, runc, catatonit, iptables, containernetworking-plugins).",
+        ),
+    ] = False,
 ) -> None:
     """Start the cluster in the background and print its kubeconfig path (last line)."""
     cluster = LocalCluster(
-        state_dir or default_state_dir(), controller_manager=controller_manager, progress=err_console.print
+        state_dir or default_state_dir(),
+        controller_manager=controller_manager,
+        node=node,
+        progress=err_console.print,
     )
     if running := cluster.running():
         err_console.print(
@@ -86,7 +98,8 @@ def up(
 
 @app.command()
 def down(state_dir: StateDirOption = None) -> None:
-    """Stop the cluster; no process is left behind. Its state dir is kept (``rm -r`` it to start afresh)."""
+    """Stop the cluster; no process (nor the node's network namespace) is left behind. Its state dir is kept
+    (``rm -r`` it to start afresh)."""
     cluster = _cluster(state_dir)
     try:
         cluster.stop()
@@ -124,6 +137,27 @@ def kubectl(
     sys.stdout.flush()
     # exec, not a child: kubectl gets the terminal, signals and exit code directly.
     os.execve(binary, [binary, *(args or [])], {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)})
+
+
+@app.command("import-image")
+def import_image(
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            help="A `docker save` / `podman save` archive.", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Import an image into the node's containerd (no registry: pods use it with imagePullPolicy Never)."""
+    cluster = _cluster(state_dir)
+    if not cluster.running():
+        raise _fail(f"no cluster running from {cluster.state_dir}: run `kev cluster up --node` first")
+    try:
+        cluster.import_image(archive.absolute())
+    except LocalClusterError as exc:
+        raise _fail(str(exc)) from exc
+    err_console.print(f"imported {archive}")
 
 
 @app.command()

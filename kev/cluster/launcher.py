@@ -4,8 +4,10 @@
 binaries from the cached :class:`~kev.cluster.toolchain.Toolchain`, free ports, a scratch state dir holding
 the PKI, the etcd data, one log per component, a kubeconfig and ``cluster.json`` (ports and pids). Each
 component runs in its own session, so a cluster outlives the process that started it (``kev cluster up``)
-and another process can stop it from the state dir alone (``kev cluster down``). There is no kubelet:
-Deployments get ReplicaSets and Pods, but the Pods stay Pending.
+and another process can stop it from the state dir alone (``kev cluster down``). Without a node,
+Deployments get ReplicaSets and Pods, but the Pods stay Pending; ``node=True`` (root only) adds
+kube-scheduler, a one-node data plane (containerd, kubelet, kube-proxy: :mod:`kev.cluster.node`) and a
+cluster DNS for Service names (:mod:`kev.cluster.dns`), so pods run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -24,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kev.cluster import node as node_setup
+from kev.cluster.node import HOST_IP, NODE_IP, NODE_NAME, NodeError, NodeLayout
 from kev.cluster.pki import ClusterPKI, PKIError, kubeconfig, make_pki, write_kubeconfig
 from kev.cluster.toolchain import Toolchain, ToolchainError
 
@@ -37,6 +42,8 @@ SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR is the `kubernetes`
 _HOST = "127.0.0.1"
 _STATE_FILE = "cluster.json"
 _STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+#: The node's processes whose mount namespace the pods' shims share.
+_NODE_NAMESPACE_HOLDERS = ("node-namespaces", "containerd")
 
 Progress = Callable[[str], None]
 
@@ -53,6 +60,8 @@ class ClusterState:
     etcd_port: int
     kubeconfig: str
     pids: dict[str, int] = field(default_factory=dict)
+    #: Whether the cluster has its node (then the network namespace must go with it).
+    node: bool = False
 
     @property
     def server(self) -> str:
@@ -68,11 +77,15 @@ class LocalCluster:
         *,
         toolchain: Toolchain | None = None,
         controller_manager: bool = True,
+        node: bool = False,
         progress: Progress | None = None,
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="keventing-cluster-")).absolute()
         self.toolchain = toolchain or Toolchain()
-        self.controller_manager = controller_manager
+        # A node needs ReplicaSets and ServiceAccounts, so it implies the controller manager.
+        self.controller_manager = controller_manager or node
+        self.node = node
+        self.layout = NodeLayout(self.state_dir)
         self._progress = progress
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -131,25 +144,39 @@ class LocalCluster:
         """
         if self.running():
             raise LocalClusterError(f"a cluster already runs from {self.state_dir}: stop it first")
+        if self.node:
+            self._check_node_prerequisites()
         try:
             binaries = {name: self.toolchain.binary(name) for name in self._components()}
             binaries["kubectl"] = self.toolchain.binary("kubectl")
+            if self.node:
+                for name in ("kubelet", "kube-proxy"):
+                    binaries[name] = self.toolchain.binary(name)
         except ToolchainError as exc:
             raise LocalClusterError(f"the cluster's binaries are not available: {exc}") from exc
         started = time.monotonic()
         deadline = started + timeout
         try:
-            pki = make_pki(self.pki.directory, service_ip=SERVICE_IP)
+            pki = make_pki(self.pki.directory, service_ip=SERVICE_IP, host_ips=[HOST_IP])
         except PKIError as exc:
             raise LocalClusterError(str(exc)) from exc
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         state = ClusterState(
-            apiserver_port=free_port(), etcd_port=free_port(), kubeconfig=str(self.kubeconfig_path)
+            apiserver_port=free_port(),
+            etcd_port=free_port(),
+            kubeconfig=str(self.kubeconfig_path),
+            node=self.node,
         )
         write_kubeconfig(
             self.kubeconfig_path, kubeconfig(server=state.server, ca_cert=pki.ca_cert, token=pki.admin_token)
         )
+        self._save(state)
         try:
+            if self.node:
+                self._clear_stale_node()
+                self._say("setting up the node's network namespace…")
+                node_setup.network_up(self.state_dir)
+                node_setup.service_route_up(SERVICE_CIDR)
             self._launch("etcd", [str(binaries["etcd"]), *self._etcd_args(state)], state)
             self._wait("etcd", deadline, lambda: self._http_ok(f"http://{_HOST}:{state.etcd_port}/health"))
             self._launch(
@@ -167,11 +194,23 @@ class LocalCluster:
                         f"{state.server}/api/v1/namespaces/default/serviceaccounts/default", pki
                     ),
                 )
+            if self.node:
+                self._start_node(state, binaries, deadline)
         except BaseException:
             self.stop()
             raise
         self._say(f"cluster ready in {time.monotonic() - started:.1f} s at {state.server}")
         return state
+
+    def import_image(self, archive: Path) -> None:
+        """Import a ``docker save`` / ``podman save`` archive into the node's containerd (there is no
+        registry: pods use it with ``imagePullPolicy: Never`` or ``IfNotPresent``)."""
+        if not (self.state() or ClusterState(0, 0, "")).node:
+            raise LocalClusterError(f"the cluster in {self.state_dir} has no node to import images into")
+        try:
+            node_setup.import_image(self.layout.containerd_socket, archive)
+        except NodeError as exc:
+            raise LocalClusterError(str(exc)) from exc
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL after a grace period); idempotent."""
@@ -187,8 +226,19 @@ class LocalCluster:
                 continue
             if proc is None and not self._ours(pid):
                 continue
+            if name == "containerd":
+                # The kubelet is gone, so nothing restarts the pods: kill their shims and containers,
+                # which left containerd's process group but not its mount namespace.
+                alive = [p for n, p in pids.items() if n in _NODE_NAMESPACE_HOLDERS and self._ours(p)]
+                node_setup.kill_pod_processes(alive)
             self._terminate(pid, proc)
         self._procs.clear()
+        if state is not None and state.node:
+            try:
+                node_setup.network_down()
+            except NodeError as exc:
+                raise LocalClusterError(str(exc)) from exc
+            node_setup.remove_pod_cgroups()
         if state is not None:
             state.pids = {}
             self._save(state)
@@ -229,7 +279,113 @@ class LocalCluster:
 
     def _components(self) -> list[str]:
         names = ["etcd", "kube-apiserver"]
-        return [*names, "kube-controller-manager"] if self.controller_manager else names
+        if self.controller_manager:
+            names.append("kube-controller-manager")
+        if self.node:
+            names.append("kube-scheduler")
+        return names
+
+    def _check_node_prerequisites(self) -> None:
+        if os.geteuid() != 0:
+            raise LocalClusterError("a cluster with a node needs root (network namespaces, mounts, iptables)")
+        if missing := node_setup.missing_node_programs():
+            raise LocalClusterError(
+                f"a node needs {', '.join(missing)}: apt-get install containerd runc catatonit iptables "
+                "containernetworking-plugins"
+            )
+        catatonit = Path("/usr/bin/catatonit")
+        if not catatonit.exists():
+            raise LocalClusterError(
+                "the pause image is built from Debian's static /usr/bin/catatonit: install it"
+            )
+
+    def _clear_stale_node(self) -> None:
+        """Stop what is left of a node whose cluster died without `kev cluster down` (its processes are
+        gone, its network namespace is not); a node that still runs is left alone (network_up says so)."""
+        owner = node_setup.network_owner()
+        if owner is None or not (owner / _STATE_FILE).exists():
+            return
+        stale = LocalCluster(owner, toolchain=self.toolchain)
+        if not stale.running():
+            self._say(f"clearing the node a dead cluster in {owner} left behind…")
+            stale.stop()
+
+    def _start_node(self, state: ClusterState, binaries: dict[str, Path], deadline: float) -> None:
+        """kube-scheduler and the cluster DNS on the host; containerd, kubelet, kube-proxy in the node."""
+        pki, layout = self.pki, self.layout
+        node_server = f"https://{HOST_IP}:{state.apiserver_port}"
+        layout.write(dns_ip=HOST_IP)
+        write_kubeconfig(
+            layout.kubeconfig, kubeconfig(server=node_server, ca_cert=pki.ca_cert, token=pki.admin_token)
+        )
+        config = str(self.kubeconfig_path)
+        self._launch(
+            "kube-scheduler",
+            [
+                str(binaries["kube-scheduler"]),
+                f"--kubeconfig={config}",
+                f"--authentication-kubeconfig={config}",
+                f"--authorization-kubeconfig={config}",
+                f"--bind-address={_HOST}",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+            state,
+        )
+        self._launch(
+            "cluster-dns",
+            [sys.executable, "-m", "kev.cluster.dns", f"--listen={HOST_IP}:53", f"--kubeconfig={config}"],
+            state,
+        )
+        holder_argv = node_setup.mount_namespace_holder(sys.executable, layout.home)
+        self._launch("node-namespaces", holder_argv, state)
+        holder = state.pids["node-namespaces"]
+        # unshare has made the namespace once the holder runs python (until then it is unshare's own).
+        self._wait("node-namespaces", deadline, lambda: self._mount_namespace_made(holder))
+        try:
+            node_setup.bind_kubelet_sysctls(holder, layout.sysctls)
+        except NodeError as exc:
+            raise LocalClusterError(str(exc)) from exc
+        containerd = ["containerd", "--config", str(layout.containerd_config)]
+        self._launch("containerd", node_setup.in_node_namespaces(holder, containerd), state)
+        self._wait("containerd", deadline, lambda: layout.containerd_socket.exists())
+        archive = node_setup.pause_image_archive(Path("/usr/bin/catatonit"), layout.home / "pause.tar")
+        try:
+            node_setup.import_image(layout.containerd_socket, archive)
+        except NodeError as exc:
+            raise LocalClusterError(str(exc)) from exc
+        kubelet = [
+            str(binaries["kubelet"]),
+            f"--config={layout.kubelet_config}",
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--root-dir={layout.home / 'kubelet'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_IP}",
+            "--v=1",
+        ]
+        self._launch("kubelet", node_setup.in_node_namespaces(holder, kubelet), state)
+        proxy = [str(binaries["kube-proxy"]), f"--config={layout.kube_proxy_config}", "--v=1"]
+        self._launch("kube-proxy", node_setup.in_node_network(proxy), state)
+        self._wait("kubelet", deadline, lambda: self._node_ready(state))
+
+    @staticmethod
+    def _mount_namespace_made(pid: int) -> bool:
+        # nsenter execs unshare, which makes the namespace private and then execs python: only then is the
+        # process's own program (argv[0], not merely an argument) python.
+        argv = _cmdline(pid) or []
+        return bool(argv) and argv[0] == sys.executable and node_setup.in_own_mount_namespace(pid)
+
+    def _node_ready(self, state: ClusterState) -> bool:
+        request = urllib.request.Request(f"{state.server}/api/v1/nodes/{NODE_NAME}")
+        request.add_header("Authorization", f"Bearer {self.pki.admin_token}")
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as response:
+                conditions = json.load(response).get("status", {}).get("conditions", [])
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def _etcd_args(self, state: ClusterState) -> list[str]:
         client = f"http://{_HOST}:{state.etcd_port}"
@@ -249,9 +405,17 @@ class LocalCluster:
 
     def _apiserver_args(self, state: ClusterState) -> list[str]:
         pki = self.pki
+        # With a node, the apiserver must be reachable from the node's network namespace too (HOST_IP), and
+        # the `kubernetes` Service points there.
+        bind = (
+            ["--bind-address=0.0.0.0", f"--advertise-address={HOST_IP}"]
+            if state.node
+            else [f"--bind-address={_HOST}"]
+        )
         return [
             f"--etcd-servers=http://{_HOST}:{state.etcd_port}",
-            f"--bind-address={_HOST}",
+            *bind,
+            "--kubelet-preferred-address-types=InternalIP",
             f"--secure-port={state.apiserver_port}",
             f"--cert-dir={pki.directory}",
             f"--tls-cert-file={pki.serving_cert}",

@@ -74,11 +74,13 @@ class ClusterPKI:
         return self.token_file.read_text().split(",", 1)[0]
 
 
-def serving_sans(service_ip: str) -> list[str]:
-    """Names the apiserver answers to: loopback for us, the in-cluster names and ClusterIP for pods."""
+def serving_sans(service_ip: str, host_ips: Sequence[str] = ()) -> list[str]:
+    """Names the apiserver answers to: loopback for us, the in-cluster names and ClusterIP for pods, and
+    ``host_ips`` (the address a node reaches it on)."""
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names.append("kubernetes.default.svc.cluster.local")
-    return [f"DNS:{name}" for name in names] + ["IP:127.0.0.1", f"IP:{service_ip}"]
+    ips = ["127.0.0.1", service_ip, *host_ips]
+    return [f"DNS:{name}" for name in names] + [f"IP:{ip}" for ip in ips]
 
 
 def kubeconfig(*, server: str, ca_cert: Path, token: str, name: str = "keventing-test") -> dict[str, Any]:
@@ -102,7 +104,7 @@ def _openssl(args: Sequence[str], cwd: Path) -> None:
         raise PKIError(f"`openssl {' '.join(args)}` failed: {done.stderr.strip()}")
 
 
-def make_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
+def make_pki(directory: Path, *, service_ip: str, host_ips: Sequence[str] = ()) -> ClusterPKI:
     """Create the cluster's credentials in ``directory`` unless they exist already (restarts keep them)."""
     pki = ClusterPKI(directory)
     if pki.token_file.exists():
@@ -131,7 +133,7 @@ def make_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
         directory,
     )
     (directory / "apiserver.ext").write_text(
-        f"subjectAltName={','.join(serving_sans(service_ip))}\n"
+        f"subjectAltName={','.join(serving_sans(service_ip, host_ips))}\n"
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
     _openssl(

@@ -1,9 +1,9 @@
-"""Build and cache the test cluster's binaries (etcd, Kubernetes control plane, kubectl, Helm) from Go sources.
+"""Build and cache the test cluster's binaries (etcd, Kubernetes control plane and node, kubectl, Helm) from Go.
 
 Nothing is downloaded as a release archive: every binary is compiled from the Go module proxy at a pinned
 version, once, into the user's cache dir (like the embedded Kafka's jars)::
 
-    <cache>/kubernetes/v1.34.4/bin/{kube-apiserver,kube-controller-manager,kubectl}
+    <cache>/kubernetes/v1.34.4/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}
     <cache>/etcd/v3.5.21/bin/etcd
     <cache>/helm/v3.19.5/bin/helm
 
@@ -45,7 +45,15 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.5.21"
 HELM_VERSION = "v3.19.5"
 
-KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kubectl")
+#: The control plane, the node (``kev cluster up --node``: scheduler, kubelet, kube-proxy) and kubectl.
+KUBERNETES_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
 #: Knative Eventing's Go module (Knative 1.20): its CRDs, for the tests that keventing works with them.
 KNATIVE_EVENTING_MODULE = "knative.dev/eventing"
 KNATIVE_EVENTING_VERSION = "v0.47.0"
@@ -313,7 +321,10 @@ class Toolchain:
         )
         tool.bin_dir.mkdir(parents=True, exist_ok=True)
         ldflags = version_ldflags(tool.version)
-        for name in tool.binaries:
+        # A binary is renamed into place only once built, so one that exists is complete: a cache built
+        # before a binary joined the list (the node's) builds just the new ones.
+        for name in [name for name in tool.binaries if not tool.path(name).exists()]:
+            partial = tool.path(name).with_suffix(".partial")
             self._go(
                 [
                     "build",
@@ -321,13 +332,14 @@ class Toolchain:
                     "-ldflags",
                     ldflags,
                     "-o",
-                    str(tool.path(name)),
+                    str(partial),
                     f"k8s.io/kubernetes/cmd/{name}",
                 ],
                 cwd=src,
                 step=f"building {name} {tool.version} (first time, several minutes)",
                 log=logs / f"{name}.log",
             )
+            partial.rename(tool.path(name))
 
     def _module_go_mod(self, module: str, cwd: Path, logs: Path) -> Path:
         """Download ``module@version`` from the proxy and return its go.mod file."""

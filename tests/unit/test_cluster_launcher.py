@@ -46,3 +46,13 @@ def test_a_component_that_never_gets_ready_is_stopped(tmp_path: Path) -> None:
     with pytest.raises(LocalClusterError, match="etcd did not become ready in time"):
         cluster.start(timeout=1)
     assert cluster.running() == {}
+
+
+def test_a_node_needs_root_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    cluster = LocalCluster(
+        tmp_path / "state", node=True, toolchain=_fake_toolchain(tmp_path / "cache", "exit 0")
+    )
+    with pytest.raises(LocalClusterError, match="a cluster with a node needs root"):
+        cluster.start(timeout=5)
+    assert cluster.running() == {}
