@@ -273,10 +273,14 @@ def _reconcile_subscription(
     if not status.ready or channel is None or delivery is None:
         return status, channel, None
     ident = identity(subscription)
+    topic = naming.channel_topic(channel.namespace, channel.name, channel.KIND)
+    group = naming.subscription_group(channel.namespace, channel.name, ident["uid"])
+    # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
+    status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
     egress = Egress(
         **ident,
-        topics=(naming.channel_topic(channel.namespace, channel.name, channel.KIND),),
-        consumer_group=naming.subscription_group(channel.namespace, channel.name, ident["uid"]),
+        topics=(topic,),
+        consumer_group=group,
         # Without a subscriber the egress forwards every event to the reply (no Prefer: reply).
         destination=physical.subscriberUri,
         reply=Reply(strategy="url", url=physical.replyUri)

@@ -80,10 +80,17 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
     if isinstance(resource, Subscription):
         channel = resource.spec.channel.name
         uid = resource.metadata.uid or str(resource.key)
-        # A Channel's Subscriptions read its backing KafkaChannel's topic.
-        kind = resource.spec.channel.kind
-        topic = naming.channel_topic(namespace, channel, kind)
-        return [(naming.subscription_group(namespace, channel, uid), topic)]
+        # The controller says which (a Channel's Subscriptions read its backing channel's topic, of the kind
+        # its template names); a status from before it said so: the channel kind the Subscription names.
+        annotations = resource.status.annotations or {}
+        return [
+            (
+                annotations.get(naming.GROUP_ANNOTATION)
+                or naming.subscription_group(namespace, channel, uid),
+                annotations.get(naming.TOPIC_ANNOTATION)
+                or naming.channel_topic(namespace, channel, resource.spec.channel.kind),
+            )
+        ]
     if isinstance(resource, Sequence | Parallel):
         placements = []
         for child in await store.list(Subscription.KIND, namespace):
