@@ -23,6 +23,7 @@ from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import start_producer
 from keventing.topics import egress_reserved_reason
+from keventing.tracing import Tracing
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -34,8 +35,9 @@ class Running:
 
 
 class DispatcherManager:
-    def __init__(self, settings: DispatcherSettings) -> None:
+    def __init__(self, settings: DispatcherSettings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.running: dict[str, Running] = {}
         # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
         self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
@@ -72,6 +74,8 @@ class DispatcherManager:
             if self.producer is not None:
                 await self.producer.stop()
             await session.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # exports the spans still queued
 
     async def _produce(
         self, topic: str, key: bytes | None, headers: events.KafkaHeaders, value: bytes | None
@@ -98,7 +102,12 @@ class DispatcherManager:
             assert self.post is not None and self.replies is not None
             metrics = METRICS.for_egress(egress)
             dispatcher = RecordDispatcher(
-                egress, self.post, self.replies, metrics, self.settings.default_timeout_seconds
+                egress,
+                self.post,
+                self.replies,
+                metrics,
+                self.settings.default_timeout_seconds,
+                tracing=self.tracing,
             )
             consumer = EgressConsumer(
                 egress,

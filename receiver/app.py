@@ -20,6 +20,7 @@ from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import MAX_REQUEST_SIZE, start_producer
 from keventing.ops import ops_app
+from keventing.tracing import Tracing
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
 from receiver.metrics import IngressMetrics
@@ -40,8 +41,14 @@ OPTIONS_HEADERS = [
 
 
 class ReceiverApp:
-    def __init__(self, settings: ReceiverSettings, metrics: IngressMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        metrics: IngressMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.table = IngressTable()
         metrics = metrics or IngressMetrics.of()
         self.contract: ContractFollower[Ingress] = ContractFollower(
@@ -61,6 +68,7 @@ class ReceiverApp:
             max_record_bytes=MAX_REQUEST_SIZE,
             on_event=self.event_types.observe,
             instance=settings.instance,
+            tracing=tracing,
         )
         self.ops = ops_app(self.ready)
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,6 +158,8 @@ class ReceiverApp:
                             await self.producer.stop()
                     except TimeoutError:
                         log.warning("the Kafka producer did not stop in time: records not yet sent are lost")
+                if self.tracing is not None:
+                    self.tracing.shutdown()  # exports the spans still queued
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

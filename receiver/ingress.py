@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 
 from keventing import events
+from keventing import tracing as trace_context
 from keventing.contract import Ingress
 from keventing.topics import reserved_reason
 from receiver.metrics import IngressMetrics
@@ -82,8 +84,10 @@ class IngressHandler:
         on_event: Callable[[Ingress, events.Event], None] | None = None,
         max_record_bytes: int | None = None,
         instance: str = "keventing",
+        tracing: trace_context.Tracing | None = None,
     ) -> None:
         self.table = table
+        self.tracing = tracing  # None: off, only a sender's trace context is carried through
         self.instance = instance
         # Topic → why it is reserved (None: it is not), computed once per topic, off the hot path.
         self._reserved: dict[str, str | None] = {}
@@ -134,6 +138,13 @@ class IngressHandler:
                 value: bytes | None = events.to_structured_json(event)
             else:
                 key, record_headers, value = events.to_kafka_binary(event)
+            span = None
+            carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
+            if self.tracing is not None and not self.tracing.passes_through(carried):
+                span = self._start_span(ingress, event, carried)
+                carried = self.tracing.headers(span)
+            if carried is not None:
+                record_headers.extend(trace_context.record_headers(carried))
             if self.max_record_bytes is not None:
                 size = record_bytes(key, value, record_headers)
                 if size > self.max_record_bytes:
@@ -141,32 +152,62 @@ class IngressHandler:
                         f"the event would be a Kafka record of {size} bytes (attributes included), "
                         f"larger than the limit of {self.max_record_bytes} bytes"
                     )
+                    if span is not None:
+                        _end_span(span, 413)
                     return self._count(ingress, event_type, started, Answer(413, _text(message)))
-            try:
-                await self.produce(ingress.topic, key, value, record_headers)
-            except MessageSizeTooLargeError:
-                return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
-            except NotConnected as err:
-                return self._count(ingress, event_type, started, self.unavailable(str(err)))
-            except (TimeoutError, KafkaError) as err:
-                log.warning(
-                    "Kafka did not acknowledge the event",
-                    extra={
-                        "topic": ingress.topic,
-                        "error": repr(err),
-                        "event_id": event.attributes.get("id"),
-                    },
-                )
-                message = (
-                    f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
-                )
-                return self._count(ingress, event_type, started, self.unavailable(message))
+            failure = await self._store(ingress, event, key, value, record_headers)
+            if span is not None:
+                _end_span(span, (failure or ACCEPTED).status)
+            if failure is not None:
+                return self._count(ingress, event_type, started, failure)
             if self.on_event is not None:
                 self.on_event(ingress, event)
             return self._count(ingress, event_type, started, ACCEPTED)
         except Exception:  # never answer 202 for something that went wrong
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
+
+    async def _store(
+        self,
+        ingress: Ingress,
+        event: events.Event,
+        key: bytes | None,
+        value: bytes | None,
+        record_headers: list[tuple[str, bytes]],
+    ) -> Answer | None:
+        """Produce the record; None once Kafka acknowledged it, else the answer saying why not."""
+        try:
+            await self.produce(ingress.topic, key, value, record_headers)
+        except MessageSizeTooLargeError:
+            return too_large(self.max_event_bytes)
+        except NotConnected as err:
+            return self.unavailable(str(err))
+        except (TimeoutError, KafkaError) as err:
+            log.warning(
+                "Kafka did not acknowledge the event",
+                extra={"topic": ingress.topic, "error": repr(err), "event_id": event.attributes.get("id")},
+            )
+            message = f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
+            return self.unavailable(message)
+        return None
+
+    def _start_span(
+        self, ingress: Ingress, event: events.Event, carried: trace_context.TraceHeaders | None
+    ) -> Span:
+        assert self.tracing is not None
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": ingress.topic,
+            "keventing.ingress": ingress.id,
+            "k8s.namespace.name": ingress.namespace,
+            "cloudevents.event_id": event.attributes["id"],
+            "cloudevents.event_type": event.attributes["type"],
+            "cloudevents.event_source": event.attributes["source"],
+        }
+        return self.tracing.start(
+            f"ingress {ingress.namespace}/{ingress.name}", carried, SpanKind.PRODUCER, attributes
+        )
 
     def unavailable(self, message: str) -> Answer:
         """503 with Retry-After: a state the client should wait out (starting, Kafka away)."""
@@ -186,6 +227,13 @@ class IngressHandler:
         children[0].inc()
         children[1].observe((time.perf_counter() - started) * 1000)
         return answer
+
+
+def _end_span(span: Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+    span.end()
 
 
 def too_large(limit: int) -> Answer:
