@@ -120,7 +120,7 @@ def from_env(service_name: str, environ: Mapping[str, str] | None = None) -> Tra
     if not exporters:
         return None
     resource = Resource.create()
-    if resource.attributes.get(SERVICE_NAME, "unknown_service") == "unknown_service":
+    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
     for exporter in exporters:
