@@ -18,13 +18,13 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
@@ -83,6 +83,9 @@ class Tracing:
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer("keventing")
+        self.sampler = provider.sampler
+        ids = provider.id_generator
+        self.ids = ids if isinstance(ids, _PresetIds) else None
         # A parent-based sampler keeps a sender's "not sampled": such a context is passed through as is.
         self.parent_based = isinstance(provider.sampler, ParentBased)
 
@@ -93,14 +96,30 @@ class Tracing:
         kind: SpanKind,
         attributes: Mapping[str, Any] | None = None,
     ) -> Span:
-        context = parent if isinstance(parent, Context) or parent is None else _PROPAGATOR.extract(parent)
-        return self.tracer.start_span(name, context=context or Context(), kind=kind, attributes=attributes)
+        if parent is None:
+            context = Context()  # a new trace, never whatever happens to be the current context
+            if self.ids is not None:
+                # The root's sampling decision first: a trace sampled out costs an id, not a whole span.
+                trace_id = self.ids.random.generate_trace_id()
+                if not self.sampler.should_sample(context, trace_id, name, kind).decision.is_sampled():
+                    span_id = self.ids.random.generate_span_id()
+                    return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False))
+                self.ids.preset = trace_id  # the same trace id, so that the same decision is made again
+        elif isinstance(parent, Context):
+            context = parent
+        else:
+            context = _PROPAGATOR.extract(parent)
+        span = self.tracer.start_span(name, context=context, kind=kind)
+        if attributes and span.is_recording():  # a sampled-out span is given nothing
+            span.set_attributes(attributes)
+        return span
 
     def headers(self, span: Span) -> TraceHeaders:
-        """The context to send on behalf of ``span``: its traceparent (and the parent's tracestate)."""
-        carrier: TraceHeaders = {}
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-        return carrier
+        """The context to send on behalf of ``span``: its traceparent (and the trace's tracestate)."""
+        context = span.get_span_context()
+        parent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        state = context.trace_state.to_header() if context.trace_state else ""
+        return {TRACEPARENT: parent, TRACESTATE: state} if state else {TRACEPARENT: parent}
 
     def passes_through(self, carried: TraceHeaders | None) -> bool:
         """A sender's context marked not sampled under a parent-based sampler: no span, nothing changed."""
@@ -108,6 +127,29 @@ class Tracing:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+class _PresetIds(IdGenerator):
+    """Random ids, but the next trace id may be chosen beforehand (:meth:`Tracing.start`'s root decision).
+    Spans start on the event loop's thread only, so the preset is never taken by another span."""
+
+    def __init__(self) -> None:
+        self.random = RandomIdGenerator()
+        self.preset: int | None = None
+
+    def generate_span_id(self) -> int:
+        return self.random.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        if self.preset is not None:
+            trace_id, self.preset = self.preset, None
+            return trace_id
+        return self.random.generate_trace_id()
+
+
+def new_provider(resource: Resource | None = None, sampler: Sampler | None = None) -> TracerProvider:
+    """A TracerProvider whose sampled-out roots :class:`Tracing` can skip (``sampler`` None: from the env)."""
+    return TracerProvider(sampler=sampler, resource=resource or Resource.create(), id_generator=_PresetIds())
 
 
 def from_env(service_name: str, environ: Mapping[str, str] | None = None) -> Tracing | None:
@@ -122,7 +164,7 @@ def from_env(service_name: str, environ: Mapping[str, str] | None = None) -> Tra
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
+    provider = new_provider(resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return Tracing(provider)

@@ -195,19 +195,22 @@ class IngressHandler:
         self, ingress: Ingress, event: events.Event, carried: trace_context.TraceHeaders | None
     ) -> Span:
         assert self.tracing is not None
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": ingress.topic,
-            "keventing.ingress": ingress.id,
-            "k8s.namespace.name": ingress.namespace,
-            "cloudevents.event_id": event.attributes["id"],
-            "cloudevents.event_type": event.attributes["type"],
-            "cloudevents.event_source": event.attributes["source"],
-        }
-        return self.tracing.start(
-            f"ingress {ingress.namespace}/{ingress.name}", carried, SpanKind.PRODUCER, attributes
+        span = self.tracing.start(f"ingress {ingress.namespace}/{ingress.name}", carried, SpanKind.PRODUCER)
+        if not span.is_recording():
+            return span  # sampled out: nothing more to spend on it
+        span.set_attributes(
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": ingress.topic,
+                "keventing.ingress": ingress.id,
+                "k8s.namespace.name": ingress.namespace,
+                "cloudevents.event_id": event.attributes["id"],
+                "cloudevents.event_type": event.attributes["type"],
+                "cloudevents.event_source": event.attributes["source"],
+            }
         )
+        return span
 
     def unavailable(self, message: str) -> Answer:
         """503 with Retry-After: a state the client should wait out (starting, Kafka away)."""
