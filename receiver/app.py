@@ -69,6 +69,7 @@ class ReceiverApp:
             on_event=self.event_types.observe,
             instance=settings.instance,
             tracing=tracing,
+            event_type_label=settings.metrics_event_type,
         )
         self.ops = ops_app(self.ready)
         self._tasks: list[asyncio.Task[None]] = []

@@ -85,6 +85,7 @@ class IngressHandler:
         max_record_bytes: int | None = None,
         instance: str = "keventing",
         tracing: trace_context.Tracing | None = None,
+        event_type_label: bool = True,
     ) -> None:
         self.table = table
         self.tracing = tracing  # None: off, only a sender's trace context is carried through
@@ -99,7 +100,8 @@ class IngressHandler:
         self.max_record_bytes = max_record_bytes
         self.on_event = on_event
         self.metrics = metrics
-        self._metrics: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self._metrics: dict[tuple[str, str, str, int], tuple[Counter, Histogram, Histogram]] = {}
+        self.event_type_label = event_type_label  # False: "" (the cardinality of event types is not wanted)
 
     def lookup(self, path: str) -> Ingress | None:
         return self.table.by_path.get(path.rstrip("/") or "/")
@@ -217,18 +219,24 @@ class IngressHandler:
         return Answer(503, _text(message), (("retry-after", self.retry_after),))
 
     def _count(self, ingress: Ingress, event_type: str, started: float, answer: Answer) -> Answer:
+        if not self.event_type_label:
+            event_type = ""
         key = (ingress.namespace, ingress.name, event_type, answer.status)
         children = self._metrics.get(key)
         if children is None:
             # Looking labelled children up costs more than updating them: once per label set, not per event.
             code = answer.status
             labels = (ingress.namespace, ingress.name, event_type, str(code), f"{code // 100}xx", "")
+            kn_labels = (ingress.namespace, ingress.name, ingress.topic, event_type, str(code))
             children = self._metrics[key] = (
                 self.metrics.event_count.labels(*labels),
                 self.metrics.event_dispatch_latencies.labels(*labels),
+                self.metrics.kn_dispatch_duration.labels(*kn_labels),
             )
+        elapsed = time.perf_counter() - started
         children[0].inc()
-        children[1].observe((time.perf_counter() - started) * 1000)
+        children[1].observe(elapsed * 1000)
+        children[2].observe(elapsed)
         return answer
 
 

@@ -1,5 +1,6 @@
-"""Tracing across Kafka on the real stack: W3C trace context from a sender through the receiver, Kafka and
-the dispatcher to subscribers, replies and the dead-letter sink, and the spans at a real OTLP/HTTP receiver.
+"""Observability on the real stack: W3C trace context from a sender through the receiver, Kafka and the
+dispatcher to subscribers, replies and the dead-letter sink, the spans at a real OTLP/HTTP receiver, and
+Knative's metric names on the services' own /metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, trigger_doc
@@ -20,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from prometheus_client.parser import text_string_to_metric_families
 
 from kev.kafka.embedded import free_port
 from kev.stack import Stack
@@ -118,6 +121,7 @@ def traced_kev(kafka: str, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPath
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.endpoint,
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "KEVENTING_METRICS_EVENT_TYPE": "false",
         },
     )
     stack.start_all(("controller", "receiver", "dispatcher"))
@@ -385,3 +389,76 @@ def test_without_tracing_a_senders_context_passes_through_unchanged_and_none_is_
 
 def _binary(event_id: str, type_: str) -> dict[str, str]:
     return {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": type_, "ce-source": "/tests"}
+
+
+def _samples(url: str, name: str) -> list[dict[str, str]]:
+    """The label sets of the samples called ``name`` that a service's /metrics serves."""
+    text = httpx.get(url, timeout=10).text
+    return [dict(s.labels) for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+
+
+def test_knative_metric_names_and_labels_are_served_beside_keventings(
+    kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    kev.apply(broker_doc("default", ns), trigger_doc("t", ns, "default", sink.url(f"{ns}/metrics")))
+    kev.wait_ready("Trigger", "t", ns)
+    assert kev.send(ns, "default", "m-1", "order.created").status_code == 202
+    sink.wait_for(f"{ns}/metrics", 1)
+    receiver = f"http://127.0.0.1:{kev.stack.receiver_port}/metrics"
+    ingress = _samples(receiver, "kn_eventing_dispatch_duration_seconds_count")
+    mine = [s for s in ingress if s["kn_broker_namespace"] == ns]
+    assert mine == [
+        {
+            "kn_broker_namespace": ns,
+            "kn_broker_name": "default",
+            "messaging_destination_name": mine[0]["messaging_destination_name"],
+            "cloudevents_type": "order.created",
+            "http_response_status_code": "202",
+        }
+    ]
+    assert mine[0]["messaging_destination_name"]  # the Broker's topic
+    assert any(
+        s["namespace_name"] == ns for s in _samples(receiver, "event_count_total")
+    )  # keventing's own too
+    dispatcher = f"http://127.0.0.1:{kev.stack.dispatcher_port}/metrics"
+
+    def dispatched() -> list[dict[str, str]]:
+        found = _samples(dispatcher, "kn_eventing_dispatch_duration_seconds_count")
+        return [s for s in found if s["messaging_destination_name"] == f"trigger:{ns}/t"]
+
+    assert kev.wait_for(dispatched, what="kn_eventing_dispatch_duration_seconds") == [
+        {
+            "messaging_destination_name": f"trigger:{ns}/t",
+            "cloudevents_type": "order.created",
+            "http_response_status_code": "202",
+        }
+    ]
+    processed = _samples(dispatcher, "kn_eventing_process_duration_seconds_count")
+    assert {"messaging_destination_name": f"trigger:{ns}/t", "cloudevents_type": "order.created"} in processed
+    lag = _samples(dispatcher, "keventing_consumer_lag")
+    assert any(s["namespace_name"] == ns and s["kind"] == "Trigger" and s["name"] == "t" for s in lag)
+
+
+def test_the_event_type_label_can_be_dropped(traced_kev: Kev, sink: RecordingSink, ns: str) -> None:
+    kev = traced_kev  # its services run with KEVENTING_METRICS_EVENT_TYPE=false
+    kev.apply(broker_doc("default", ns), trigger_doc("t", ns, "default", sink.url(f"{ns}/typeless")))
+    kev.wait_ready("Trigger", "t", ns)
+    for n, type_ in enumerate(("a.one", "b.two", "c.three")):
+        assert kev.send(ns, "default", f"x-{n}", type_).status_code == 202
+    sink.wait_for(f"{ns}/typeless", 3)
+    receiver = f"http://127.0.0.1:{kev.stack.receiver_port}/metrics"
+    ingress = [s for s in _samples(receiver, "event_count_total") if s["namespace_name"] == ns]
+    assert [s["event_type"] for s in ingress] == [""]
+    kn = [
+        s
+        for s in _samples(receiver, "kn_eventing_dispatch_duration_seconds_count")
+        if s["kn_broker_namespace"] == ns
+    ]
+    assert [s["cloudevents_type"] for s in kn] == [""]
+    dispatcher = f"http://127.0.0.1:{kev.stack.dispatcher_port}/metrics"
+
+    def dispatched() -> list[dict[str, str]]:
+        found = _samples(dispatcher, "kn_eventing_dispatch_duration_seconds_count")
+        return [s for s in found if s["messaging_destination_name"] == f"trigger:{ns}/t"]
+
+    assert [s["cloudevents_type"] for s in kev.wait_for(dispatched, what="dispatch duration")] == [""]
