@@ -145,10 +145,6 @@ class RecordDispatcher:
 
     async def _dispatch(self, event: events.Event, failed: int, on_failure: OnFailure | None) -> Outcome:
         started = self.clock()
-        timestamp = event.meta.get("timestamp")
-        event_type = event.attributes.get("type", "")
-        if isinstance(timestamp, int) and timestamp > 0:
-            self.metrics.kn_process(event_type).observe(max(0.0, self.wall_clock() - timestamp / 1000))
         send = lambda retry: self._deliver_once(event, retry)  # noqa: E731
         if failed > self.egress.delivery.retry:  # every attempt was made before a restart
             attempts = failed
@@ -161,10 +157,8 @@ class RecordDispatcher:
             if not last.ok:  # the common case skips this
                 attempts, last = await self._retrying(send, True, 1, last, on_failure)
         count, latency = self.metrics.by_code(last.code)
-        elapsed = self.clock() - started
         count.inc()
-        latency.observe(elapsed * 1000)
-        self.metrics.kn_dispatch(last.code, event_type).observe(elapsed)
+        latency.observe((self.clock() - started) * 1000)
         if last.ok:
             outcome = Outcome("delivered", attempts, last)
         else:
@@ -179,6 +173,7 @@ class RecordDispatcher:
                 },
             )
             outcome = await self._give_up(event, attempts, last)
+        timestamp = event.meta.get("timestamp")
         if isinstance(timestamp, int) and timestamp > 0:
             self.metrics.processing.observe(max(0, self.wall_clock() * 1000 - timestamp))
         return outcome

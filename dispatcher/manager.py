@@ -100,7 +100,7 @@ class DispatcherManager:
             await self._stop(key)
         if egress is not None:
             assert self.post is not None and self.replies is not None
-            metrics = METRICS.for_egress(egress, self.settings.metrics_event_type)
+            metrics = METRICS.for_egress(egress)
             dispatcher = RecordDispatcher(
                 egress,
                 self.post,

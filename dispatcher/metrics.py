@@ -6,14 +6,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from keventing.contract import Egress
+from keventing.metrics import SecondsView
 
 _EGRESS = ["namespace_name", "kind", "name"]
-# Knative's OpenTelemetry attribute names, as Prometheus renders them; the destination is "<kind>:<ns>/<name>".
-_KN = ["messaging_destination_name", "cloudevents_type"]
-_SECONDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 120)
 
 
 class DispatcherMetrics:
@@ -27,7 +27,7 @@ class DispatcherMetrics:
         self.event_dispatch_latencies = Histogram(
             "event_dispatch_latencies",
             "Time spent dispatching an event to a subscriber, in milliseconds",
-            [*_EGRESS, "response_code_class"],
+            [*_EGRESS, "response_code", "response_code_class"],
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000),
             registry=registry,
         )
@@ -72,39 +72,32 @@ class DispatcherMetrics:
             registry=registry,
         )
 
-        # OpenTelemetry's kn.eventing.dispatch.duration and kn.eventing.process.duration (unit s).
-        self.kn_dispatch_duration = Histogram(
-            "kn_eventing_dispatch_duration_seconds",
-            "The duration to dispatch the event, retries included",
-            [*_KN, "http_response_status_code"],
-            buckets=_SECONDS,
-            registry=registry,
-        )
-        self.kn_process_duration = Histogram(
-            "kn_eventing_process_duration_seconds",
-            "The duration of processing an event before dispatching it: from its arrival on Kafka",
-            _KN,
-            buckets=_SECONDS,
-            registry=registry,
+        registry.register(
+            SecondsView(
+                self.event_dispatch_latencies.collect,
+                "event_dispatch_latencies",
+                "kn_eventing_dispatch_duration_seconds",
+                "The duration to dispatch the event, retries included",
+                _knative_labels,
+            )
         )
 
-    def for_egress(self, egress: Egress, event_type_label: bool = True) -> EgressMetrics:
-        return EgressMetrics(self, (egress.namespace, egress.kind, egress.name), event_type_label)
+    def for_egress(self, egress: Egress) -> EgressMetrics:
+        return EgressMetrics(self, (egress.namespace, egress.kind, egress.name))
+
+
+def _knative_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Knative's attributes: the destination as "<kind>:<namespace>/<name>", the HTTP status code."""
+    destination = f"{labels['kind'].lower()}:{labels['namespace_name']}/{labels['name']}"
+    return {"messaging_destination_name": destination, "http_response_status_code": labels["response_code"]}
 
 
 class EgressMetrics:
     """One egress's series. Children are looked up once: labels() per event costs more than the filter."""
 
-    def __init__(
-        self, families: DispatcherMetrics, labels: tuple[str, str, str], event_type_label: bool = True
-    ) -> None:
+    def __init__(self, families: DispatcherMetrics, labels: tuple[str, str, str]) -> None:
         self.families = families
         self.labels = labels
-        namespace, kind, name = labels
-        self.destination = f"{kind.lower()}:{namespace}/{name}"
-        self.event_type_label = event_type_label  # False: "" (the cardinality of event types is not wanted)
-        self._kn_dispatch: dict[tuple[int, str], Histogram] = {}
-        self._kn_process: dict[str, Histogram] = {}
         self.filtered = families.filtered.labels(*labels)
         self.in_flight = families.in_flight.labels(*labels)
         self.retries = families.retries.labels(*labels)
@@ -118,30 +111,10 @@ class EgressMetrics:
             text = str(code)
             children = (
                 self.families.event_count.labels(*self.labels, text, f"{text[0]}xx"),
-                self.families.event_dispatch_latencies.labels(*self.labels, f"{text[0]}xx"),
+                self.families.event_dispatch_latencies.labels(*self.labels, text, f"{text[0]}xx"),
             )
             self._by_code[code] = children
         return children
-
-    def kn_dispatch(self, code: int, event_type: str) -> Histogram:
-        if not self.event_type_label:
-            event_type = ""
-        child = self._kn_dispatch.get((code, event_type))
-        if child is None:
-            child = self._kn_dispatch[(code, event_type)] = self.families.kn_dispatch_duration.labels(
-                self.destination, event_type, str(code)
-            )
-        return child
-
-    def kn_process(self, event_type: str) -> Histogram:
-        if not self.event_type_label:
-            event_type = ""
-        child = self._kn_process.get(event_type)
-        if child is None:
-            child = self._kn_process[event_type] = self.families.kn_process_duration.labels(
-                self.destination, event_type
-            )
-        return child
 
     # Rare outcomes: their series appear only once something happened.
     def dead_lettered(self) -> Counter:

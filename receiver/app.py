@@ -23,7 +23,7 @@ from keventing.ops import ops_app
 from keventing.tracing import Tracing
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
-from receiver.metrics import IngressMetrics
+from receiver.metrics import IngressMetrics, knative_view
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -210,7 +210,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 async def _respond_metrics(send: Send) -> None:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    workers = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(knative_view(workers.collect))
     body = generate_latest(registry)
     headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
