@@ -21,6 +21,7 @@ from keventing import events
 from keventing import tracing as trace_context
 from keventing.contract import Ingress
 from keventing.topics import reserved_reason
+from keventing.tracing import TRACEPARENT
 from receiver.metrics import IngressMetrics
 
 log = logging.getLogger("keventing.receiver")
@@ -141,7 +142,9 @@ class IngressHandler:
             else:
                 key, record_headers, value = events.to_kafka_binary(event)
             span = None
-            carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
+            carried = None
+            if TRACEPARENT in headers or TRACEPARENT in event.attributes:  # no call when there is none
+                carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
             if self.tracing is not None and not self.tracing.passes_through(carried):
                 span = self._start_span(ingress, event, carried)
                 carried = self.tracing.headers(span)
