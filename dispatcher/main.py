@@ -16,6 +16,10 @@ async def run(settings: DispatcherSettings) -> None:
 
 
 def main() -> None:
+    try:
+        tracing.check_env()
+    except tracing.TracingConfigError as err:
+        raise SystemExit(f"kev dispatcher: {err}") from None
     settings = DispatcherSettings()
     logs.setup("dispatcher", settings.log_level, settings.log_format)
     run_forever(lambda: run(settings))

@@ -158,7 +158,7 @@ def from_env(service_name: str, environ: Mapping[str, str] | None = None) -> Tra
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "none").split(",") if n.strip()]
-    exporters = [_exporter(name, env) for name in names if name != "none"]
+    exporters = [e for e in (_exporter(name, env) for name in names if name != "none") if e is not None]
     if not exporters:
         return None
     resource = Resource.create()
@@ -170,7 +170,16 @@ def from_env(service_name: str, environ: Mapping[str, str] | None = None) -> Tra
     return Tracing(provider)
 
 
-def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
+def check_env(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`TracingConfigError` for OTEL_* settings keventing cannot honour, before serving."""
+    env = os.environ if environ is None else environ
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "none").split(",") if n.strip()]
+    for name in names:
+        if name not in ("none", "console"):
+            _exporter(name, env, build=False)
+
+
+def _exporter(name: str, env: Mapping[str, str], build: bool = True) -> SpanExporter | None:
     if name == "console":
         return ConsoleSpanExporter()
     if name != "otlp":
@@ -183,6 +192,8 @@ def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
             f"OTLP protocol {protocol!r} is not supported: keventing exports OTLP over HTTP "
             "(set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and the collector's HTTP port, usually 4318)"
         )
+    if not build:
+        return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()

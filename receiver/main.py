@@ -58,6 +58,10 @@ def multiprocess_metrics(settings: ReceiverSettings) -> Iterator[None]:
 
 
 def main() -> None:
+    try:
+        tracing.check_env()
+    except tracing.TracingConfigError as err:
+        raise SystemExit(f"kev receiver: {err}") from None
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
     with multiprocess_metrics(settings):

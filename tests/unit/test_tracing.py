@@ -33,6 +33,9 @@ def test_an_unsupported_exporter_or_protocol_is_refused_with_what_to_set() -> No
         tracing.from_env("svc", {"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(TracingConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"):
         tracing.from_env("svc", {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    with pytest.raises(TracingConfigError, match="grpc"):  # the services check before they serve
+        tracing.check_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
+    tracing.check_env({"OTEL_TRACES_EXPORTER": "otlp,console"})
 
 
 def test_the_service_name_defaults_to_the_service_and_otel_service_name_wins(
