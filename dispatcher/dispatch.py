@@ -114,6 +114,8 @@ class RecordDispatcher:
                 span.set_attribute("cloudevents.event_type", event.attributes.get("type", ""))
                 if span.is_recording():
                     event.meta["span"] = trace.set_span_in_context(span)
+                elif carried is None:  # a new trace, sampled out: passed on as such, not decided again
+                    event.meta["trace"] = tracing.headers(span)
         finally:
             span.end()
         return event

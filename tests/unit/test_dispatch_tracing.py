@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import ConsumerRecord
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from prometheus_client import CollectorRegistry
 
 from dispatcher.dispatch import RecordDispatcher
@@ -118,3 +118,15 @@ async def test_without_tracing_the_records_context_goes_to_subscriber_and_dead_l
     assert plain is not None and "trace" not in plain.meta
     await dispatcher.dispatch(plain)
     assert all("traceparent" not in headers for _, headers, _, _ in post.requests[2:])
+
+
+async def test_a_record_without_context_whose_new_trace_is_sampled_out_passes_that_decision_on() -> None:
+    dispatcher, post, _, exporter = _dispatcher({}, True)
+    assert dispatcher.tracing is not None
+    dispatcher.tracing.sampler = ParentBased(ALWAYS_OFF)
+    event = dispatcher.select(_record(None))
+    assert event is not None
+    await dispatcher.dispatch(event)
+    assert exporter.get_finished_spans() == ()
+    [(_, headers, _, _)] = post.requests
+    assert headers["traceparent"].endswith("-00")
