@@ -14,6 +14,7 @@ from aiokafka import ConsumerRecord
 from dispatcher import kafkasource
 from keventing import events
 from keventing.contract import Egress
+from keventing.tracing import from_record
 
 Decoder = Callable[[ConsumerRecord], events.Event | None]
 Accepts = Callable[[Mapping[str, str]], bool]
@@ -43,13 +44,22 @@ def decode_cloudevent(record: ConsumerRecord) -> events.Event | None:
     headers = record.headers or ()
     attributes = events.attributes_from_kafka(headers)
     if "specversion" in attributes:
-        return events.Event(attributes, record.value or None, {"timestamp": record.timestamp})
+        return events.Event(attributes, record.value or None, _meta(record))
     try:
         event = events.from_kafka(headers, record.value)  # structured mode
     except events.InvalidEvent:
         return None
-    event.meta["timestamp"] = record.timestamp
+    event.meta = _meta(record)
     return event
+
+
+def _meta(record: ConsumerRecord) -> dict[str, object]:
+    """The record's timestamp, and the trace context it carries (``trace``) when it carries one."""
+    meta: dict[str, object] = {"timestamp": record.timestamp}
+    carried = from_record(record.headers or ())
+    if carried is not None:
+        meta["trace"] = carried
+    return meta
 
 
 def record_selector(egress: Egress, accepts: Accepts) -> Decoder:
@@ -71,6 +81,6 @@ def record_selector(egress: Egress, accepts: Accepts) -> Decoder:
             return select(record)  # structured mode, or no CloudEvent at all
         if not accepts(attributes):
             return None
-        return events.Event(attributes, record.value or None, {"timestamp": record.timestamp})
+        return events.Event(attributes, record.value or None, _meta(record))
 
     return select_cloudevent

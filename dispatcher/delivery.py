@@ -12,6 +12,7 @@ from dispatcher.backoff import backoff_seconds, retry_after_seconds
 from dispatcher.transport import Post, TransportError
 from keventing import events
 from keventing.contract import DeliveryPolicy
+from keventing.tracing import TraceHeaders
 
 RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
@@ -52,15 +53,19 @@ async def send_event(
     timeout: float | None,
     prefer_reply: bool,
     structured: bool = False,
+    trace: TraceHeaders | None = None,
 ) -> Attempt:
     """POST ``event`` in binary mode, or ``structured`` (the JSON event format: DeliverySpec ``format:
-    json``); with ``prefer_reply`` a 2xx carrying an event is read as the reply."""
+    json``); with ``prefer_reply`` a 2xx carrying an event is read as the reply. ``trace``: the
+    traceparent/tracestate headers to send."""
     if structured:
         headers, body = {"content-type": events.STRUCTURED_JSON}, events.to_structured_json(event)
     else:
         headers, body = events.to_http_binary(event)
     if prefer_reply:
         headers["prefer"] = "reply"
+    if trace is not None:
+        headers.update(trace)
     try:
         response = await post.post(url, headers, body, timeout)
     except TransportError as err:

@@ -6,16 +6,20 @@ import asyncio
 
 from dispatcher.manager import DispatcherManager
 from dispatcher.settings import DispatcherSettings
-from keventing import logs
+from keventing import logs, tracing
 from keventing.ops import ops_app, run_forever, serve
 
 
 async def run(settings: DispatcherSettings) -> None:
-    manager = DispatcherManager(settings)
+    manager = DispatcherManager(settings, tracing.from_env("keventing-dispatcher"))
     await asyncio.gather(manager.run(), serve(ops_app(manager.ready), settings.http_host, settings.http_port))
 
 
 def main() -> None:
+    try:
+        tracing.check_env()
+    except tracing.TracingConfigError as err:
+        raise SystemExit(f"kev dispatcher: {err}") from None
     settings = DispatcherSettings()
     logs.setup("dispatcher", settings.log_level, settings.log_format)
     run_forever(lambda: run(settings))

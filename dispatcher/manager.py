@@ -27,6 +27,7 @@ from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.topics import egress_reserved_reason
+from keventing.tracing import Tracing
 
 log = logging.getLogger("keventing.dispatcher")
 
@@ -38,8 +39,9 @@ class Running:
 
 
 class DispatcherManager:
-    def __init__(self, settings: DispatcherSettings) -> None:
+    def __init__(self, settings: DispatcherSettings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.running: dict[str, Running] = {}
         # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
         self.contract: ContractFollower[ContractEntry] = ContractFollower(lambda entry: entry, self._on_entry)
@@ -75,6 +77,8 @@ class DispatcherManager:
             )
             await self.producers.stop()
             await session.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # exports the spans still queued
 
     async def _produce(
         self,
@@ -116,7 +120,12 @@ class DispatcherManager:
                 functools.partial(self._produce, egress.connection), self.post, self.event_types.observe_reply
             )
             dispatcher = RecordDispatcher(
-                egress, self.post, replies, metrics, self.settings.default_timeout_seconds
+                egress,
+                self.post,
+                replies,
+                metrics,
+                self.settings.default_timeout_seconds,
+                tracing=self.tracing,
             )
             consumer = EgressConsumer(
                 egress,

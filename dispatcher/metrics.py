@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from keventing.contract import Egress
+from keventing.metrics import SecondsView
 
 _EGRESS = ["namespace_name", "kind", "name"]
 
@@ -24,7 +27,7 @@ class DispatcherMetrics:
         self.event_dispatch_latencies = Histogram(
             "event_dispatch_latencies",
             "Time spent dispatching an event to a subscriber, in milliseconds",
-            [*_EGRESS, "response_code_class"],
+            [*_EGRESS, "response_code", "response_code_class"],
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000),
             registry=registry,
         )
@@ -69,8 +72,24 @@ class DispatcherMetrics:
             registry=registry,
         )
 
+        registry.register(
+            SecondsView(
+                self.event_dispatch_latencies.collect,
+                "event_dispatch_latencies",
+                "kn_eventing_dispatch_duration_seconds",
+                "The duration to dispatch the event, retries included",
+                _knative_labels,
+            )
+        )
+
     def for_egress(self, egress: Egress) -> EgressMetrics:
         return EgressMetrics(self, (egress.namespace, egress.kind, egress.name))
+
+
+def _knative_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Knative's attributes: the destination as "<kind>:<namespace>/<name>", the HTTP status code."""
+    destination = f"{labels['kind'].lower()}:{labels['namespace_name']}/{labels['name']}"
+    return {"messaging_destination_name": destination, "http_response_status_code": labels["response_code"]}
 
 
 class EgressMetrics:
@@ -92,7 +111,7 @@ class EgressMetrics:
             text = str(code)
             children = (
                 self.families.event_count.labels(*self.labels, text, f"{text[0]}xx"),
-                self.families.event_dispatch_latencies.labels(*self.labels, f"{text[0]}xx"),
+                self.families.event_dispatch_latencies.labels(*self.labels, text, f"{text[0]}xx"),
             )
             self._by_code[code] = children
         return children

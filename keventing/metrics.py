@@ -7,9 +7,12 @@ served process shares the default registry and a test can use a private one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import ClassVar, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 
 class MetricSet:
@@ -26,3 +29,47 @@ class MetricSet:
             metrics = MetricSet._registered[key] = cls(registry)
         assert isinstance(metrics, cls)
         return metrics
+
+
+class SecondsView:
+    """A millisecond histogram served again under Knative's OpenTelemetry name, in seconds, with Knative's
+    attribute names as labels (``kn.eventing.dispatch.duration`` → ``kn_eventing_dispatch_duration_seconds``).
+
+    Derived when Prometheus scrapes, from the same buckets: nothing more is observed per event. ``labels``
+    maps a source sample's labels to the view's; it must keep every source series distinct.
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Metric]],
+        source_name: str,
+        name: str,
+        documentation: str,
+        labels: Callable[[Mapping[str, str]], dict[str, str]],
+    ) -> None:
+        self.source = source
+        self.source_name = source_name
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> Iterator[Metric]:
+        view = Metric(self.name, self.documentation, "histogram")
+        for family in self.source():
+            if family.name != self.source_name:
+                continue
+            for sample in family.samples:
+                suffix = sample.name[len(family.name) :]
+                if suffix not in ("_bucket", "_sum", "_count"):
+                    continue  # _created: Knative's has none
+                labels = self.labels(sample.labels)
+                value = sample.value
+                if suffix == "_bucket":
+                    labels["le"] = floatToGoString(float(sample.labels["le"]) / 1000)
+                elif suffix == "_sum":
+                    value /= 1000
+                view.add_sample(self.name + suffix, labels, value)
+        yield view

@@ -41,6 +41,8 @@ class CommonSettings(BaseSettings):
     eventtype_max_total: int = Field(default=10000, ge=0, alias="KEVENTING_EVENTTYPE_MAX_TOTAL")
     eventtype_create_rate: float = Field(default=50.0, gt=0, alias="KEVENTING_EVENTTYPE_CREATE_RATE")
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
+    # false: metrics record the event type as "" (one series per resource and code, whatever the types).
+    metrics_event_type: bool = Field(default=True, alias="KEVENTING_METRICS_EVENT_TYPE")
 
     @functools.cached_property
     def kafka_connection(self) -> KafkaConnection:

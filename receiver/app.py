@@ -22,9 +22,10 @@ from keventing.kafka.client import MAX_REQUEST_SIZE
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.ops import ops_app
+from keventing.tracing import Tracing
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
-from receiver.metrics import IngressMetrics
+from receiver.metrics import IngressMetrics, knative_view
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -42,8 +43,14 @@ OPTIONS_HEADERS = [
 
 
 class ReceiverApp:
-    def __init__(self, settings: ReceiverSettings, metrics: IngressMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        metrics: IngressMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.table = IngressTable()
         metrics = metrics or IngressMetrics.of()
         self.contract: ContractFollower[Ingress] = ContractFollower(
@@ -67,6 +74,8 @@ class ReceiverApp:
             max_record_bytes=MAX_REQUEST_SIZE,
             on_event=self.event_types.observe,
             instance=settings.instance,
+            tracing=tracing,
+            event_type_label=settings.metrics_event_type,
         )
         self.ops = ops_app(self.ready)
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,6 +173,8 @@ class ReceiverApp:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self.producers.stop(self.settings.shutdown_timeout_seconds)
+                if self.tracing is not None:
+                    self.tracing.shutdown()  # exports the spans still queued
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -210,7 +221,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 async def _respond_metrics(send: Send) -> None:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    workers = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(knative_view(workers.collect))
     body = generate_latest(registry)
     headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

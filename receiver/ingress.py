@@ -13,11 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 
 from keventing import events
+from keventing import tracing as trace_context
 from keventing.contract import Ingress
 from keventing.topics import reserved_reason
+from keventing.tracing import TRACEPARENT
 from receiver.answer import Answer
 from receiver.metrics import IngressMetrics
 from receiver.transform import Transformer
@@ -77,9 +80,12 @@ class IngressHandler:
         on_event: Callable[[Ingress, events.Event], None] | None = None,
         max_record_bytes: int | None = None,
         instance: str = "keventing",
+        tracing: trace_context.Tracing | None = None,
+        event_type_label: bool = True,
         transformer: Transformer | None = None,
     ) -> None:
         self.table = table
+        self.tracing = tracing  # None: off, only a sender's trace context is carried through
         # EventTransforms: answered by transforming, never produced (their ingress has no topic).
         self.transformer = transformer or Transformer(timeout=30.0)
         self.instance = instance
@@ -94,6 +100,7 @@ class IngressHandler:
         self.on_event = on_event
         self.metrics = metrics
         self._metrics: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self.event_type_label = event_type_label  # False: "" (the cardinality of event types is not wanted)
 
     def lookup(self, path: str) -> Ingress | None:
         return self.table.by_path.get(path.rstrip("/") or "/")
@@ -135,6 +142,15 @@ class IngressHandler:
                 value: bytes | None = events.to_structured_json(event)
             else:
                 key, record_headers, value = events.to_kafka_binary(event)
+            span = None
+            carried = None
+            if TRACEPARENT in headers or TRACEPARENT in event.attributes:  # no call when there is none
+                carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
+            if self.tracing is not None and not self.tracing.passes_through(carried):
+                span = self._start_span(ingress, event, carried)
+                carried = self.tracing.headers(span)
+            if carried is not None:
+                record_headers.extend(trace_context.record_headers(carried))
             if self.max_record_bytes is not None:
                 size = record_bytes(key, value, record_headers)
                 if size > self.max_record_bytes:
@@ -142,32 +158,14 @@ class IngressHandler:
                         f"the event would be a Kafka record of {size} bytes (attributes included), "
                         f"larger than the limit of {self.max_record_bytes} bytes"
                     )
+                    if span is not None:
+                        _end_span(span, 413)
                     return self._count(ingress, event_type, started, Answer(413, _text(message)))
-            try:
-                await self.produce(ingress, key, value, record_headers)
-            except MessageSizeTooLargeError:
-                # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which
-                # may be below the receiver's: say whose limit it was.
-                message = (
-                    f"Kafka refused the event as too large for topic {ingress.topic} "
-                    f"(its max.message.bytes, or the producer's request limit); nothing was stored"
-                )
-                return self._count(ingress, event_type, started, Answer(413, _text(message)))
-            except NotConnected as err:
-                return self._count(ingress, event_type, started, self.unavailable(str(err)))
-            except (TimeoutError, KafkaError) as err:
-                log.warning(
-                    "Kafka did not acknowledge the event",
-                    extra={
-                        "topic": ingress.topic,
-                        "error": repr(err),
-                        "event_id": event.attributes.get("id"),
-                    },
-                )
-                message = (
-                    f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
-                )
-                return self._count(ingress, event_type, started, self.unavailable(message))
+            failure = await self._store(ingress, event, key, value, record_headers)
+            if span is not None:
+                _end_span(span, (failure or ACCEPTED).status)
+            if failure is not None:
+                return self._count(ingress, event_type, started, failure)
             if self.on_event is not None:
                 self.on_event(ingress, event)
             return self._count(ingress, event_type, started, ACCEPTED)
@@ -175,11 +173,64 @@ class IngressHandler:
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
 
+    async def _store(
+        self,
+        ingress: Ingress,
+        event: events.Event,
+        key: bytes | None,
+        value: bytes | None,
+        record_headers: list[tuple[str, bytes]],
+    ) -> Answer | None:
+        """Produce the record; None once Kafka acknowledged it, else the answer saying why not."""
+        try:
+            await self.produce(ingress, key, value, record_headers)
+        except MessageSizeTooLargeError:
+            # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which may be
+            # below the receiver's: say whose limit it was.
+            message = (
+                f"Kafka refused the event as too large for topic {ingress.topic} "
+                f"(its max.message.bytes, or the producer's request limit); nothing was stored"
+            )
+            return Answer(413, _text(message))
+        except NotConnected as err:
+            return self.unavailable(str(err))
+        except (TimeoutError, KafkaError) as err:
+            log.warning(
+                "Kafka did not acknowledge the event",
+                extra={"topic": ingress.topic, "error": repr(err), "event_id": event.attributes.get("id")},
+            )
+            message = f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
+            return self.unavailable(message)
+        return None
+
+    def _start_span(
+        self, ingress: Ingress, event: events.Event, carried: trace_context.TraceHeaders | None
+    ) -> Span:
+        assert self.tracing is not None
+        span = self.tracing.start(f"ingress {ingress.namespace}/{ingress.name}", carried, SpanKind.PRODUCER)
+        if not span.is_recording():
+            return span  # sampled out: nothing more to spend on it
+        span.set_attributes(
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": ingress.topic,
+                "keventing.ingress": ingress.id,
+                "k8s.namespace.name": ingress.namespace,
+                "cloudevents.event_id": event.attributes["id"],
+                "cloudevents.event_type": event.attributes["type"],
+                "cloudevents.event_source": event.attributes["source"],
+            }
+        )
+        return span
+
     def unavailable(self, message: str) -> Answer:
         """503 with Retry-After: a state the client should wait out (starting, Kafka away)."""
         return Answer(503, _text(message), (("retry-after", self.retry_after),))
 
     def _count(self, ingress: Ingress, event_type: str, started: float, answer: Answer) -> Answer:
+        if not self.event_type_label:
+            event_type = ""
         key = (ingress.namespace, ingress.name, event_type, answer.status)
         children = self._metrics.get(key)
         if children is None:
@@ -193,6 +244,13 @@ class IngressHandler:
         children[0].inc()
         children[1].observe((time.perf_counter() - started) * 1000)
         return answer
+
+
+def _end_span(span: Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+    span.end()
 
 
 def too_large(limit: int) -> Answer:

@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from keventing import logs
+from keventing import logs, tracing
 from receiver.app import ReceiverApp
 from receiver.protocol import IngressProtocol
 from receiver.settings import ReceiverSettings
@@ -21,7 +21,7 @@ def create_app() -> ReceiverApp:
     """App factory, so that each uvicorn worker process builds its own producer and contract follower."""
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
-    return ReceiverApp(settings)
+    return ReceiverApp(settings, tracing=tracing.from_env("keventing-receiver"))
 
 
 def uvicorn_options(settings: ReceiverSettings) -> dict[str, Any]:
@@ -58,6 +58,10 @@ def multiprocess_metrics(settings: ReceiverSettings) -> Iterator[None]:
 
 
 def main() -> None:
+    try:
+        tracing.check_env()
+    except tracing.TracingConfigError as err:
+        raise SystemExit(f"kev receiver: {err}") from None
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
     with multiprocess_metrics(settings):

@@ -1,10 +1,14 @@
-"""Knative's broker-ingress metrics: event_count and event_dispatch_latencies (milliseconds)."""
+"""Knative's broker-ingress metrics: event_count and event_dispatch_latencies (milliseconds), and the same
+latencies as Knative's current OpenTelemetry metric, kn.eventing.dispatch.duration (seconds)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable, Iterable, Mapping
 
-from keventing.metrics import MetricSet
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+
+from keventing.metrics import MetricSet, SecondsView
 
 LABELS = [
     "namespace_name",
@@ -29,3 +33,24 @@ class IngressMetrics(MetricSet):
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
             registry=registry,
         )
+        registry.register(knative_view(self.event_dispatch_latencies.collect))
+
+
+def knative_view(source: Callable[[], Iterable[Metric]]) -> SecondsView:
+    """kn_eventing_dispatch_duration_seconds from ``event_dispatch_latencies`` (also of several workers)."""
+    return SecondsView(
+        source,
+        "event_dispatch_latencies",
+        "kn_eventing_dispatch_duration_seconds",
+        "The duration to dispatch the event (to Kafka)",
+        _knative_labels,
+    )
+
+
+def _knative_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "kn_broker_namespace": labels["namespace_name"],
+        "kn_broker_name": labels["broker_name"],
+        "cloudevents_type": labels["event_type"],
+        "http_response_status_code": labels["response_code"],
+    }

@@ -106,6 +106,20 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.logging.level | quote }}
 - name: KEVENTING_LOG_FORMAT
   value: {{ .Values.logging.format | quote }}
+{{- with .Values.tracing }}
+- name: OTEL_TRACES_EXPORTER
+  value: {{ .exporter | quote }}
+{{- if ne .exporter "none" }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  value: {{ .endpoint | quote }}
+{{- end }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplingRate | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
