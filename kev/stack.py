@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,29 @@ class Stack:
     sources_port: int = 8092
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(
+        cls,
+        bootstrap_servers: str,
+        log_dir: Path,
+        instance_prefix: str,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Stack:
+        """A stack of its own beside others on this machine: every service on a free port, and an instance
+        name (``<prefix>-<random>``) so that its control-plane topics are its own."""
+        from kev.kafka.embedded import free_port
+
+        return cls(
+            bootstrap_servers=bootstrap_servers,
+            log_dir=log_dir,
+            instance=f"{instance_prefix}-{uuid.uuid4().hex[:8]}",
+            receiver_port=free_port(),
+            dispatcher_port=free_port(),
+            controller_port=free_port(),
+            sources_port=free_port(),
+            extra_env=dict(extra_env or {}),
+        )
 
     @property
     def ingress_url(self) -> str:

@@ -173,6 +173,7 @@ class ReceiverApp:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self.producers.stop(self.settings.shutdown_timeout_seconds)
+                await self.handler.transformer.close()  # EventTransforms' HTTP session to their sinks
                 if self.tracing is not None:
                     self.tracing.shutdown()  # exports the spans still queued
                 await send({"type": "lifespan.shutdown.complete"})

@@ -189,14 +189,10 @@ def sink() -> Iterator[RecordingSink]:
 
 @pytest.fixture(scope="session")
 def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("logs"),
-        instance=f"test-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    running = Stack.on_free_ports(
+        kafka,
+        tmp_path_factory.mktemp("logs"),
+        "test",
         extra_env={
             "KEVENTING_LOG_LEVEL": "INFO",
             "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "3",

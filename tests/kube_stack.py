@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 
-from kev.kafka.embedded import free_port
 from kev.stack import Stack
 from keventing import events
 from keventing.kafka.client import admin_client, group_positioned
@@ -26,15 +25,11 @@ def running_stack(
     kafka: str, log_dir: Path, env: Mapping[str, str], services: Sequence[str] = DATA_PLANE
 ) -> Iterator[Stack]:
     """The operator and the data plane as local processes (as `kev up --kubernetes` runs them), ready."""
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=log_dir,
-        instance=f"kube-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
-        extra_env=dict(env),
+    stack = Stack.on_free_ports(
+        kafka,
+        log_dir,
+        "kube",
+        extra_env=env,
     )
     stack.start_all(tuple(services))
     try:

@@ -9,7 +9,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
 from kafka_security import SecuredKafka
 
-from kev.kafka.embedded import free_port
 from kev.stack import Stack, kev_command
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer, make_producer
 from keventing.kafka.connection import KafkaConnection
@@ -34,14 +32,10 @@ def sasl_ssl_kev(sasl_ssl_kafka: SecuredKafka, tmp_path_factory: pytest.TempPath
     ca = tmp_path_factory.mktemp("sasl-ssl-ca") / "ca.crt"
     ca.write_text(sasl_ssl_kafka.pki.ca)
     secret = sasl_ssl_kafka.secret
-    stack = Stack(
-        bootstrap_servers=sasl_ssl_kafka.bootstrap_servers,
-        log_dir=tmp_path_factory.mktemp("sasl-ssl-logs"),
-        instance=f"sec-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    stack = Stack.on_free_ports(
+        sasl_ssl_kafka.bootstrap_servers,
+        tmp_path_factory.mktemp("sasl-ssl-logs"),
+        "sec",
         extra_env={
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -326,14 +320,10 @@ def test_services_given_a_wrong_password_wait_and_say_why_without_crashing(
 ) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_text(sasl_ssl_kafka.pki.ca)
-    stack = Stack(
-        bootstrap_servers=sasl_ssl_kafka.bootstrap_servers,
-        log_dir=tmp_path / "logs",
-        instance=f"wrong-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    stack = Stack.on_free_ports(
+        sasl_ssl_kafka.bootstrap_servers,
+        tmp_path / "logs",
+        "wrong",
         extra_env={
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

@@ -107,14 +107,10 @@ def otlp() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="module")
 def traced_kev(kafka: str, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kev]:
     """A stack of its own (controller, receiver, dispatcher as processes) exporting spans to ``otlp``."""
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("traced-logs"),
-        instance=f"trace-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    stack = Stack.on_free_ports(
+        kafka,
+        tmp_path_factory.mktemp("traced-logs"),
+        "trace",
         extra_env={
             "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "1",
             "OTEL_TRACES_EXPORTER": "otlp",

@@ -22,7 +22,6 @@ from kube_fixtures import chart_account
 from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
-from kev.kafka.embedded import free_port
 from kev.readiness import wait_ready
 from kev.stack import Stack, kev_command
 from keventing import events
@@ -37,14 +36,10 @@ def _stack(kafka: str, logs: Path, kubernetes: bool, admin: Path, runner: Path) 
     env = {"KEVENTING_RESYNC_SECONDS": "5", "KEVENTING_APISERVER_RECHECK_SECONDS": "1"}
     if kubernetes:
         env |= {"KEVENTING_KUBERNETES": "true", "KUBECONFIG": str(admin)}
-    stack = Stack(
-        bootstrap_servers=kafka,
-        log_dir=logs,
-        instance=f"apiserver-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    stack = Stack.on_free_ports(
+        kafka,
+        logs,
+        "apiserver",
         extra_env=env,
     )
     stack.start(stack.service("controller"))

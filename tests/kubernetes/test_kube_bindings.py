@@ -61,14 +61,10 @@ def _binder_stack(
     operator_kubeconfig = chart_account(
         kube_cluster, kubectl, tmp_path_factory.mktemp("binding-operator"), release, release_namespace
     )
-    return Stack(
-        bootstrap_servers=kafka,
-        log_dir=tmp_path_factory.mktemp("binding-logs"),
-        instance=f"kube-{uuid.uuid4().hex[:8]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        sources_port=free_port(),
+    return Stack.on_free_ports(
+        kafka,
+        tmp_path_factory.mktemp("binding-logs"),
+        "kube",
         extra_env={
             "KEVENTING_KUBERNETES": "true",
             "KUBECONFIG": str(operator_kubeconfig),
