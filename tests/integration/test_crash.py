@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,8 @@ from kev.stack import Stack
 
 
 def _stack(bootstrap: str, log_dir: Path, **env: str) -> Stack:
-    return Stack(
-        bootstrap_servers=bootstrap,
-        log_dir=log_dir,
-        instance=f"crash-{uuid.uuid4().hex[:6]}",
-        receiver_port=free_port(),
-        dispatcher_port=free_port(),
-        controller_port=free_port(),
-        extra_env={"KEVENTING_DEFAULT_TOPIC_PARTITIONS": "6", **env},
+    return Stack.on_free_ports(
+        bootstrap, log_dir, "crash", {"KEVENTING_DEFAULT_TOPIC_PARTITIONS": "6", **env}
     )
 
 
