@@ -61,22 +61,112 @@ def ratios(scenarios: dict[str, Any]) -> list[Ratio]:
     if rows:
         most, least = max(rows), min(rows)
         value = _div(rows[most]["dispatcher_cpu_us_per_event"], rows[least]["dispatcher_cpu_us_per_event"])
-        out.append(_at_most(f"fan-out CPU per event, {most} / {least} trigger(s)", value, 10))
+        out.append(_at_most(f"fan-out CPU per event, {most} / {least} trigger(s)", value, 3))
     for run in scenarios.get("end_to_end", {}).get("runs", []):
-        if run["offered_rate"] == 1000:
-            p99 = run["latency_ms"]["p99"]
-            out.append(_at_most("end to end at 1,000 events/s: p99 ms", p99, 50))
-            lost = run["lost"]
-            out.append(
-                Ratio(
-                    "end to end at 1,000 events/s: lost",
-                    lost,
-                    "= 0",
-                    lost == 0,
-                    "" if lost == 0 else f"{lost} lost",
-                )
+        rate, target = run["offered_rate"], E2E_P99_TARGETS_MS.get(run["offered_rate"])
+        if target is None:
+            continue
+        out.append(_at_most(f"end to end at {rate:,} events/s: p99 ms", run["latency_ms"]["p99"], target))
+        lost = run["lost"]
+        out.append(
+            Ratio(
+                f"end to end at {rate:,} events/s: lost",
+                lost,
+                "= 0",
+                lost == 0,
+                "" if lost == 0 else f"{lost} lost",
             )
+        )
+    out += per_core_ratios(scenarios.get("per_core"))
     return out
+
+
+# Issue #16's targets: p99 at 1,000/s from the first bench issue, at 5,000/s from #16.
+E2E_P99_TARGETS_MS = {1000: 50, 5000: 10}
+
+
+def per_core_ratios(core: dict[str, Any] | None) -> list[Ratio]:
+    """Issue #16's per-core targets: CPU-seconds per 10k events on one core, memory against Java's."""
+    if not core:
+        return []
+    java = core["java"]
+    rss = core.get("peak_rss_mib", {})
+    return [
+        _at_most("per core: ingress CPU-s per 10k events", core["ingress"]["cpu_s_per_10k"], 0.30),
+        _at_most("per core: drain CPU-s per 10k events", core["drain"]["cpu_s_per_10k"], 0.65),
+        _at_most(
+            "per core: receiver peak RSS / Java's", _div(rss.get("receiver"), java["receiver_rss_mib"]), 0.5
+        ),
+        _at_most(
+            "per core: dispatcher peak RSS / Java's",
+            _div(rss.get("dispatcher"), java["dispatcher_rss_mib"]),
+            0.5,
+        ),
+    ]
+
+
+def per_core_table(core: dict[str, Any]) -> list[str]:
+    """The per-core figures beside Knative's Java data plane's (issue #16's table) and the same-core references."""
+    java, ingress, drain = core["java"], core["ingress"], core["drain"]
+    base, ceiling, fan = core["drain_baseline"], core["http_ceiling"], core["fanout10"]
+    rss = core.get("peak_rss_mib", {})
+    rows = [
+        (
+            "ingress CPU-s per 10k events (wrk, 32 connections)",
+            ingress["cpu_s_per_10k"],
+            3,
+            java["ingress_cpu_s_per_10k"],
+            ceiling["cpu_s_per_10k"],
+        ),
+        ("ingress peak events/s", ingress["peak_rate"], 0, java["ingress_peak_rate"], ceiling["rate"]),
+        (
+            "ingress p99 ms at 1,000 events/s",
+            ingress["p99_ms_at_1000"],
+            1,
+            java["ingress_p99_ms_at_1000"],
+            None,
+        ),
+        (
+            "drain CPU-s per 10k events (steady part)",
+            drain["cpu_s_per_10k"],
+            3,
+            java["drain_cpu_s_per_10k"],
+            base["cpu_s_per_10k"],
+        ),
+        ("drain events/s (steady part)", drain["rate"], 0, java["drain_rate"], base["rate"]),
+        (
+            "fan-out, 10 Triggers (1 matching), CPU-s per 10k",
+            fan["cpu_s_per_10k"],
+            3,
+            java["fanout10_cpu_s_per_10k"],
+            None,
+        ),
+        ("peak RSS receiver MiB", rss.get("receiver"), 0, java["receiver_rss_mib"], None),
+        ("peak RSS dispatcher MiB", rss.get("dispatcher"), 0, java["dispatcher_rss_mib"], None),
+    ]
+    where = (
+        f"receiver and dispatcher pinned to core {core['data_core']}, everything else on {core['other_cores']}"
+        if core["pinned"]
+        else "one core: nothing pinned"
+    )
+    lines = [
+        "",
+        "## Per core (issue #16's method)",
+        "",
+        f"{where}; load average {core['loadavg_before']} before, {core['loadavg_after']} after.",
+        "Reference: the HTTP ceiling (ingress rows) and the drain baseline (drain rows), pinned to the same core.",
+        "",
+        "| figure (one core) | keventing | Knative (Java) | keventing / Java | reference, same core |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, ours, digits, theirs, reference in rows:
+        lines.append(
+            f"| {name} | {_fmt(ours, digits)} | {_fmt(theirs, digits)} | {_fmt(_div(ours, theirs), 2)} | "
+            f"{_fmt(reference, digits)} |"
+        )
+    lost = drain["lost"] + base["lost"] + fan["lost"]
+    lines += ["", f"Events lost in the per-core runs: {lost}."]
+    return lines
 
 
 def _other_load(run: dict[str, Any]) -> float | None:
@@ -203,6 +293,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {row['triggers']} | {row['events']:,} | {_fmt(row['rate'])} | {row['all_groups_done_s']} | "
                 f"{row['dispatcher_cpu_s']} | {_fmt(row['dispatcher_cpu_us_per_event'])} | {row['dispatcher_idle_cores']} |"
             )
+    if "per_core" in s:
+        lines += per_core_table(s["per_core"])
     memory = doc.get("memory", {})
     if memory:
         lines += [

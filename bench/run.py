@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import report, scenarios
+from bench import per_core, report, scenarios
 from bench.harness import ROOT, Harness, remove, scratch_dir
 from kev.kafka.embedded import kafka_version
 
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, Callable[[Harness, scenarios.Plan], dict[str, Any]]] = {
     "drain": scenarios.drain,
     "drain_baseline": scenarios.drain_baseline,
     "fanout": scenarios.fanout,
+    "per_core": per_core.per_core,
 }
 
 
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         help="receiver worker processes",
     )
     parser.add_argument("--partitions", type=int, default=10, help="partitions of every Broker topic")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record py-spy flame graphs of the receiver and dispatcher in the per-core scenario",
+    )
     args = parser.parse_args(argv)
     plan = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
     started = datetime.now(UTC)
@@ -110,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}…", flush=True)
             began = time.monotonic()
             try:
-                doc["scenarios"][name] = scenario(harness, plan)
+                if name == "per_core":
+                    profiles = args.out / f"{stamp}-flamegraphs" if args.profile else None
+                    doc["scenarios"][name] = per_core.per_core(harness, plan, profiles)
+                else:
+                    doc["scenarios"][name] = scenario(harness, plan)
             except Exception:
                 doc["errors"][name] = traceback.format_exc()
                 print(doc["errors"][name], file=sys.stderr, flush=True)

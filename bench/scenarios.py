@@ -41,13 +41,22 @@ class Plan:
 
 
 FULL = Plan(
-    "full", (1, 8, 32, 64, 128, 256), 10, (250, 1000, 2000), 20, 100_000, (1, 10, 100), 20_000, 1_000_000, ()
+    "full",
+    (1, 8, 32, 64, 128, 256),
+    10,
+    (250, 1000, 2000, 5000),
+    20,
+    100_000,
+    (1, 10, 100),
+    20_000,
+    1_000_000,
+    (),
 )
 QUICK = Plan(
     "quick",
     (8, 32, 128),
     4,
-    (250, 1000, 2000),
+    (250, 1000, 2000, 5000),
     6,
     30_000,
     (1, 10, 100),
@@ -98,7 +107,7 @@ def ingress(harness: Harness, plan: Plan) -> dict[str, Any]:
     harness.apply(broker_doc(ns))
     harness.wait_ready(ns)
     url = harness.broker_url(ns)
-    _await_accepting(url)
+    await_accepting(url)
     wrk.run(url, 8, 1)  # warm-up: connections, producer metadata
     stored_before = harness.topic_size(topic)
     accepted_before = harness.receiver_accepted()
@@ -137,7 +146,7 @@ def ingress(harness: Harness, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _await_accepting(url: str, timeout: float = 30.0) -> None:
+def await_accepting(url: str, timeout: float = 30.0) -> None:
     """The Broker is Ready before the receiver has read its ingress from the contract: wait for a 202."""
     import urllib.request
 
@@ -168,7 +177,7 @@ def http_ceiling(harness: Harness, plan: Plan) -> dict[str, Any]:
     )
     url = f"http://127.0.0.1:{port}/ceiling/default"
     try:
-        _await_accepting(url)
+        await_accepting(url)
         wrk.run(url, 8, 1)
         steps = []
         for connections in plan.concurrency:
@@ -208,15 +217,15 @@ def end_to_end(harness: Harness, plan: Plan) -> dict[str, Any]:
     harness.apply(broker_doc(ns), trigger_doc(ns, "all", harness.sink_url("e2e")))
     harness.wait_ready(ns, triggers=1)
     url = harness.broker_url(ns)
-    _await_accepting(url)
-    _loadgen(url, 200, 1, "warmup")
+    await_accepting(url)
+    loadgen(url, 200, 1, "warmup")
     harness.wait_sink("e2e", 200, timeout=30, idle=5)
     harness.sink_stats("e2e", reset=True)
     runs = []
     with harness.meter() as meter:
         for rate in plan.rates:
             clock = CpuClock(harness)
-            sent = _loadgen(url, rate, plan.rate_seconds, f"r{rate}")
+            sent = loadgen(url, rate, plan.rate_seconds, f"r{rate}")
             received = harness.wait_sink("e2e", int(sent["accepted"]), timeout=60, idle=10)
             cores = clock.cores()
             harness.sink_stats("e2e", reset=True)
@@ -237,7 +246,7 @@ def end_to_end(harness: Harness, plan: Plan) -> dict[str, Any]:
     return {"runs": runs, "peak_rss_mib": meter.peak_mib()}
 
 
-def _loadgen(url: str, rate: float, seconds: float, run_id: str) -> dict[str, Any]:
+def loadgen(url: str, rate: float, seconds: float, run_id: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate)]
     cmd += ["--duration", str(seconds), "--run-id", run_id]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 120).stdout
@@ -280,9 +289,9 @@ def drain(harness: Harness, plan: Plan) -> dict[str, Any]:
 def drain_baseline(harness: Harness, plan: Plan) -> dict[str, Any]:
     """A minimal aiokafka consumer POSTing the same topic's records with a pooled client, nothing else."""
     topic = naming.broker_topic("drain", "default")
-    cmd = [sys.executable, "-m", "bench.drain_baseline", "--bootstrap", harness.bootstrap, "--topic", topic]
-    cmd += ["--url", harness.sink_url("baseline"), "--count", str(plan.drain_events)]
-    process = harness.spawn(cmd, "drain-baseline")
+    process = harness.spawn(
+        drain_baseline_command(harness, topic, "baseline", plan.drain_events), "drain-baseline"
+    )
     try:
         while harness.sink_stats("baseline")["count"] == 0 and process.poll() is None:
             time.sleep(0.05)
@@ -301,6 +310,11 @@ def drain_baseline(harness: Harness, plan: Plan) -> dict[str, Any]:
         "rate": round((received["unique"] - 1) / span, 1) if span > 0 else None,
         "cpu_us_per_event": round(cpu / max(1, received["unique"]) * 1e6, 1),
     }
+
+
+def drain_baseline_command(harness: Harness, topic: str, path: str, count: int) -> list[str]:
+    cmd = [sys.executable, "-m", "bench.drain_baseline", "--bootstrap", harness.bootstrap, "--topic", topic]
+    return [*cmd, "--url", harness.sink_url(path), "--count", str(count)]
 
 
 # ------------------------------------------------------------------------------------------ fan-out

@@ -10,16 +10,16 @@ import asyncio
 import functools
 import logging
 
-import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from dispatcher.consumer import EgressConsumer
 from dispatcher.dispatch import RecordDispatcher
+from dispatcher.http1 import Http1Post
 from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
-from dispatcher.transport import AiohttpPost, Post
+from dispatcher.transport import Post
 from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
@@ -56,12 +56,9 @@ class DispatcherManager:
         return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
-        )
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        client = Http1Post(self.settings.max_connections)
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
-        self.post = LoggingPost(AiohttpPost(session))
+        self.post = LoggingPost(client)
         event_types = asyncio.create_task(self.event_types.run())
         try:
             self.producer = await self.producers.start_default()
@@ -76,7 +73,7 @@ class DispatcherManager:
                 event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
             )
             await self.producers.stop()
-            await session.close()
+            await client.close()
             if self.tracing is not None:
                 self.tracing.shutdown()  # exports the spans still queued
 

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
@@ -22,7 +22,7 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=290,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     [results] = tmp_path.glob("*.json")
@@ -36,7 +36,15 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
         "drain",
         "drain_baseline",
         "fanout",
+        "per_core",
     }
     assert doc["scenarios"]["ingress"]["verification"]["exact"] is True
     assert all(run["lost"] == 0 for run in doc["scenarios"]["end_to_end"]["runs"])
+    core = doc["scenarios"]["per_core"]
+    assert core["pinned"] is True  # two cores or more: the data plane had one to itself
+    assert core["ingress"]["cpu_s_per_10k"] > 0 and core["drain"]["cpu_s_per_10k"] > 0
+    assert (
+        core["drain"]["lost"] == 0 and core["drain_baseline"]["lost"] == 0 and core["fanout10"]["lost"] == 0
+    )
     assert results.with_suffix(".md").read_text().startswith("# keventing benchmark")
+    assert "## Per core" in results.with_suffix(".md").read_text()
