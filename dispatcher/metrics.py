@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from keventing.contract import Egress
-from keventing.metrics import SecondsView
+from keventing.metrics import GaugeView, SecondsView
 
 _EGRESS = ["namespace_name", "kind", "name"]
+# Knative's broker filter's bounds for kn.eventing.{dispatch,process}.duration, in seconds.
+_KNATIVE_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
 class DispatcherMetrics:
@@ -72,6 +74,16 @@ class DispatcherMetrics:
             registry=registry,
         )
 
+        # Knative's kn.eventing.process.duration: from the record's arrival at its Trigger / Subscription
+        # (decoding, the filter) to the start of the delivery, for the events the filter selected.
+        self.process_duration = Histogram(
+            "kn_eventing_process_duration_seconds",
+            "The duration of processing an event before dispatching it",
+            ["messaging_destination_name"],
+            buckets=_KNATIVE_SECONDS,
+            registry=registry,
+        )
+
         registry.register(
             SecondsView(
                 self.event_dispatch_latencies.collect,
@@ -79,6 +91,17 @@ class DispatcherMetrics:
                 "kn_eventing_dispatch_duration_seconds",
                 "The duration to dispatch the event, retries included",
                 _knative_labels,
+                ("messaging_destination_name", "http_response_status_code"),
+            )
+        )
+        registry.register(
+            GaugeView(
+                self.in_flight.collect,
+                "keventing_dispatcher_in_flight",
+                "event_dispatch_in_flight_count",
+                "Number of events currently dispatched to a destination waiting to be processed",
+                _in_flight_labels,
+                (*_EGRESS, "sender_context"),
             )
         )
 
@@ -86,10 +109,21 @@ class DispatcherMetrics:
         return EgressMetrics(self, (egress.namespace, egress.kind, egress.name))
 
 
+def destination_name(kind: str, namespace: str, name: str) -> str:
+    """Knative's messaging.destination.name: "<kind>:<namespace>/<name>" ("trigger:default/t")."""
+    return f"{kind.lower()}:{namespace}/{name}"
+
+
 def _knative_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Knative's attributes: the destination as "<kind>:<namespace>/<name>", the HTTP status code."""
-    destination = f"{labels['kind'].lower()}:{labels['namespace_name']}/{labels['name']}"
+    """Knative's attributes: the destination, the HTTP status code."""
+    destination = destination_name(labels["kind"], labels["namespace_name"], labels["name"])
     return {"messaging_destination_name": destination, "http_response_status_code": labels["response_code"]}
+
+
+def _in_flight_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Knative Kafka broker's labels: a delivery in flight is one to the subscriber (its dead letter and
+    reply included: keventing counts the delivery, not each request)."""
+    return {**{label: labels[label] for label in _EGRESS}, "sender_context": "subscriber"}
 
 
 class EgressMetrics:
@@ -102,6 +136,7 @@ class EgressMetrics:
         self.in_flight = families.in_flight.labels(*labels)
         self.retries = families.retries.labels(*labels)
         self.processing = families.event_processing_latencies.labels(*labels)
+        self.process = families.process_duration.labels(destination_name(labels[1], labels[0], labels[2]))
         self._by_code: dict[int, tuple[Counter, Histogram]] = {}
 
     def by_code(self, code: int) -> tuple[Counter, Histogram]:
