@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -14,6 +15,9 @@ from keventing.contract import Egress
 from keventing.metrics import GaugeView, SecondsView
 
 _EGRESS = ["namespace_name", "kind", "name"]
+# keventing_dispatcher_dropped_total's reasons.
+DropReason = Literal["no_dead_letter_sink", "dead_letter_sink_failed", "internal_error"]
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 # Knative's broker filter's bounds for kn.eventing.{dispatch,process}.duration, in seconds.
 _KNATIVE_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
@@ -138,6 +142,11 @@ class EgressMetrics:
         self.processing = families.event_processing_latencies.labels(*labels)
         self.process = families.process_duration.labels(destination_name(labels[1], labels[0], labels[2]))
         self._by_code: dict[int, tuple[Counter, Histogram]] = {}
+        # The outcomes alerts watch start at 0 (Prometheus' advice): a series born at its first increment
+        # hides that increment from rate() and increase(), and a burst of dead letters would not alert.
+        families.dead_lettered.labels(*labels)
+        for reason in DROP_REASONS:
+            families.dropped.labels(*labels, reason)
 
     def by_code(self, code: int) -> tuple[Counter, Histogram]:
         """The event count and the dispatch latency for a response code (500 for a transport error)."""
@@ -151,11 +160,10 @@ class EgressMetrics:
             self._by_code[code] = children
         return children
 
-    # Rare outcomes: their series appear only once something happened.
     def dead_lettered(self) -> Counter:
         return self.families.dead_lettered.labels(*self.labels)
 
-    def dropped(self, reason: str) -> Counter:
+    def dropped(self, reason: DropReason) -> Counter:
         return self.families.dropped.labels(*self.labels, reason)
 
     def replied(self) -> Counter:
