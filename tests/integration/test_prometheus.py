@@ -124,14 +124,7 @@ class QueryError(Exception):
 
 @pytest.fixture(scope="module")
 def prometheus(kev: Kev, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    stack = kev.stack
-    targets = {
-        "receiver": stack.receiver_port,
-        "dispatcher": stack.dispatcher_port,
-        "controller": stack.controller_port,
-        "sources": stack.sources_port,
-    }
-    server = Prometheus(tmp_path_factory.mktemp("prometheus"), targets)
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), kev.stack.ports)  # every service
     server.start()
     try:
         yield server
@@ -302,7 +295,7 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates_on_a_real_p
 ) -> None:
     def targets_up() -> bool:
         active = prometheus.api("targets")["activeTargets"]
-        return len(active) == 4 and all(t["health"] == "up" for t in active)
+        return len(active) == len(kev.stack.ports) and all(t["health"] == "up" for t in active)
 
     kev.wait_for(targets_up, timeout=30, what="Prometheus to scrape every service")
     try:
