@@ -35,13 +35,22 @@ class ControllerMetrics(MetricSet):
             ["kind", "ready"],
             registry=registry,
         )
+        # One series per resource (as kube-state-metrics does for Pods): an alert can name what is not Ready.
+        self.resource_ready = Gauge(
+            "keventing_controller_resource_ready",
+            "1 when the resource's Ready condition is True, else 0",
+            ["kind", "namespace_name", "name"],
+            registry=registry,
+        )
 
     def count(self, desired: Desired) -> None:
         self.resources.clear()
+        self.resource_ready.clear()
         counts: dict[tuple[str, str], int] = {}
         for key, status in desired.statuses.items():
             label = (key.kind, str(status.ready).lower())
             counts[label] = counts.get(label, 0) + 1
+            self.resource_ready.labels(key.kind, key.namespace, key.name).set(1 if status.ready else 0)
         for (kind, ready), n in counts.items():
             self.resources.labels(kind, ready).set(n)
 

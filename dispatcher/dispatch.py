@@ -80,6 +80,7 @@ class RecordDispatcher:
         return self._select_untraced(record)
 
     def _select_untraced(self, record: ConsumerRecord) -> events.Event | None:
+        received = self.clock()
         try:
             event = self._select(record)
         except Exception as err:  # an undecodable record cannot be delivered; it must not block the partition
@@ -88,6 +89,7 @@ class RecordDispatcher:
         if event is None:
             self.metrics.filtered.inc()
             return None
+        event.meta["received"] = received  # kn_eventing_process_duration_seconds ends where delivery starts
         return event
 
     def _select_traced(self, tracing: Tracing, record: ConsumerRecord) -> events.Event | None:
@@ -149,6 +151,9 @@ class RecordDispatcher:
 
     async def _dispatch(self, event: events.Event, failed: int, on_failure: OnFailure | None) -> Outcome:
         started = self.clock()
+        received = event.meta.get("received")
+        if isinstance(received, float):
+            self.metrics.process.observe(max(0.0, started - received))
         send = lambda retry: self._deliver_once(event, retry)  # noqa: E731
         if failed > self.egress.delivery.retry:  # every attempt was made before a restart
             attempts = failed

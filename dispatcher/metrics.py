@@ -7,13 +7,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from keventing.contract import Egress
-from keventing.metrics import SecondsView
+from keventing.metrics import GaugeView, SecondsView
 
 _EGRESS = ["namespace_name", "kind", "name"]
+# keventing_dispatcher_dropped_total's reasons.
+DropReason = Literal["no_dead_letter_sink", "dead_letter_sink_failed", "internal_error"]
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+# Knative's broker filter's bounds for kn.eventing.{dispatch,process}.duration, in seconds.
+_KNATIVE_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
 class DispatcherMetrics:
@@ -72,6 +78,16 @@ class DispatcherMetrics:
             registry=registry,
         )
 
+        # Knative's kn.eventing.process.duration: from the record's arrival at its Trigger / Subscription
+        # (decoding, the filter) to the start of the delivery, for the events the filter selected.
+        self.process_duration = Histogram(
+            "kn_eventing_process_duration_seconds",
+            "The duration of processing an event before dispatching it",
+            ["messaging_destination_name"],
+            buckets=_KNATIVE_SECONDS,
+            registry=registry,
+        )
+
         registry.register(
             SecondsView(
                 self.event_dispatch_latencies.collect,
@@ -79,6 +95,17 @@ class DispatcherMetrics:
                 "kn_eventing_dispatch_duration_seconds",
                 "The duration to dispatch the event, retries included",
                 _knative_labels,
+                ("messaging_destination_name", "http_response_status_code"),
+            )
+        )
+        registry.register(
+            GaugeView(
+                self.in_flight.collect,
+                "keventing_dispatcher_in_flight",
+                "event_dispatch_in_flight_count",
+                "Number of events currently dispatched to a destination waiting to be processed",
+                _in_flight_labels,
+                (*_EGRESS, "sender_context"),
             )
         )
 
@@ -86,10 +113,21 @@ class DispatcherMetrics:
         return EgressMetrics(self, (egress.namespace, egress.kind, egress.name))
 
 
+def destination_name(kind: str, namespace: str, name: str) -> str:
+    """Knative's messaging.destination.name: "<kind>:<namespace>/<name>" ("trigger:default/t")."""
+    return f"{kind.lower()}:{namespace}/{name}"
+
+
 def _knative_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Knative's attributes: the destination as "<kind>:<namespace>/<name>", the HTTP status code."""
-    destination = f"{labels['kind'].lower()}:{labels['namespace_name']}/{labels['name']}"
+    """Knative's attributes: the destination, the HTTP status code."""
+    destination = destination_name(labels["kind"], labels["namespace_name"], labels["name"])
     return {"messaging_destination_name": destination, "http_response_status_code": labels["response_code"]}
+
+
+def _in_flight_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Knative Kafka broker's labels: a delivery in flight is one to the subscriber (its dead letter and
+    reply included: keventing counts the delivery, not each request)."""
+    return {**{label: labels[label] for label in _EGRESS}, "sender_context": "subscriber"}
 
 
 class EgressMetrics:
@@ -102,7 +140,13 @@ class EgressMetrics:
         self.in_flight = families.in_flight.labels(*labels)
         self.retries = families.retries.labels(*labels)
         self.processing = families.event_processing_latencies.labels(*labels)
+        self.process = families.process_duration.labels(destination_name(labels[1], labels[0], labels[2]))
         self._by_code: dict[int, tuple[Counter, Histogram]] = {}
+        # The outcomes alerts watch start at 0 (Prometheus' advice): a series born at its first increment
+        # hides that increment from rate() and increase(), and a burst of dead letters would not alert.
+        families.dead_lettered.labels(*labels)
+        for reason in DROP_REASONS:
+            families.dropped.labels(*labels, reason)
 
     def by_code(self, code: int) -> tuple[Counter, Histogram]:
         """The event count and the dispatch latency for a response code (500 for a transport error)."""
@@ -116,11 +160,10 @@ class EgressMetrics:
             self._by_code[code] = children
         return children
 
-    # Rare outcomes: their series appear only once something happened.
     def dead_lettered(self) -> Counter:
         return self.families.dead_lettered.labels(*self.labels)
 
-    def dropped(self, reason: str) -> Counter:
+    def dropped(self, reason: DropReason) -> Counter:
         return self.families.dropped.labels(*self.labels, reason)
 
     def replied(self) -> Counter:

@@ -94,15 +94,19 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def service(self, name: str, port: int | None = None, **env: str) -> Service:
-        """The definition of one of keventing's services (not started)."""
-        ports = {
+    @property
+    def ports(self) -> dict[str, int]:
+        """Each service's HTTP port (its /metrics, /readyz, /healthz; the receiver's ingress too)."""
+        return {
             "receiver": self.receiver_port,
             "dispatcher": self.dispatcher_port,
             "controller": self.controller_port,
             "sources": self.sources_port,
         }
-        port = port or ports[name]
+
+    def service(self, name: str, port: int | None = None, **env: str) -> Service:
+        """The definition of one of keventing's services (not started)."""
+        port = port or self.ports[name]
         extra = dict(env)
         extra.setdefault(f"KEVENTING_{name.upper()}_PORT", str(port))
         return Service(name, [*kev_command(), name], f"http://127.0.0.1:{port}/readyz", extra)

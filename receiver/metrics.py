@@ -44,6 +44,7 @@ def knative_view(source: Callable[[], Iterable[Metric]]) -> SecondsView:
         "kn_eventing_dispatch_duration_seconds",
         "The duration to dispatch the event (to Kafka)",
         _knative_labels,
+        ("kn_broker_namespace", "kn_broker_name", "cloudevents_type", "http_response_status_code"),
     )
 
 
