@@ -1,5 +1,6 @@
 """The HTTP ceiling: the receiver's server stack (uvicorn, uvloop, httptools, the same worker count) with a
-handler that reads the request and answers 202 without Kafka.
+handler that reads the request and answers 202 without Kafka, on the same direct (non-ASGI) path as the
+receiver's ingresses.
 
     KEVENTING_RECEIVER_PORT=9100 KEVENTING_RECEIVER_WORKERS=2 python -m bench.ceiling
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from receiver.answer import Answer
 from receiver.main import uvicorn_options
 from receiver.settings import ReceiverSettings
 
@@ -21,22 +23,39 @@ Message = MutableMapping[str, Any]
 
 _START = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
 _BODY = {"type": "http.response.body", "body": b""}
+_ACCEPTED = Answer(202)
 
 
-async def accept(
-    scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-) -> None:
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        more = (await receive()).get("more_body", False)
-    await send(_START)
-    await send(_BODY)
+class Ceiling:
+    """Answers 202 to every POST the way the receiver answers its ingresses: on the direct path."""
+
+    def __init__(self, settings: ReceiverSettings) -> None:
+        self.max_event_bytes = settings.max_event_bytes
+        self.body_timeout_seconds = settings.body_timeout_seconds
+
+    def direct_route(self, path: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]]:
+        return self.accept
+
+    async def accept(self, headers: dict[str, str], body: bytes) -> Answer:
+        return _ACCEPTED
+
+    async def __call__(
+        self,
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send(_START)
+        await send(_BODY)
 
 
-def create_app() -> Callable[..., Awaitable[None]]:
-    return accept
+def create_app() -> Ceiling:
+    return Ceiling(ReceiverSettings())
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ objects would cost more than everything else the receiver does per event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -82,6 +83,21 @@ class ReceiverApp:
 
     def ready(self) -> bool:
         return self.producer is not None and self.contract.synced
+
+    # The direct path (receiver.protocol.DirectApp): POSTs to an ingress in the contract skip ASGI.
+    @property
+    def max_event_bytes(self) -> int:
+        return self.settings.max_event_bytes
+
+    @property
+    def body_timeout_seconds(self) -> float:
+        return self.settings.body_timeout_seconds
+
+    def direct_route(self, path: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]] | None:
+        ingress = self.handler.lookup(path)
+        if ingress is None:
+            return None  # the ASGI path says why: no such resource, or the contract is not loaded yet
+        return functools.partial(self.handler.handle, ingress)
 
     async def _produce(
         self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list

@@ -42,7 +42,8 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
     assert all(run["lost"] == 0 for run in doc["scenarios"]["end_to_end"]["runs"])
     core = doc["scenarios"]["per_core"]
     assert core["pinned"] is True  # two cores or more: the data plane had one to itself
-    assert core["ingress"]["cpu_s_per_10k"] > 0 and core["drain"]["cpu_s_per_10k"] > 0
+    # Smoke counts are too small for CPU figures to mean anything (10 ms ticks): they must be there.
+    assert core["ingress"]["cpu_s_per_10k"] is not None and core["drain"]["cpu_s_per_10k"] is not None
     assert (
         core["drain"]["lost"] == 0 and core["drain_baseline"]["lost"] == 0 and core["fanout10"]["lost"] == 0
     )
