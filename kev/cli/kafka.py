@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kev.kafka.embedded import DEFAULT_HEAP, EmbeddedKafka, EmbeddedKafkaError
+from kev.kafka.embedded import DEFAULT_HEAP, EmbeddedKafka, EmbeddedKafkaCluster, EmbeddedKafkaError
 
 app = typer.Typer(
     name="kafka",
@@ -48,6 +48,56 @@ def _external() -> str | None:
     return os.environ.get(EXTERNAL_ENV) or None
 
 
+NodesOption = Annotated[
+    int,
+    typer.Option(
+        "--nodes",
+        min=1,
+        max=9,
+        help="Nodes of one KRaft cluster (3: replication factor 3, min.insync.replicas 2); node i listens "
+        "on port + 2(i-1).",
+    ),
+]
+
+
+def _start_cluster(nodes: int, port: int, data_dir: Path | None, heap: str, timeout: float) -> None:
+    started = time.monotonic()
+    with console.status(f"starting {nodes} Kafka nodes…") as spinner:
+
+        def progress(message: str) -> None:
+            spinner.update(Text(message))
+            console.print(Text("• ", style="dim") + Text(message, style="dim"))
+
+        try:
+            cluster = EmbeddedKafkaCluster(
+                nodes=nodes, port=port, data_dir=data_dir, heap=heap, progress=progress
+            )
+            cluster.start(timeout=timeout)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        except EmbeddedKafkaError as exc:
+            raise _fail(str(exc)) from exc
+        except KeyboardInterrupt as exc:
+            raise _fail("interrupted; nothing was left running") from exc
+    rf = cluster.replication_factor
+    console.print(
+        Text.assemble(
+            ("Kafka is running", "bold green"),
+            f": {nodes} nodes on {cluster.bootstrap_servers} ({time.monotonic() - started:.1f} s)",
+        )
+    )
+    console.print(
+        Text(
+            f"  keventing's topics on it: KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR={rf} "
+            f"KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR={rf}",
+            style="dim",
+        ),
+        soft_wrap=True,
+    )
+    extra = ("" if port == 9092 else f" --port {port}") + (f" --data-dir {data_dir}" if data_dir else "")
+    console.print(Text(f"  stop it with: kev kafka stop --nodes {nodes}{extra}", style="dim"))
+
+
 def _fail(message: str) -> typer.Exit:
     # Text(), not markup: Kafka log lines start with "[timestamp]", which rich would parse as tags.
     err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
@@ -61,6 +111,7 @@ def start(
     data_dir: DataDirOption = None,
     heap: Annotated[str, typer.Option(help="JVM max heap (-Xmx), e.g. 512m or 1g.")] = DEFAULT_HEAP,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker to become ready.")] = 120.0,
+    nodes: NodesOption = 1,
 ) -> None:
     """Start Kafka in the background (downloads it with Maven on first use) and wait until it is ready."""
     if external := _external():
@@ -68,6 +119,9 @@ def start(
             f"External Kafka configured ({EXTERNAL_ENV}={external}); not starting the embedded broker.",
             markup=False,
         )
+        return
+    if nodes > 1:
+        _start_cluster(nodes, port, data_dir, heap, timeout)
         return
     started = time.monotonic()
     with console.status("starting Kafka…") as spinner:
@@ -107,8 +161,18 @@ def stop(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for a clean shutdown before SIGKILL.")
     ] = 30.0,
+    nodes: NodesOption = 1,
 ) -> None:
     """Stop the embedded Kafka started with `kev kafka start`."""
+    if nodes > 1:
+        cluster = EmbeddedKafkaCluster(nodes=nodes, port=port, data_dir=data_dir)
+        with console.status(f"stopping the {nodes} Kafka nodes…"):
+            try:
+                cluster.stop(timeout=timeout)
+            except EmbeddedKafkaError as exc:
+                raise _fail(str(exc)) from exc
+        console.print(Text.assemble(("Kafka stopped", "bold"), f" ({nodes} nodes)."))
+        return
     kafka = EmbeddedKafka(port=port, data_dir=data_dir)
     if not kafka.is_running():
         note = (

@@ -138,9 +138,48 @@ def new_cluster_id() -> str:
             return cid
 
 
-def server_properties(*, port: int, controller_port: int, log_dirs: Path, node_id: int = 1) -> dict[str, str]:
-    """``server.properties`` for a one-node combined broker+controller tuned for development and fast tests."""
-    return {
+@dataclass(frozen=True)
+class Quorum:
+    """This node's place in a multi-node cluster: every node is broker and controller (KRaft combined mode),
+    with a static set of voters and one cluster id formatted into every node's storage."""
+
+    cluster_id: str
+    node_id: int
+    voters: tuple[tuple[int, int], ...]  # (node id, controller port) of every node
+
+    @property
+    def replication_factor(self) -> int:
+        return min(3, len(self.voters))
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return max(1, self.replication_factor - 1)
+
+    def properties(self) -> dict[str, str]:
+        rf, isr = str(self.replication_factor), str(self.min_insync_replicas)
+        return {
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(f"{n}@{_HOST}:{port}" for n, port in self.voters),
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "default.replication.factor": rf,
+            # With acks=all, a record is acknowledged once two replicas have it: one node may die.
+            "min.insync.replicas": isr,
+            # A dead node is fenced, and its partitions led elsewhere, within seconds rather than 9 s.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
+        }
+
+
+def server_properties(
+    *, port: int, controller_port: int, log_dirs: Path, node_id: int = 1, quorum: Quorum | None = None
+) -> dict[str, str]:
+    """``server.properties`` for a combined broker+controller tuned for development and fast tests: one node,
+    or one of a ``quorum``'s nodes."""
+    props = {
         # KRaft, one process is both broker and the (only) controller.
         "process.roles": "broker,controller",
         "node.id": str(node_id),
@@ -170,6 +209,10 @@ def server_properties(*, port: int, controller_port: int, log_dirs: Path, node_i
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
     }
+    if quorum is not None:
+        del props["controller.quorum.bootstrap.servers"]
+        props.update(quorum.properties())
+    return props
 
 
 @dataclass(frozen=True)
@@ -364,9 +407,11 @@ class EmbeddedKafka:
         progress: Progress | None = None,
         version: str | None = None,
         security: ListenerSecurity | None = None,
+        quorum: Quorum | None = None,
     ) -> None:
         self.port = port
         self.security = security
+        self.quorum = quorum
         self.controller_port = controller_port if controller_port is not None else port + 1
         if self.controller_port == self.port:
             raise ValueError("controller_port must differ from port")
@@ -530,11 +575,13 @@ class EmbeddedKafka:
         pid = self._read_pid()
         return pid is not None and self._is_ours(pid)
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 120.0, wait: bool = True) -> None:
         """Start the broker (no-op if it already runs from this data dir) and wait until it serves requests.
 
         ``timeout`` bounds the wait for the JVM to become ready, not the one-off jar download.
         The JVM runs in its own session, so it outlives the calling process; use :meth:`stop` to end it.
+        ``wait=False`` returns once the JVM is launched (a quorum's nodes start together, then
+        :meth:`wait_ready`).
         """
         if self.is_running():
             self._say(f"Kafka is already running on {self.bootstrap_servers} (pid {self._read_pid()})")
@@ -559,7 +606,11 @@ class EmbeddedKafka:
             self._check_ports_free()
             self.pid_file.unlink(missing_ok=True)
             props = server_properties(
-                port=self.port, controller_port=self.controller_port, log_dirs=self.log_dirs
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dirs=self.log_dirs,
+                node_id=self.quorum.node_id if self.quorum else 1,
+                quorum=self.quorum,
             )
             if self.security is not None:
                 props = secured_properties(props, self.port, self.security)
@@ -569,12 +620,34 @@ class EmbeddedKafka:
             if not (self.log_dirs / "meta.properties").exists():
                 self._format(java, classpath)
             proc = self._launch(java, classpath)
+            if not wait:
+                return
             try:
                 self._wait_until_ready(proc, deadline=time.monotonic() + timeout, timeout=timeout)
             except BaseException:  # failed or interrupted: don't leave a half-started JVM behind
                 self.stop()
                 raise
         self._say(f"Kafka ready in {time.monotonic() - started:.1f} s on {self.bootstrap_servers}")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait for a broker started with ``wait=False``; stops it if it does not become ready."""
+        if self._proc is None:
+            raise EmbeddedKafkaError(f"Kafka on {self.bootstrap_servers} was not started by this process")
+        try:
+            self._wait_until_ready(self._proc, deadline=time.monotonic() + timeout, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (no controlled shutdown)."""
+        pid = self._read_pid()
+        if pid is None or not self._is_ours(pid):
+            return
+        self._signal(pid, signal.SIGKILL)
+        self._wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
 
     def _check_ports_free(self) -> None:
         for port in (self.port, self.controller_port):
@@ -602,11 +675,12 @@ class EmbeddedKafka:
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            new_cluster_id(),
+            self.quorum.cluster_id if self.quorum else new_cluster_id(),
             "--config",
             str(self.properties_file),
-            # No static controller.quorum.voters: record this node as the sole initial voter (KIP-853).
-            "--standalone",
+            # One node: no static controller.quorum.voters, this node is the sole initial voter (KIP-853).
+            # A quorum's nodes name their voters in their properties.
+            *([] if self.quorum else ["--standalone"]),
             *(self.security.format_args() if self.security is not None else []),
         ]
         result = subprocess.run(cmd, cwd=self.data_dir, capture_output=True, text=True, timeout=180)
@@ -720,6 +794,93 @@ class EmbeddedKafka:
             "jars_cached": self.jars_cached(),
             "cache_dir": str(self.dist_dir),
         }
+
+
+class EmbeddedKafkaCluster:
+    """Several :class:`EmbeddedKafka` nodes forming one KRaft cluster (``kev kafka start --nodes 3``).
+
+    Every node is broker and controller; topics get replication factor 3 (at most the node count) and
+    ``min.insync.replicas`` one less, so with acks=all one node may die without losing an acknowledged record.
+    Node ``i`` (from 1) listens on ``port + 2(i-1)`` and its controller on the port after it; its state is in
+    ``<data_dir>/node-<i>``.
+    """
+
+    def __init__(
+        self,
+        *,
+        nodes: int = 3,
+        port: int = 9092,
+        data_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        heap: str = DEFAULT_HEAP,
+        progress: Progress | None = None,
+        ports: list[tuple[int, int]] | None = None,
+    ) -> None:
+        if nodes < 2:
+            raise ValueError("a cluster has at least 2 nodes (use EmbeddedKafka for one)")
+        ports = ports or [(port + 2 * i, port + 2 * i + 1) for i in range(nodes)]
+        if len(ports) != nodes:
+            raise ValueError(f"{nodes} nodes need {nodes} (port, controller port) pairs")
+        root = Path(data_dir or Path(cache_dir or default_cache_dir()) / "kafka" / f"cluster-{ports[0][0]}")
+        self.data_dir = root.expanduser().absolute()
+        voters = tuple((i + 1, controller) for i, (_, controller) in enumerate(ports))
+        cluster_id = _stored_cluster_id(self.data_dir) or new_cluster_id()
+        self.nodes = [
+            EmbeddedKafka(
+                port=client,
+                controller_port=controller,
+                data_dir=self.data_dir / f"node-{i + 1}",
+                cache_dir=cache_dir,
+                heap=heap,
+                progress=_prefixed(progress, f"node {i + 1}: "),
+                quorum=Quorum(cluster_id, i + 1, voters),
+            )
+            for i, (client, controller) in enumerate(ports)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    @property
+    def replication_factor(self) -> int:
+        quorum = self.nodes[0].quorum
+        assert quorum is not None
+        return quorum.replication_factor
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Launch every node, then wait for each: a node serves clients only once a quorum of voters runs."""
+        try:
+            for node in self.nodes:
+                node.start(timeout, wait=False)
+            for node in self.nodes:
+                if node._proc is not None:  # launched here, not found already running
+                    node.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def is_running(self) -> bool:
+        return any(node.is_running() for node in self.nodes)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
+
+
+def _prefixed(progress: Progress | None, prefix: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda message: progress(prefix + message)
+
+
+def _stored_cluster_id(root: Path) -> str | None:
+    """The cluster id a node of a cluster in ``root`` was formatted with, so a restart keeps it."""
+    for meta in sorted(root.glob(f"node-*/{_LOG_DIRS}/meta.properties")):
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for debugging: python -m kev.kafka.embedded

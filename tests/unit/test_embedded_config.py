@@ -426,3 +426,27 @@ def test_cli_rejects_bad_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     result = runner.invoke(kafka_cli.app, ["start", "--data-dir", str(tmp_path), "--heap", "lots"])
     assert result.exit_code == 1
     assert "heap" in result.output
+
+
+def test_a_quorum_node_names_every_voter_and_replicates_topics_three_times() -> None:
+    from kev.kafka.embedded import Quorum, server_properties
+
+    quorum = Quorum("abc", 2, ((1, 9101), (2, 9103), (3, 9105)))
+    props = server_properties(port=9102, controller_port=9103, log_dirs=Path("/x"), node_id=2, quorum=quorum)
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9101,2@127.0.0.1:9103,3@127.0.0.1:9105"
+    assert "controller.quorum.bootstrap.servers" not in props
+    assert props["default.replication.factor"] == props["offsets.topic.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+
+
+def test_a_cluster_places_its_nodes_on_consecutive_port_pairs(tmp_path: Path) -> None:
+    from kev.kafka.embedded import EmbeddedKafkaCluster
+
+    cluster = EmbeddedKafkaCluster(nodes=3, port=29092, data_dir=tmp_path)
+    assert cluster.bootstrap_servers == "127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096"
+    assert [n.controller_port for n in cluster.nodes] == [29093, 29095, 29097]
+    assert {n.quorum.cluster_id for n in cluster.nodes if n.quorum} == {cluster.nodes[0].quorum.cluster_id}  # type: ignore[union-attr]
+    assert cluster.replication_factor == 3
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        EmbeddedKafkaCluster(nodes=1, data_dir=tmp_path)
