@@ -60,8 +60,8 @@ def _node_svg(p: Placed) -> str:
         f"<title>{esc(title)}</title>"
         f'<rect x="{p.x}" y="{p.y}" width="{NODE_W}" height="{NODE_H}" rx="8"/>'
         f'<text x="{p.x + 10}" y="{p.y + 15}" class="kind">{esc(n.kind)}</text>'
-        f'<text x="{p.x + 10}" y="{p.y + 31}" class="name">{esc(_clip(n.name, 28))}</text>'
-        f'<text x="{p.x + 10}" y="{p.y + 44}" class="state">{esc(_clip(detail, 36))}</text>'
+        f'<text x="{p.x + 10}" y="{p.y + 31}" class="name">{esc(_clip(n.name, 26))}</text>'
+        f'<text x="{p.x + 10}" y="{p.y + 44}" class="state">{esc(_clip(detail, 33))}</text>'
         "</g>"
     )
 
@@ -254,7 +254,7 @@ text-align:left;vertical-align:top}th{font-weight:600;color:#555}
 input[type=text]{width:420px;padding:4px 6px;font:13px ui-monospace,monospace}
 #tail-status{color:#555}#tail-status.error,.error{color:#c62828}
 #tail td.data{font:12px ui-monospace,monospace;max-width:380px;overflow:hidden;text-overflow:ellipsis;
-white-space:nowrap}.badge{background:#eef;border-radius:4px;padding:1px 6px;font-size:12px}
+white-space:nowrap}.badge{background:#e4e8f7;color:#1d2330;border-radius:4px;padding:1px 6px;font-size:12px}
 </style></head>
 <body>
 <header><h1>keventing console</h1><span class="meta">{{mode}} · instance {{instance}} · {{scope}}</span>
@@ -298,7 +298,6 @@ function cell(text, cls) { const td = document.createElement("td"); td.textConte
 function stop() {
   if (source) source.close();
   source = null;
-  document.getElementById("tail-start").disabled = false;
   document.getElementById("tail-stop").disabled = true;
 }
 async function start() {
@@ -314,7 +313,7 @@ async function start() {
   setStatus("connecting…");
   const query = "target=" + encodeURIComponent(target) + "&filter=" + encodeURIComponent(filter);
   source = new EventSource("api/events?" + query);
-  document.getElementById("tail-start").disabled = true;
+  // Tail again restarts with the target and filter as they are now.
   document.getElementById("tail-stop").disabled = false;
   source.addEventListener("ready", (m) => setStatus("live on " + JSON.parse(m.data).topic));
   source.addEventListener("failure", (m) => { setStatus(JSON.parse(m.data).error, true); stop(); });

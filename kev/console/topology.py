@@ -198,7 +198,9 @@ def build_topology(
                     broker, "Broker", resource.spec.broker, ns, ROUTERS, "False", "does not exist", False
                 )
             builder.edge(broker, key, "trigger", flow)
-            builder.edge(key, builder.target(resource.spec.subscriber, ns), "subscriber", flow)
+            # The lag is the group's, shown once (on the way in); deliveries per second on the way out too.
+            out = Flow(rate=flow.rate) if flow else None
+            builder.edge(key, builder.target(resource.spec.subscriber, ns), "subscriber", out)
             delivery = resource.spec.delivery
             if delivery is not None:
                 builder.edge(key, builder.target(delivery.deadLetterSink, ns), "dead-letter")
@@ -210,7 +212,8 @@ def build_topology(
                     channel_id, channel.kind, channel.name, ns, ROUTERS, "False", "does not exist", False
                 )
             builder.edge(channel_id, key, "subscription", flow)
-            builder.edge(key, builder.target(resource.spec.subscriber, ns), "subscriber", flow)
+            out = Flow(rate=flow.rate) if flow else None
+            builder.edge(key, builder.target(resource.spec.subscriber, ns), "subscriber", out)
             builder.edge(key, builder.target(resource.spec.reply, ns), "reply")
             if resource.spec.delivery is not None:
                 builder.edge(key, builder.target(resource.spec.delivery.deadLetterSink, ns), "dead-letter")

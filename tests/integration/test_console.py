@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Kev, Reaction, RecordingSink
-from helpers import broker_doc, trigger_doc
+from helpers import broker_doc, start_console, trigger_doc
 
-from kev.kafka.embedded import free_port
-from kev.stack import Service, kev_command
+from kev.stack import kev_command
 
 
 @dataclass
@@ -42,16 +41,9 @@ def kev_env(kev: Kev) -> dict[str, str]:
 
 
 def run_kev(kev: Kev, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*kev_command(), *args], env=kev_env(kev), capture_output=True, text=True, timeout=90)
-
-
-def start_console(kev: Kev, name: str) -> str:
-    port = free_port()
-    service = kev.stack.start(
-        Service(name, [*kev_command(), "console", "--port", str(port)], f"http://127.0.0.1:{port}/readyz")
+    return subprocess.run(
+        [*kev_command(), *args], env=kev_env(kev), capture_output=True, text=True, timeout=90
     )
-    kev.stack.wait_ready(60, [service.name])
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +105,11 @@ def test_console_topology_shows_edges_ready_states_and_lag(mesh: Mesh) -> None:
     def complete(graph: dict[str, Any]) -> bool:
         nodes = {n["id"]: n for n in graph["nodes"]}
         edge = next(
-            (e for e in graph["edges"] if e["source"] == f"Broker/{ns}/default" and e["target"].endswith("display")),
+            (
+                e
+                for e in graph["edges"]
+                if e["source"] == f"Broker/{ns}/default" and e["target"].endswith("display")
+            ),
             None,
         )
         return (
