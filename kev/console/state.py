@@ -31,8 +31,9 @@ from keventing.store import decode_resource
 
 log = logging.getLogger("kev.console")
 
-# The kinds the console lists from an API server: every kind keventing serves but Secrets (never shown).
-LISTED_KINDS = tuple(kind for kind in KINDS if kind != "Secret")
+# The kinds the console lists from an API server: every kind keventing serves but Secrets (never shown) and
+# ConfigMaps (every one in the cluster, and none is a step of an event's path).
+LISTED_KINDS = tuple(kind for kind in KINDS if kind not in ("Secret", "ConfigMap"))
 
 
 class ConsoleSettings(ClientSettings):
