@@ -122,9 +122,11 @@ class ClusterResources:
         self.settings = settings
         self.synced = False
         self._resources: list[Resource] = []
-        self.error: str | None = None
+        self._missing: list[str] = []
 
     async def run(self) -> None:
+        from kubernetes_asyncio.client import ApiException
+
         from kev.client import ClientError
         from kev.kubeclient import KubernetesClient
 
@@ -135,14 +137,23 @@ class ClusterResources:
                 ) as kube:
                     while True:
                         listed: list[Resource] = []
+                        missing = []
                         for kind in LISTED_KINDS:
-                            listed.extend(await kube.list(kind, None))
+                            try:
+                                listed.extend(await kube.list(kind, None))
+                            except ApiException as err:
+                                # A kind whose CRD is not installed (404) or not readable (403) is left
+                                # out; the others are still shown.
+                                if err.status not in (403, 404):
+                                    raise
+                                missing.append(f"{kind} ({err.status})")
                         self._resources = listed
                         self.synced = True
-                        self.error = None
+                        if missing != self._missing:
+                            log.warning("kinds not listed from the API server", extra={"kinds": missing})
+                            self._missing = missing
                         await asyncio.sleep(self.settings.refresh_seconds)
             except ClientError as err:
-                self.error = str(err)
                 log.warning("cannot list resources from the API server", extra={"error": str(err)})
                 await asyncio.sleep(max(self.settings.refresh_seconds, 5.0))
 
