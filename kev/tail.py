@@ -74,6 +74,18 @@ def decode(record: Any) -> TailedEvent | None:
     )
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` that exist. A consumer assigned nothing yet has no metadata for them:
+    it is fetched once when missing (aiokafka's public ``topics()`` returns a copy its client never uses)."""
+
+    def known() -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+
+    if len({tp.topic for tp in known()}) < len(set(topics)):
+        await consumer._client.force_metadata_update()
+    return known()
+
+
 @contextlib.asynccontextmanager
 async def _assigned(connection: Connectable, topic: str) -> AsyncIterator[tuple[AIOKafkaConsumer, list]]:
     consumer = make_consumer(connection, None, auto_offset_reset="latest", fetch_max_wait_ms=100)
@@ -83,13 +95,10 @@ async def _assigned(connection: Connectable, topic: str) -> AsyncIterator[tuple[
         await consumer.stop()
         raise TailError(f"cannot connect to Kafka to read {topic}: {err}") from None
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
+        partitions = await _partitions(consumer, [topic])
         if not partitions:
             raise TailError(f"topic {topic} does not exist")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        assigned = sorted(partitions, key=lambda tp: tp.partition)
         consumer.assign(assigned)
         yield consumer, assigned
     finally:
@@ -199,15 +208,7 @@ async def end_offsets(connection: Connectable, topics: list[str]) -> dict[tuple[
     consumer = make_consumer(connection, None)
     await consumer.start()
     try:
-        partitions = []
-        for topic in topics:
-            for p in consumer.partitions_for_topic(topic) or ():
-                partitions.append(TopicPartition(topic, p))
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            for topic in topics:
-                for p in consumer.partitions_for_topic(topic) or ():
-                    partitions.append(TopicPartition(topic, p))
+        partitions = await _partitions(consumer, topics)
         if not partitions:
             return {}
         ends = await consumer.end_offsets(partitions)

@@ -498,7 +498,9 @@ def _broker_url(name: str, namespace: str) -> str:
 @app.command("events")
 def events_show(
     broker: str | None = typer.Option(None, "--broker", "-b", help="The Broker whose topic to read."),
-    channel: str | None = typer.Option(None, "--channel", help="A KafkaChannel's topic instead."),
+    channel: str | None = typer.Option(
+        None, "--channel", help="A channel's topic instead (KafkaChannel, InMemoryChannel, a Channel's)."
+    ),
     namespace: str = typer.Option("default", "-n", "--namespace"),
     filter_: str | None = typer.Option(
         None, "--filter", help="A CESQL expression (as in a Trigger's filters) the events must match."
@@ -519,7 +521,8 @@ def events_show(
         matches = cesql_filter(filter_)
     except FilterError as err:
         raise fail(f"--filter: {err}") from None
-    target = ("Broker", namespace, broker) if broker else ("KafkaChannel", namespace, channel or "")
+    kinds = ("Broker",) if broker else ("KafkaChannel", "InMemoryChannel")
+    target = (kinds, namespace, broker or channel or "")
     try:
         asyncio.run(show_events(settings, target, matches, last, follow, output == "json"))
     except (NotFound, TailError) as err:

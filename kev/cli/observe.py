@@ -39,14 +39,18 @@ class NotFound(Exception):
     """What the user named is not in the contract (or the event is on no topic); the message says what."""
 
 
-def resolve_ingress(contract: dict[str, ContractEntry], kind: str, namespace: str, name: str) -> Ingress:
-    entry = contract.get(f"{kind}/{namespace}/{name}")
-    if entry is None or entry.ingress is None or not entry.ingress.topic:
-        raise NotFound(
-            f'{kind} "{name}" in namespace "{namespace}" has no topic in the contract '
-            "(does it exist, and is `kev controller` running?)"
-        )
-    return entry.ingress
+def resolve_ingress(
+    contract: dict[str, ContractEntry], kinds: tuple[str, ...], namespace: str, name: str
+) -> Ingress:
+    """The ingress of the first of ``kinds`` named ``name`` (a Channel's backing channel has its name)."""
+    for kind in kinds:
+        entry = contract.get(f"{kind}/{namespace}/{name}")
+        if entry is not None and entry.ingress is not None and entry.ingress.topic:
+            return entry.ingress
+    raise NotFound(
+        f'{" or ".join(kinds)} "{name}" in namespace "{namespace}" has no topic in the contract '
+        "(does it exist, is it Ready, and is `kev controller` running?)"
+    )
 
 
 def _time(ms: int) -> str:
@@ -94,7 +98,7 @@ def print_json_line(payload: Any) -> None:
 
 async def show_events(
     settings: CommonSettings,
-    target: tuple[str, str, str],
+    target: tuple[tuple[str, ...], str, str],
     matches: Filter | None,
     last: int,
     follow: bool,
@@ -246,7 +250,7 @@ def brokers_named(
 
     def pick(contract: dict[str, ContractEntry]) -> list[Ingress]:
         if name is not None:
-            return [resolve_ingress(contract, "Broker", namespace or "default", name)]
+            return [resolve_ingress(contract, ("Broker",), namespace or "default", name)]
         found = [
             e.ingress
             for e in contract.values()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Kev, Reaction, RecordingSink
-from helpers import broker_doc, start_console, trigger_doc
+from helpers import broker_doc, channel_doc, start_console, trigger_doc
 
 from kev.stack import kev_command
 
@@ -257,3 +257,27 @@ def test_kev_events_follow_prints_events_as_they_arrive(mesh: Mesh) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_kev_events_reads_a_channels_topic(mesh: Mesh) -> None:
+    ns = mesh.ns
+    mesh.kev.apply(channel_doc("orders", ns))
+    channel = mesh.kev.wait_ready("Channel", "orders", ns)
+    assert channel.status.address is not None and channel.status.address.url
+    event_id = f"chan-{uuid.uuid4().hex[:6]}"
+    response = mesh.kev.http.post(
+        channel.status.address.url,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-type": "dev.console.chan",
+            "ce-source": "/t",
+        },
+        content=b"{}",
+    )
+    assert response.status_code == 202
+    listed = run_kev(mesh.kev, "events", "--channel", "orders", "-n", ns, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["attributes"]["id"] for line in listed.stdout.splitlines()] == [event_id]
+    nope = run_kev(mesh.kev, "events", "--channel", "nope", "-n", ns)
+    assert nope.returncode == 1 and "KafkaChannel or InMemoryChannel" in nope.stderr
