@@ -64,9 +64,12 @@ def mesh(kev: Kev, sink: RecordingSink) -> Iterator[Mesh]:
             delivery={"retry": 0, "deadLetterSink": dead_letter_sink},
         ),
         trigger_doc("picky", ns, "default", sink.url(f"{ns}/picky"), filter={"attributes": {"type": "none"}}),
+        trigger_doc(
+            "slow", ns, "default", sink.url(f"{ns}/slow"), filter={"attributes": {"type": "dev.console.slow"}}
+        ),
         trigger_doc("orphan", ns, "missing", sink.url(f"{ns}/orphan")),
     )
-    for name in ("display", "failing", "picky"):
+    for name in ("display", "failing", "picky", "slow"):
         kev.wait_ready("Trigger", name, ns)
     name = f"console-{ns}"
     url = start_console(kev, name)
@@ -203,6 +206,7 @@ def test_dead_letters_show_up_in_the_console_and_in_kev_trace(mesh: Mesh, sink: 
         f"Trigger/{ns}/display": "done",
         f"Trigger/{ns}/failing": "dead-lettered",
         f"Trigger/{ns}/picky": "filtered",
+        f"Trigger/{ns}/slow": "filtered",
     }
     table = run_kev(mesh.kev, "trace", failed, "--broker", "default", "-n", ns)
     assert table.returncode == 0, table.stderr
@@ -281,3 +285,19 @@ def test_kev_events_reads_a_channels_topic(mesh: Mesh) -> None:
     assert [json.loads(line)["attributes"]["id"] for line in listed.stdout.splitlines()] == [event_id]
     nope = run_kev(mesh.kev, "events", "--channel", "nope", "-n", ns)
     assert nope.returncode == 1 and "KafkaChannel or InMemoryChannel" in nope.stderr
+
+
+def test_kev_trace_shows_an_event_in_delivery_as_pending_then_done(mesh: Mesh, sink: RecordingSink) -> None:
+    ns = mesh.ns
+    event_id = f"slow-{uuid.uuid4().hex[:6]}"
+    sink.program(f"{ns}/slow", Reaction(delay=6.0))
+    assert mesh.kev.send(ns, "default", event_id, "dev.console.slow").status_code == 202
+    sink.wait_for(f"{ns}/slow", 1)  # the subscriber has it and takes its time answering
+
+    def state() -> str:
+        result = run_kev(mesh.kev, "trace", event_id, "-b", "default", "-n", ns, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return {h["egress"]: h["state"] for h in json.loads(result.stdout)[0]["hops"]}[f"Trigger/{ns}/slow"]
+
+    assert state() == "pending"
+    mesh.kev.wait_for(lambda: state() == "done", 30, "the slow Trigger to commit past the event")

@@ -237,3 +237,88 @@ def test_the_lag_is_shown_once_and_the_rate_on_the_way_out_too() -> None:
     topology = build_topology(quickstart(), {"Trigger/default/event-display": Flow(rate=1.0, lag=4)})
     out = next(e for e in topology.edges if e.role == "subscriber")
     assert (out.rate, out.lag) == (1.0, None)
+
+
+# ------------------------------------------------------------------------------------- HTTP surface
+
+
+class FixedResources:
+    """A resource view that holds what it is given (the real ones follow Kafka or an API server)."""
+
+    def __init__(self, resources: list[Resource], synced: bool = True) -> None:
+        self._resources = resources
+        self.synced = synced
+
+    async def run(self) -> None:
+        return None
+
+    def resources(self) -> list[Resource]:
+        return self._resources
+
+
+def console_client(synced: bool = True, max_tails: int = 20) -> tuple[Any, Any]:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from kev.console.app import Console
+    from kev.console.state import ConsoleSettings
+
+    settings = ConsoleSettings(KEVENTING_CONSOLE_MAX_TAILS=max_tails)  # type: ignore[call-arg]
+    console = Console(settings, FixedResources(quickstart(), synced), CollectorRegistry())
+    broker = Ingress(
+        id="Broker/default/default",
+        kind="Broker",
+        namespace="default",
+        name="default",
+        path="/default/default",
+        topic="knative-broker-default-default",
+    )
+    console.contract.entries = {broker.id: ContractEntry(ingress=broker)}
+    console.contract.synced = synced
+    return console, httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=console.app), base_url="http://console"
+    )
+
+
+async def test_console_is_ready_once_resources_and_contract_are_loaded() -> None:
+    assert (await console_client(synced=False)[1].get("/readyz")).status_code == 503
+    _, client = console_client()
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/healthz")).text == "ok"
+
+
+async def test_console_page_fragments_and_json_views() -> None:
+    _, client = console_client()
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<option value="Broker/default/default">' in page.text
+    svg = await client.get("/graph.svg")
+    assert svg.headers["content-type"] == "image/svg+xml" and svg.text.startswith("<svg")
+    nodes = {n["id"] for n in (await client.get("/api/topology")).json()["nodes"]}
+    assert "Trigger/default/event-display" in nodes
+    assert (await client.get("/api/topology", params={"namespace": "other"})).json() == {
+        "nodes": [],
+        "edges": [],
+    }
+    assert (await client.get("/api/deadletters")).json() == {"items": []}  # no Trigger has a dead-letter sink
+    kinds = [i["kind"] for i in (await client.get("/api/resources")).json()["items"]]
+    assert sorted(kinds) == ["Broker", "PingSource", "Trigger"]
+
+
+async def test_live_tail_refuses_bad_requests_with_the_right_status() -> None:
+    _, client = console_client()
+    target = {"target": "Broker/default/default"}
+    assert (await client.get("/api/events", params={"target": "Broker/default/nope"})).status_code == 404
+    bad = await client.get("/api/events", params={**target, "filter": "type = = 'x'"})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("invalid CESQL filter")
+    assert (await client.get("/api/events", params={**target, "last": "many"})).status_code == 400
+    assert (await client.get("/api/events", params={**target, "last": "501"})).status_code == 400
+    assert (await client.get("/api/filter", params={"expression": "type = = 'x'"})).status_code == 400
+
+
+async def test_live_tails_beyond_the_limit_get_503_with_retry_after() -> None:
+    console, client = console_client(max_tails=1)
+    console._open_tails = 1  # one tail is streaming
+    busy = await client.get("/api/events", params={"target": "Broker/default/default"})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+    assert console.metrics.registry.get_sample_value("keventing_console_tails_refused_total") == 1.0
