@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Kev, RecordingSink
+from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, ping_source_doc, sink_ref, start_console, trigger_doc
 from playwright.sync_api import Browser, expect, sync_playwright
 
@@ -46,13 +46,24 @@ def test_console_page_shows_the_quickstart_and_tails_a_sent_event_within_two_sec
     kev: Kev, sink: RecordingSink, screenshots: Path
 ) -> None:
     ns = f"b{uuid.uuid4().hex[:10]}"
+    sink.respond_with(f"{ns}/audit", lambda _: Reaction(status=503))
     kev.apply(
         broker_doc("default", ns),
+        broker_doc("dead-letters", ns),
+        trigger_doc(
+            "audit",
+            ns,
+            "default",
+            sink.url(f"{ns}/audit"),
+            filter={"attributes": {"type": "dev.console.audit"}},
+            delivery={"retry": 0, "deadLetterSink": sink_ref("Broker", "dead-letters")},
+        ),
         trigger_doc("event-display", ns, "default", sink.url(f"{ns}/display")),
         trigger_doc("orphan", ns, "missing", sink.url(f"{ns}/orphan")),
         ping_source_doc("heartbeat", ns, sink_ref("Broker", "default"), schedule="0 0 1 1 *"),
     )
-    kev.wait_ready("Trigger", "event-display", ns)
+    for trigger in ("event-display", "audit"):
+        kev.wait_ready("Trigger", trigger, ns)
     kev.wait_ready("PingSource", "heartbeat", ns)
     name = f"console-{ns}"
     url = start_console(kev, name)
@@ -86,7 +97,9 @@ def see_the_console(browser: Browser, kev: Kev, url: str, ns: str, screenshots: 
     )
     expect(graph.locator(f'g.edge[data-source="PingSource/{ns}/heartbeat"]')).to_have_count(1)
     # The flow meter has measured the Trigger's consumer group: its edge says the lag.
-    expect(graph.locator("g.edge.role-trigger text.edge-label")).to_contain_text("lag 0")
+    expect(
+        graph.locator(f'g.edge.role-trigger[data-target="Trigger/{ns}/event-display"] text.edge-label')
+    ).to_contain_text("lag 0")
     page.screenshot(path=str(screenshots / "console-topology.png"), full_page=True)
 
     page.select_option("#tail-target", f"Broker/{ns}/default")
@@ -105,3 +118,18 @@ def see_the_console(browser: Browser, kev: Kev, url: str, ns: str, screenshots: 
     page.fill("#tail-filter", "type LIKE")
     page.click("#tail-start")
     expect(page.locator("#tail-status")).to_contain_text("invalid CESQL filter")
+
+    # An event the audit Trigger's subscriber refuses shows up under its dead-letter sink, with the error.
+    failed = f"audit-{uuid.uuid4().hex[:6]}"
+    assert kev.send(ns, "default", failed, "dev.console.audit").status_code == 202
+    dead_letters = page.locator(f'#deadletters .dls[data-egress="Trigger/{ns}/audit"]')
+    expect(dead_letters).to_contain_text(f"topic knative-broker-{ns}-dead-letters")
+    expect(dead_letters).to_contain_text(failed, timeout=20_000)
+    expect(dead_letters).to_contain_text("503")
+    page.fill("#tail-filter", "")
+    page.click("#tail-start")
+    expect(page.locator("#tail-status")).to_contain_text("live on")
+    for i in range(3):
+        assert kev.send(ns, "default", f"order-{i}", "com.example.order.created").status_code == 202
+    expect(page.locator("#tail tr.tailed")).to_have_count(3)
+    page.screenshot(path=str(screenshots / "console.png"), full_page=True)
