@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,7 +161,7 @@ async def tail(
     matches: Filter | None = None,
     last: int = 0,
     on_ready: Callable[[], Awaitable[None]] | None = None,
-) -> AsyncIterator[TailedEvent]:
+) -> AsyncGenerator[TailedEvent, None]:
     """The last ``last`` events, then every event written from now on, forever (cancel to stop).
 
     ``on_ready`` is awaited once the position at the end of every partition is fixed: an event produced

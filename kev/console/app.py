@@ -7,6 +7,7 @@ Read-only: no route changes anything (no redrive exists to offer yet).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -250,21 +251,35 @@ class Console:
             )
         connection = connection_of(self.settings, ingress.connection)
         return StreamingResponse(
-            self._stream(connection, ingress.topic, matches, last),
+            self._stream(request, connection, ingress.topic, matches, last),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def _stream(self, connection: Any, topic: str, matches: Any, last: int) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, request: Request, connection: Any, topic: str, matches: Any, last: int
+    ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1000)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            # Starlette notices a client that left only when a write fails; a quiet tail would hold its
+            # consumer until the next keepalive. The client's disconnect message ends the tail at once.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
 
         async def ready() -> None:
             await queue.put(("ready", {"topic": topic}))
 
         async def pump() -> None:
+            # aclosing: cancelled while waiting on the queue, the tail still closes its consumer now.
             try:
-                async for event in tail(connection, topic, matches, last=last, on_ready=ready):
-                    await queue.put(("message", event.to_json()))
+                async with contextlib.aclosing(
+                    tail(connection, topic, matches, last=last, on_ready=ready)
+                ) as events:
+                    async for event in events:
+                        await queue.put(("message", event.to_json()))
             except TailError as err:
                 await queue.put(("failure", {"error": str(err)}))
             except Exception as err:
@@ -272,14 +287,22 @@ class Console:
 
         self._open_tails += 1
         self.metrics.tails.inc()
-        task = asyncio.ensure_future(pump())
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(watch())]
         try:
-            while True:
-                try:
-                    kind, payload = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keepalive\n\n"  # a closed connection is noticed on the next write
+            while not gone.is_set():
+                get = asyncio.ensure_future(queue.get())
+                left = asyncio.ensure_future(gone.wait())
+                done, _ = await asyncio.wait(
+                    {get, left}, timeout=KEEPALIVE_SECONDS, return_when="FIRST_COMPLETED"
+                )
+                for waiter in (get, left):
+                    if waiter not in done:
+                        waiter.cancel()
+                if get not in done:
+                    if not gone.is_set():
+                        yield b": keepalive\n\n"  # through proxies that close idle connections
                     continue
+                kind, payload = get.result()
                 data = orjson.dumps(payload)
                 if kind == "message":
                     self.metrics.tailed.inc()
@@ -289,7 +312,10 @@ class Console:
                 if kind == "failure":
                     return
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
             self._open_tails -= 1
             self.metrics.tails.dec()
+            for task in tasks:
+                task.cancel()
+            # The response's cancel scope cancels this task again at every await once the client is gone:
+            # the tail closes its consumer in its own task, shielded, whatever becomes of this one.
+            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))

@@ -162,6 +162,12 @@ def test_live_tail_streams_only_the_events_its_cesql_filter_selects(mesh: Mesh) 
         kind, event = next(stream)
     assert kind == "message"
     assert event["attributes"]["id"] == hit  # the miss, sent first, was filtered out
+    # The client went away: the tail's consumer is closed and no longer counted.
+    mesh.kev.wait_for(
+        lambda: "keventing_console_tails 0.0" in httpx.get(f"{mesh.console}/metrics").text,
+        10,
+        "the closed tail to be released",
+    )
     assert event["topic"] == f"knative-broker-{ns}-default"
     assert event["data"] == '{"hello":"world"}'
 
