@@ -1,4 +1,4 @@
-"""Builders for the Knative resources tests apply."""
+"""Builders for the Knative resources tests apply, and a console beside a test stack."""
 
 from __future__ import annotations
 
@@ -164,3 +164,16 @@ def kafka_sink_doc(name: str, namespace: str, topic: str, **spec: Any) -> dict[s
         # No bootstrapServers: keventing's own cluster (a KafkaSink naming another writes there).
         "spec": {"topic": topic, **spec},
     }
+
+
+def start_console(kev: Any, name: str) -> str:
+    """Start ``kev console`` as one more service of ``kev``'s stack (stop it by ``name``); its base URL."""
+    from kev.kafka.embedded import free_port
+    from kev.stack import Service, kev_command
+
+    port = free_port()
+    service = kev.stack.start(
+        Service(name, [*kev_command(), "console", "--port", str(port)], f"http://127.0.0.1:{port}/readyz")
+    )
+    kev.stack.wait_ready(60, [service.name])
+    return f"http://127.0.0.1:{port}"

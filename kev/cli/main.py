@@ -495,6 +495,90 @@ def _broker_url(name: str, namespace: str) -> str:
     return broker.status.address.url
 
 
+@app.command("events")
+def events_show(
+    broker: str | None = typer.Option(None, "--broker", "-b", help="The Broker whose topic to read."),
+    channel: str | None = typer.Option(
+        None, "--channel", help="A channel's topic instead (KafkaChannel, InMemoryChannel, a Channel's)."
+    ),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    filter_: str | None = typer.Option(
+        None, "--filter", help="A CESQL expression (as in a Trigger's filters) the events must match."
+    ),
+    last: int = typer.Option(10, "--last", min=0, help="How many of the latest events to show first."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events (Ctrl-C stops)."),
+    output: str = typer.Option("table", "-o", "--output", help="table or json (one event per line)"),
+) -> None:
+    """Show the events on a Broker's (or channel's) topic, read without any consumer group."""
+    from kev.cli.observe import NotFound, show_events
+    from kev.tail import FilterError, TailError, cesql_filter
+
+    if (broker is None) == (channel is None):
+        raise fail("give exactly one of --broker NAME or --channel NAME")
+    if output not in ("table", "json"):
+        raise fail(f"unknown output format {output!r}: use table or json")
+    try:
+        matches = cesql_filter(filter_)
+    except FilterError as err:
+        raise fail(f"--filter: {err}") from None
+    kinds = ("Broker",) if broker else ("KafkaChannel", "InMemoryChannel")
+    target = (kinds, namespace, broker or channel or "")
+    try:
+        asyncio.run(show_events(settings, target, matches, last, follow, output == "json"))
+    except (NotFound, TailError) as err:
+        raise fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("trace")
+def trace(
+    event_id: str = typer.Argument(..., help="The CloudEvent id (ce-id) to follow."),
+    broker: str | None = typer.Option(None, "--broker", "-b", help="Look on this Broker's topic only."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Every namespace's Brokers."),
+    output: str = typer.Option("table", "-o", "--output", help="table or json"),
+) -> None:
+    """Follow one event: where it is on a Broker's topic, which Triggers select it, whether each one's
+    consumer group has committed past it, and whether it reached a dead-letter sink on Kafka."""
+    from kev.cli.observe import NotFound, brokers_named, print_traces, trace_event, trace_json
+    from kev.tail import TailError
+
+    if output not in ("table", "json"):
+        raise fail(f"unknown output format {output!r}: use table or json")
+    picked = brokers_named(None if all_namespaces and broker is None else namespace, broker)
+    try:
+        traces = asyncio.run(trace_event(settings, event_id, picked))
+    except (NotFound, TailError) as err:
+        raise fail(str(err)) from None
+    if output == "json":
+        sys.stdout.write(orjson.dumps(trace_json(traces), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_traces(traces)
+    if not traces:
+        where = f'Broker "{broker}"' if broker else "any Broker's topic"
+        raise fail(f'event "{event_id}" not found on {where}')
+
+
+@app.command("console")
+def console_service(
+    port: int | None = typer.Option(None, "--port", "-p", help="Default: KEVENTING_CONSOLE_PORT or 8093."),
+    host: str | None = typer.Option(None, "--host", help="Default: KEVENTING_HTTP_HOST or 0.0.0.0."),
+) -> None:
+    """Serve the console: topology, live tails, resources and dead letters in a browser (read-only)."""
+    from kev.console.main import main as run
+    from kev.console.state import ConsoleSettings
+
+    overrides: dict[str, Any] = {}
+    if settings.kubernetes:
+        overrides.update(kubernetes=True, kubeconfig=settings.kubeconfig, kube_context=settings.kube_context)
+    if port is not None:
+        overrides["http_port"] = port
+    if host is not None:
+        overrides["http_host"] = host
+    run(ConsoleSettings(**overrides))
+
+
 @app.command("event-display")
 def event_display(
     port: int = typer.Option(8081, "--port", "-p"),

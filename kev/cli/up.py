@@ -26,6 +26,7 @@ from keventing.store import ResourceStore
 
 console = Console()
 DISPLAY_PORT = 8081
+CONSOLE_PORT = 8093
 DEMO_HEADERS = {
     "Ce-Id": "say-hello",
     "Ce-Specversion": "1.0",
@@ -74,6 +75,7 @@ def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes
             stack.controller_port,
             stack.sources_port,
             DISPLAY_PORT,
+            CONSOLE_PORT,
         )
         if _in_use(p)
     ]
@@ -91,6 +93,14 @@ def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes
             console.print("applying Knative's CRDs to the cluster…")
             asyncio.run(apply_crds(kubeconfig))
         stack.start_all(ALL_SERVICES)
+        # The console reads the same store (or, with --kubernetes, the same cluster): the stack's environment.
+        stack.start(
+            Service(
+                "console",
+                [*kev_command(), "console", "--port", str(CONSOLE_PORT)],
+                f"http://127.0.0.1:{CONSOLE_PORT}/readyz",
+            )
+        )
         display = Service(
             "event-display",
             [*kev_command(), "event-display", "--port", str(DISPLAY_PORT)],
@@ -103,7 +113,7 @@ def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes
         else:
             display.process = subprocess.Popen(display.argv, env=stack.env())  # prints to this terminal
             stack.services[display.name] = display
-        console.print("starting controller, receiver, dispatcher, sources and event-display…")
+        console.print("starting controller, receiver, dispatcher, sources, console and event-display…")
         stack.wait_ready(timeout=90)
         if kubernetes:
             from kev.cluster.apply import apply_documents, wait_ready_in_cluster
@@ -121,6 +131,7 @@ def run_up(examples: Path, demo: bool, kubeconfig: str | None = None, kubernetes
                     asyncio.run(wait_ready(settings, key, timeout=60))
         url = f"{stack.ingress_url}/default/default"
         console.print(f"\n[bold green]keventing is up.[/bold green] Broker URL: [bold]{url}[/bold]")
+        console.print(f"Console: [bold]http://localhost:{CONSOLE_PORT}[/bold]")
         console.print(f"logs: {log_dir}\n\nSend an event:")
         # No markup, no highlighting, no wrapping of ours: a narrow terminal soft-wraps the lines it shows,
         # and a paste still gets them whole.

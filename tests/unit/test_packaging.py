@@ -23,6 +23,7 @@ import yaml
 from controller.settings import ControllerSettings
 from dispatcher.settings import DispatcherSettings
 from kev.cli.main import app
+from kev.console.state import ConsoleSettings
 from kev.kafka.embedded import KAFKA_VERSION
 from kev.stack import ALL_SERVICES
 from keventing.resources import parse_resource
@@ -65,7 +66,7 @@ def port_variable(service: str) -> str:
 
 def settings_variables() -> set[str]:
     """Every environment variable a keventing service reads."""
-    classes: list[type[CommonSettings]] = [CommonSettings, *SETTINGS.values()]
+    classes: list[type[CommonSettings]] = [CommonSettings, *SETTINGS.values(), ConsoleSettings]
     return {f.alias for cls in classes for f in cls.model_fields.values() if f.alias}
 
 
@@ -595,6 +596,10 @@ def test_chart_ports_are_the_settings_defaults_and_set_the_port_variable() -> No
         setting = f"- name: {variable}\n  value: {{{{ .Values.{key}.port | quote }}}}"
         assert setting in text, f"the chart does not set {variable} from .Values.{key}.port"
     assert values()["eventDisplay"]["port"] == event_display_default_port()
+    # The console (off by default) is no service of `kev up`'s, but its chart port is its default all the same.
+    assert values()["console"]["port"] == ConsoleSettings.model_fields["http_port"].default
+    assert "- name: KEVENTING_CONSOLE_PORT\n  value: {{ .Values.console.port | quote }}" in text
+    assert values()["console"]["enabled"] is False
 
 
 def test_chart_probes_readiness_and_liveness_on_the_ops_endpoints() -> None:
