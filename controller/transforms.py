@@ -7,11 +7,11 @@ not Ready and has no address, so nothing is sent to it.
 
 from __future__ import annotations
 
+from controller.addresses import audience, set_address
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, identity
 from controller.resolver import Unresolvable
 from keventing.contract import ContractEntry, Ingress, Transform
-from keventing.resources.base import Address
 from keventing.resources.transforms import EventTransform, EventTransformStatus
 
 CONDITIONS = ["SinkResolved", "Addressable"]
@@ -40,7 +40,7 @@ def reconcile_event_transforms(ctx: Context) -> Contribution:
         if spec.sink is None or sink is not None:
             conditions.true("Addressable")
             path = event_transform_path(transform.namespace, transform.name)
-            status.address = Address(url=ctx.config.ingress_url + path)
+            set_address(status, ctx.config, path, transform)
         status.conditions = conditions.finish(CONDITIONS)
         out.addressable(transform.key, status)
         if not status.ready or spec.jsonata is None:
@@ -49,6 +49,7 @@ def reconcile_event_transforms(ctx: Context) -> Contribution:
         out.contract[str(transform.key)] = ContractEntry(
             ingress=Ingress(
                 **identity(transform),
+                audience=audience(transform),
                 path=event_transform_path(transform.namespace, transform.name),
                 topic="",
                 transform=Transform(

@@ -19,7 +19,8 @@ from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
-from dispatcher.transport import AiohttpPost, Post
+from dispatcher.tokens import CommandTokenSource
+from dispatcher.transport import AiohttpPost, Post, TokenSource
 from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
@@ -52,16 +53,32 @@ class DispatcherManager:
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
 
+    def _trust_bundle(self) -> str | None:
+        path = self.settings.tls_trust_bundle_file
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as err:
+            raise SystemExit(f"KEVENTING_TLS_TRUST_BUNDLE: cannot read {path}: {err.strerror}") from None
+
+    def _tokens(self) -> TokenSource | None:
+        if not self.settings.oidc_enabled or not self.settings.oidc_token_command:
+            return None
+        return CommandTokenSource(self.settings.oidc_token_command)
+
     def ready(self) -> bool:
         return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
+        trust_bundle, tokens = self._trust_bundle(), self._tokens()  # a bad setting stops the start
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
         )
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
-        self.post = LoggingPost(AiohttpPost(session))
+        self.post = LoggingPost(AiohttpPost(session, trust_bundle, tokens))
         event_types = asyncio.create_task(self.event_types.run())
         try:
             self.producer = await self.producers.start_default()

@@ -1,11 +1,15 @@
 """The dispatcher's HTTP boundary: the ``Post`` protocol everything above it uses, and its aiohttp implementation.
 
 Everything that decides what to send and what an answer means sits above this seam and is tested with a
-fake transport; only ``AiohttpPost`` opens sockets.
+fake transport; only ``AiohttpPost`` opens sockets. It is also where a delivery's identity and trust are
+applied: an https destination's certificate is verified against the system's CAs, the dispatcher's trust
+bundle and the Destination's ``CACerts`` (never not verified), and a destination with an ``audience`` gets
+an OIDC token for it.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,15 +30,43 @@ class TransportError(Exception):
 
 class Post(Protocol):
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
-        """POST ``body``; ``timeout`` None means the transport's own default. Raises TransportError."""
+        """POST ``body``; ``timeout`` None means the transport's own default; ``ca_certs`` (PEM) are trusted
+        besides the system's for an https URL; ``audience``: send an OIDC token for it. Raises
+        TransportError."""
         ...
 
 
+class TokenSource(Protocol):
+    async def token(self, audience: str) -> str:
+        """An OIDC token for ``audience``; raises TokenUnavailable saying why not."""
+        ...
+
+
+class TokenUnavailable(Exception):
+    """No OIDC token could be had for an audience (the message never holds a token)."""
+
+
 class AiohttpPost:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        trust_bundle: str | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self.session = session
+        # PEM CA certificates trusted for every https destination, besides the system's (Knative's trust
+        # bundles); a Destination's CACerts add to them.
+        self.trust_bundle = trust_bundle
+        self.tokens = tokens
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
         self._timeouts: dict[
             float, aiohttp.ClientTimeout
         ] = {}  # one object per value: built once, not per event
@@ -45,14 +77,46 @@ class AiohttpPost:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
+    def tls_context(self, ca_certs: str | None) -> ssl.SSLContext:
+        """The verifying context for a destination's CACerts: hostname and chain always checked. Raises
+        TransportError when the PEM is unusable."""
+        context = self._contexts.get(ca_certs)
+        if context is None:
+            context = ssl.create_default_context()  # the system's CAs, CERT_REQUIRED, check_hostname
+            for what, pem in (
+                ("the trust bundle", self.trust_bundle),
+                ("the Destination's CACerts", ca_certs),
+            ):
+                if pem:
+                    try:
+                        context.load_verify_locations(cadata=pem)
+                    except (ssl.SSLError, ValueError) as err:
+                        raise TransportError(f"{what} are not usable PEM certificates: {err}") from None
+            self._contexts[ca_certs] = context
+        return context
+
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
+        if audience is not None and self.tokens is not None:
+            try:
+                token = await self.tokens.token(audience)
+            except TokenUnavailable as err:
+                raise TransportError(f"no OIDC token for audience {audience!r}: {err}") from None
+            headers = {**headers, "authorization": f"Bearer {token}"}
+        options: dict[str, object] = {}
+        if url[:6].lower() == "https:":
+            options["ssl"] = self.tls_context(ca_certs)
         # Without a timeout the session's own applies (aiohttp reads timeout=None as "no timeout at all").
-        if timeout is None:
-            request = self.session.post(url, data=body, headers=headers)
-        else:
-            request = self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout))
+        if timeout is not None:
+            options["timeout"] = self._timeout(timeout)
+        request = self.session.post(url, data=body, headers=headers, **options)  # type: ignore[arg-type]
         try:
             async with request as response:
                 payload = await response.read()

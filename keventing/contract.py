@@ -34,6 +34,9 @@ class DeliveryPolicy(ContractModel):
     backoff_max: float | None = None
     format: Literal["json", "binary"] | None = None
     dead_letter_url: str | None = None
+    # The dead-letter sink's CACerts (PEM, trusted besides the system's) and OIDC audience.
+    dead_letter_ca_certs: str | None = None
+    dead_letter_audience: str | None = None
 
 
 class Reply(ContractModel):
@@ -77,6 +80,9 @@ class Ingress(ContractModel):
     connection: KafkaConnection | None = None
     # An EventTransform: the receiver transforms and answers, nothing is produced (``topic`` is empty).
     transform: Transform | None = None
+    # Knative's audience of the resource (``eventing.knative.dev/broker/<ns>/<name>``): with
+    # authentication-oidc enabled the receiver accepts only a token issued for it.
+    audience: str | None = None
 
 
 class Egress(ContractModel):
@@ -88,6 +94,10 @@ class Egress(ContractModel):
     topics: tuple[str, ...]
     consumer_group: str
     destination: str | None = None
+    # The Destination's CACerts (PEM: trusted for an https destination besides the system's CAs) and
+    # audience (the dispatcher sends an OIDC token for it).
+    destination_ca_certs: str | None = None
+    destination_audience: str | None = None
     prefer_reply: bool = True
     reply: Reply = Field(default_factory=Reply)
     filter: FilterSpec = Field(default_factory=FilterSpec)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,18 @@ class CommonSettings(BaseSettings):
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
     # false: metrics record the event type as "" (one series per resource and code, whatever the types).
     metrics_event_type: bool = Field(default=True, alias="KEVENTING_METRICS_EVENT_TYPE")
+    # Knative's config-features flags (README, "HTTPS and OIDC"): which addresses the controller publishes
+    # and what the receiver accepts; every service reads the same two so that they agree.
+    transport_encryption: Literal["disabled", "permissive", "strict"] = Field(
+        default="disabled", alias="KEVENTING_TRANSPORT_ENCRYPTION"
+    )
+    authentication_oidc: Literal["enabled", "disabled"] = Field(
+        default="disabled", alias="KEVENTING_AUTHENTICATION_OIDC"
+    )
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.authentication_oidc == "enabled"
 
     @functools.cached_property
     def kafka_connection(self) -> KafkaConnection:

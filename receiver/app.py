@@ -26,6 +26,7 @@ from keventing.tracing import Tracing
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
 from receiver.metrics import IngressMetrics, knative_view
+from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -78,6 +79,12 @@ class ReceiverApp:
             event_type_label=settings.metrics_event_type,
         )
         self.ops = ops_app(self.ready)
+        self.verifier: OidcVerifier | None = None
+        if settings.oidc_enabled and settings.oidc_issuer:
+            self.verifier = OidcVerifier(
+                settings.oidc_issuer, settings.oidc_issuer_ca_file, settings.oidc_jwks_refresh_seconds
+            )
+        self.https_only = settings.transport_encryption == "strict"
         self._tasks: list[asyncio.Task[None]] = []
 
     def ready(self) -> bool:
@@ -116,6 +123,13 @@ class ReceiverApp:
                 return
             await self.ops(scope, receive, send)
             return
+        if self.https_only and scope.get("scheme") != "https":
+            message = (
+                "transport-encryption is strict: events are accepted over HTTPS only "
+                f"(port {self.settings.https_port})\n"
+            )
+            await _respond(send, Answer(403, message.encode()))
+            return
         method = scope["method"]
         if method == "OPTIONS":
             await _respond(send, Answer(200), OPTIONS_HEADERS)
@@ -140,6 +154,11 @@ class ReceiverApp:
             headers[name] = value
             if name == "content-length" and value.isdigit():
                 content_length = int(value)
+        if self.verifier is not None:
+            refusal = await self._authenticate(headers.get("authorization"), ingress)
+            if refusal is not None:
+                await _respond(send, refusal)
+                return
         if self.handler.too_large(content_length):
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
@@ -158,6 +177,21 @@ class ReceiverApp:
             return
         await _respond(send, await self.handler.handle(ingress, headers, body))
 
+    async def _authenticate(self, authorization: str | None, ingress: Ingress) -> Answer | None:
+        """None when the sender's token is valid for the ingress's audience, else the answer to give."""
+        assert self.verifier is not None
+        if ingress.audience is None:
+            message = f"{ingress.kind} {ingress.namespace}/{ingress.name} has no audience published yet"
+            return self.handler.unavailable(message)
+        try:
+            await self.verifier.verify(authorization, ingress.audience)
+        except Unauthenticated as err:
+            # The description stays in the body: a header must not carry what the token's sender wrote.
+            return Answer(401, f"{err}\n".encode(), (("www-authenticate", 'Bearer error="invalid_token"'),))
+        except IssuerUnavailable as err:
+            return self.handler.unavailable(str(err))
+        return None
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -174,6 +208,8 @@ class ReceiverApp:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self.producers.stop(self.settings.shutdown_timeout_seconds)
                 await self.handler.transformer.close()  # EventTransforms' HTTP session to their sinks
+                if self.verifier is not None:
+                    await self.verifier.close()
                 if self.tracing is not None:
                     self.tracing.shutdown()  # exports the spans still queued
                 await send({"type": "lifespan.shutdown.complete"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -87,7 +88,9 @@ Responder = Callable[[Received], Reaction]
 class RecordingSink:
     """An HTTP server in its own thread that records every request and answers as each test programs it."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        # With ssl_context the sink serves HTTPS only (the tests of transport encryption).
+        self.ssl_context = ssl_context
         self.port = free_port()
         self.received: dict[str, list[Received]] = {}
         self.script: dict[str, list[Reaction]] = {}
@@ -101,7 +104,8 @@ class RecordingSink:
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> None:
         self._thread.start()
@@ -145,7 +149,9 @@ class RecordingSink:
         app.router.add_route("*", "/{path:.*}", self._handle)
         runner = self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(
+            web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
+        )
         self._ready.set()
         self._loop.run_forever()
 
