@@ -82,7 +82,10 @@ class ReceiverApp:
         self.verifier: OidcVerifier | None = None
         if settings.oidc_enabled and settings.oidc_issuer:
             self.verifier = OidcVerifier(
-                settings.oidc_issuer, settings.oidc_issuer_ca_file, settings.oidc_jwks_refresh_seconds
+                settings.oidc_issuer,
+                settings.oidc_issuer_ca_file,
+                settings.oidc_jwks_refresh_seconds,
+                jwks_url=settings.oidc_jwks_url,
             )
         self.https_only = settings.transport_encryption == "strict"
         self._tasks: list[asyncio.Task[None]] = []

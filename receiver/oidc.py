@@ -45,8 +45,12 @@ class OidcVerifier:
         ca_file: str | None = None,
         refresh_seconds: float = 10.0,
         max_age_seconds: float = 300.0,
+        jwks_url: str | None = None,
     ) -> None:
         self.issuer = issuer
+        # Where the keys are, when not where the discovery document says (a kube-apiserver advertises its
+        # jwks_uri at its external address, which a receiver beside it may not reach).
+        self.jwks_url = jwks_url
         self.refresh_seconds = refresh_seconds
         self.max_age_seconds = max_age_seconds
         # The system's CAs plus the issuer's own (a cluster's service-account issuer has a private CA).
@@ -130,7 +134,7 @@ class OidcVerifier:
                     f"the discovery document at {discovery_url} names issuer {discovery.get('issuer')!r}, "
                     f"not {self.issuer!r}"
                 )
-            jwks_uri = discovery.get("jwks_uri")
+            jwks_uri = self.jwks_url or discovery.get("jwks_uri")
             if not isinstance(jwks_uri, str):
                 raise IssuerUnavailable(f"the discovery document at {discovery_url} has no jwks_uri")
             jwks = await self._get_json(jwks_uri)

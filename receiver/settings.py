@@ -37,6 +37,7 @@ class ReceiverSettings(CommonSettings):
     # a public one, and how soon the keys may be fetched again for a token with an unknown key id.
     oidc_issuer: str | None = Field(default=None, alias="KEVENTING_OIDC_ISSUER")
     oidc_issuer_ca_file: str | None = Field(default=None, alias="KEVENTING_OIDC_ISSUER_CA_FILE")
+    oidc_jwks_url: str | None = Field(default=None, alias="KEVENTING_OIDC_JWKS_URL")
     oidc_jwks_refresh_seconds: float = Field(default=10.0, ge=0, alias="KEVENTING_OIDC_JWKS_REFRESH_SECONDS")
 
     @property
