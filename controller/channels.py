@@ -297,13 +297,18 @@ def _reconcile_subscription(
         destination=physical.subscriberUri,
         destination_ca_certs=ca_certs,
         destination_audience=audience,
-        reply=Reply(strategy="url", url=physical.replyUri)
-        if physical.replyUri
-        else Reply(strategy="discard"),
+        reply=_reply(physical.replyUri, subscription, resolver),
         delivery=delivery,
         delivery_order="ordered" if subscription.delivery_order == "ordered" else "unordered",
     )
     return status, channel, egress
+
+
+def _reply(url: str | None, subscription: Subscription, resolver: Resolver) -> Reply:
+    if not url or subscription.spec.reply is None:
+        return Reply(strategy="discard")
+    ca_certs, audience = resolver.trust(subscription.spec.reply, subscription.namespace)
+    return Reply(strategy="url", url=url, ca_certs=ca_certs, audience=audience)
 
 
 def _subscribed_channel(subscription: Subscription, ctx: Context) -> TopicChannel:

@@ -19,8 +19,7 @@ from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
-from dispatcher.tokens import CommandTokenSource
-from dispatcher.transport import AiohttpPost, Post, TokenSource
+from dispatcher.transport import AiohttpPost, Post
 from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
@@ -53,26 +52,14 @@ class DispatcherManager:
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
 
-    def _trust_bundle(self) -> str | None:
-        path = self.settings.tls_trust_bundle_file
-        if not path:
-            return None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read()
-        except OSError as err:
-            raise SystemExit(f"KEVENTING_TLS_TRUST_BUNDLE: cannot read {path}: {err.strerror}") from None
-
-    def _tokens(self) -> TokenSource | None:
-        if not self.settings.oidc_enabled or not self.settings.oidc_token_command:
-            return None
-        return CommandTokenSource(self.settings.oidc_token_command)
-
     def ready(self) -> bool:
         return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
-        trust_bundle, tokens = self._trust_bundle(), self._tokens()  # a bad setting stops the start
+        trust_bundle, tokens = (
+            self.settings.trust_bundle(),
+            self.settings.token_source(),
+        )  # a bad setting stops the start
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300
         )

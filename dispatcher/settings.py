@@ -15,9 +15,3 @@ class DispatcherSettings(CommonSettings):
     # Per-request timeout when the DeliverySpec sets none (Knative's Kafka broker uses 600 s).
     default_timeout_seconds: float = Field(default=600.0, alias="KEVENTING_DEFAULT_DELIVERY_TIMEOUT_SECONDS")
     max_connections: int = Field(default=1000, alias="KEVENTING_MAX_CONNECTIONS")
-    # A PEM file of CA certificates trusted for every https destination besides the system's (Knative's
-    # trust bundles: e.g. the CA of keventing's own receiver); a Destination's CACerts add to them.
-    tls_trust_bundle_file: str | None = Field(default=None, alias="KEVENTING_TLS_TRUST_BUNDLE")
-    # authentication-oidc: a command printing a JWT for the audience given as its last argument, for
-    # destinations with an audience (dispatcher.tokens).
-    oidc_token_command: str | None = Field(default=None, alias="KEVENTING_OIDC_TOKEN_COMMAND")

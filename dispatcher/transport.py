@@ -16,6 +16,9 @@ from typing import Protocol
 
 import aiohttp
 
+from keventing.tls import ClientTrust, TrustUnusable
+from keventing.tokens import TokenSource, TokenUnavailable
+
 
 @dataclass(frozen=True)
 class Response:
@@ -44,16 +47,6 @@ class Post(Protocol):
         ...
 
 
-class TokenSource(Protocol):
-    async def token(self, audience: str) -> str:
-        """An OIDC token for ``audience``; raises TokenUnavailable saying why not."""
-        ...
-
-
-class TokenUnavailable(Exception):
-    """No OIDC token could be had for an audience (the message never holds a token)."""
-
-
 class AiohttpPost:
     def __init__(
         self,
@@ -62,11 +55,8 @@ class AiohttpPost:
         tokens: TokenSource | None = None,
     ) -> None:
         self.session = session
-        # PEM CA certificates trusted for every https destination, besides the system's (Knative's trust
-        # bundles); a Destination's CACerts add to them.
-        self.trust_bundle = trust_bundle
+        self.trust = ClientTrust(trust_bundle)
         self.tokens = tokens
-        self._contexts: dict[str | None, ssl.SSLContext] = {}
         self._timeouts: dict[
             float, aiohttp.ClientTimeout
         ] = {}  # one object per value: built once, not per event
@@ -78,22 +68,11 @@ class AiohttpPost:
         return timeout
 
     def tls_context(self, ca_certs: str | None) -> ssl.SSLContext:
-        """The verifying context for a destination's CACerts: hostname and chain always checked. Raises
-        TransportError when the PEM is unusable."""
-        context = self._contexts.get(ca_certs)
-        if context is None:
-            context = ssl.create_default_context()  # the system's CAs, CERT_REQUIRED, check_hostname
-            for what, pem in (
-                ("the trust bundle", self.trust_bundle),
-                ("the Destination's CACerts", ca_certs),
-            ):
-                if pem:
-                    try:
-                        context.load_verify_locations(cadata=pem)
-                    except (ssl.SSLError, ValueError) as err:
-                        raise TransportError(f"{what} are not usable PEM certificates: {err}") from None
-            self._contexts[ca_certs] = context
-        return context
+        """The verifying context for a destination's CACerts. Raises TransportError when they are unusable."""
+        try:
+            return self.trust.context(ca_certs)
+        except TrustUnusable as err:
+            raise TransportError(str(err)) from None
 
     async def post(
         self,

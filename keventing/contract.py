@@ -45,6 +45,9 @@ class Reply(ContractModel):
     strategy: Literal["topic", "url", "discard"] = "discard"
     topic: str | None = None
     url: str | None = None
+    # A url reply's CACerts and OIDC audience (see Egress.destination_*).
+    ca_certs: str | None = None
+    audience: str | None = None
 
 
 class FilterSpec(ContractModel):
@@ -180,6 +183,9 @@ class Source(ContractModel):
     name: str
     uid: str
     sink: str
+    # The sink's CACerts (PEM, trusted besides the system's) and OIDC audience (see Egress.destination_*).
+    sink_ca_certs: str | None = None
+    sink_audience: str | None = None
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
     timer: TimerSchedule | None = None

@@ -14,11 +14,19 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from conftest import Kev, RecordingSink
-from helpers import broker_doc, trigger_doc
+from conftest import Kev, Reaction, Received, RecordingSink
+from helpers import (
+    broker_doc,
+    kafka_channel_doc,
+    ping_source_doc,
+    ref,
+    sink_ref,
+    subscription_doc,
+    trigger_doc,
+)
 from oidc_issuer import JwksIssuer, SigningKey
 
-from kev.stack import Stack
+from kev.stack import ALL_SERVICES, Stack
 from keventing import naming
 from keventing.kafka.client import make_consumer
 from keventing.kafka.connection import KafkaConnection
@@ -64,9 +72,10 @@ def oidc_kev(kafka: str, issuer: JwksIssuer, tmp_path_factory: pytest.TempPathFa
             "KEVENTING_OIDC_JWKS_REFRESH_SECONDS": "1",
             "KEVENTING_OIDC_TOKEN_COMMAND": f"{sys.executable} {directory / 'issue_token.py'} {directory / 'config.json'}",
             "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
+            "KEVENTING_SOURCES_CLOCK": "manual",
         },
     )
-    stack.start_all()
+    stack.start_all(ALL_SERVICES)
     try:
         stack.wait_ready(timeout=90)
         yield Kev(stack)
@@ -236,3 +245,58 @@ def test_a_trigger_to_another_broker_is_delivered_with_that_brokers_audience(
     # The receiver accepted the dispatcher's token for eventing.knative.dev/broker/<ns>/second.
     [received] = sink.wait_for(f"{ns}/second", 1)
     assert received.event is not None and received.event.id == "hop"
+
+
+def test_a_ping_source_sends_to_a_broker_with_a_token_for_its_audience(
+    oidc_kev: Kev, sink: RecordingSink, ns: str
+) -> None:
+    kev = oidc_kev
+    kev.apply(
+        broker_doc("default", ns),
+        trigger_doc("display", ns, "default", sink.url(f"{ns}/pinged")),
+        ping_source_doc("beat", ns, sink_ref("Broker", "default"), schedule="* * * * *"),
+    )
+    kev.wait_ready("Trigger", "display", ns)
+    source = kev.wait_ready("PingSource", "beat", ns)
+    assert source.status.sinkAudience == _audience(ns)
+    port = kev.stack.sources_port
+    scheduled = lambda: any(  # noqa: E731
+        p["id"] == f"PingSource/{ns}/beat"
+        for p in kev.http.get(f"http://127.0.0.1:{port}/sources").json()["pings"]
+    )
+    kev.wait_for(scheduled, timeout=30, what="the PingSource to be scheduled")
+    kev.http.post(f"http://127.0.0.1:{port}/clock", json={"now": "2030-01-01T00:00:30+00:00"})
+    assert kev.http.post(f"http://127.0.0.1:{port}/clock", json={"advance": 60}).json()["fired"] == 1
+    [received] = sink.wait_for(f"{ns}/pinged", 1)
+    assert received.event is not None and received.event.type == "dev.knative.sources.ping"
+
+
+def test_a_subscriptions_reply_reaches_a_broker_with_a_token_for_its_audience(
+    oidc_kev: Kev, issuer: JwksIssuer, sink: RecordingSink, ns: str
+) -> None:
+    kev = oidc_kev
+
+    def reply(received: Received) -> Reaction:
+        assert received.event is not None
+        headers = {**HEADERS, "ce-id": f"reply-{received.event.id}", "ce-type": "dev.test.reply"}
+        return Reaction(200, b"{}", headers)
+
+    sink.respond_with(f"{ns}/echo", reply)
+    kev.apply(
+        broker_doc("default", ns),
+        trigger_doc("display", ns, "default", sink.url(f"{ns}/replied")),
+        kafka_channel_doc("orders", ns),
+        subscription_doc(
+            "echo", ns, "orders", subscriber={"uri": sink.url(f"{ns}/echo")}, reply=ref("Broker", "default")
+        ),
+    )
+    kev.wait_ready("Trigger", "display", ns)
+    channel = kev.wait_ready("KafkaChannel", "orders", ns)
+    kev.wait_ready("Subscription", "echo", ns)
+    assert channel.status.address is not None
+    audience = channel.status.address.audience
+    assert audience == f"messaging.knative.dev/kafkachannel/{ns}/orders"
+    headers = {**HEADERS, "ce-id": "order-1", "authorization": f"Bearer {issuer.token(audience)}"}
+    assert kev.http.post(channel.status.address.url or "", headers=headers, content=b"{}").status_code == 202
+    [received] = sink.wait_for(f"{ns}/replied", 1)
+    assert received.event is not None and received.event.id == "reply-order-1"

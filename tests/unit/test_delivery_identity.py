@@ -12,8 +12,8 @@ import aiohttp
 import jwt
 import pytest
 
-from dispatcher.tokens import CommandTokenSource
-from dispatcher.transport import AiohttpPost, TokenUnavailable, TransportError
+from dispatcher.transport import AiohttpPost, TransportError
+from keventing.tokens import CommandTokenSource, TokenUnavailable
 
 
 async def test_every_tls_context_verifies_the_certificate_and_the_hostname() -> None:

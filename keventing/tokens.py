@@ -1,4 +1,5 @@
-"""OIDC tokens the dispatcher sends to a subscriber with an ``audience`` (Knative's authentication-oidc).
+"""OIDC tokens keventing sends to a destination with an ``audience`` (Knative's authentication-oidc): the
+dispatcher to subscribers and dead-letter sinks, the sources runner to sinks.
 
 Local mode: a configured command (``KEVENTING_OIDC_TOKEN_COMMAND``) is run with the audience as its last
 argument and prints a JWT for it (e.g. ``kubectl create token SA --audience``, or an issuer's CLI). Each
@@ -12,15 +13,24 @@ import asyncio
 import shlex
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import jwt
-
-from dispatcher.transport import TokenUnavailable
 
 # A token is renewed this long before it expires (a request in flight must still arrive with a valid one).
 RENEW_BEFORE_SECONDS = 60.0
 # A token without exp is kept this long.
 DEFAULT_LIFETIME_SECONDS = 300.0
+
+
+class TokenUnavailable(Exception):
+    """No OIDC token could be had for an audience (the message never holds a token)."""
+
+
+class TokenSource(Protocol):
+    async def token(self, audience: str) -> str:
+        """An OIDC token for ``audience``; raises TokenUnavailable saying why not."""
+        ...
 
 
 @dataclass(frozen=True)
