@@ -52,8 +52,9 @@ class ControllerConfig:
     transport_encryption: str = "disabled"
     ingress_https_url: str = "https://localhost:8443"
     ingress_ca_certs: str | None = None
-    # Knative's authentication-oidc: addresses publish their audience.
+    # Knative's authentication-oidc: addresses publish their audience, EventPolicies apply.
     oidc: bool = False
+    default_authorization_mode: str = "allow-same-namespace"
 
 
 @dataclass(frozen=True)

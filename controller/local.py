@@ -46,6 +46,7 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         ingress_https_url=settings.ingress_https_url.rstrip("/"),
         ingress_ca_certs=_read_pem(settings.ingress_ca_file, "KEVENTING_INGRESS_CA_FILE"),
         oidc=settings.oidc_enabled,
+        default_authorization_mode=settings.default_authorization_mode,
     )
 
 

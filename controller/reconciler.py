@@ -15,6 +15,7 @@ from controller import (
     brokers,
     channels,
     conditions,
+    eventpolicies,
     eventtypes,
     flows,
     integrations,
@@ -54,6 +55,8 @@ PHASES: list[Phase] = [
     sources.bind_container_sources,
     sources.reconcile_sources,
     eventtypes.reconcile_event_types,
+    # Every ingress is published by now: the EventPolicies that apply to each.
+    eventpolicies.reconcile_event_policies,
 ]
 
 

@@ -65,6 +65,15 @@ class Transform(ContractModel):
     reply_discard: bool = False
 
 
+class IngressPolicy(ContractModel):
+    """An EventPolicy that applies to an ingress: the senders' subjects it allows (a trailing ``*`` matches
+    any rest) and the filters their events must match besides (Trigger dialects; None: any event)."""
+
+    name: str
+    subs: tuple[str, ...] = ()
+    filters: list[dict[str, Any]] | None = None
+
+
 class Ingress(ContractModel):
     id: str
     kind: str
@@ -86,6 +95,9 @@ class Ingress(ContractModel):
     # Knative's audience of the resource (``eventing.knative.dev/broker/<ns>/<name>``): with
     # authentication-oidc enabled the receiver accepts only a token issued for it.
     audience: str | None = None
+    # The EventPolicies that apply (authentication-oidc): a sender must be allowed by one of them. None: no
+    # policy applies, the receiver's default authorization mode decides.
+    policies: tuple[IngressPolicy, ...] | None = None
 
 
 class Egress(ContractModel):

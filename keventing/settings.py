@@ -52,6 +52,10 @@ class CommonSettings(BaseSettings):
     authentication_oidc: Literal["enabled", "disabled"] = Field(
         default="disabled", alias="KEVENTING_AUTHENTICATION_OIDC"
     )
+    # Knative's default-authorization-mode: who may send to a resource no EventPolicy applies to.
+    default_authorization_mode: Literal["allow-same-namespace", "allow-all", "deny-all"] = Field(
+        default="allow-same-namespace", alias="KEVENTING_DEFAULT_AUTHORIZATION_MODE"
+    )
 
     # The HTTP clients' side (dispatcher, sources runner): a PEM file of CA certificates trusted for every
     # https destination besides the system's (Knative's trust bundles: e.g. the CA of keventing's own

@@ -23,6 +23,7 @@ from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.ops import ops_app
 from keventing.tracing import Tracing
+from receiver.authorization import Authorizer, EventCheck
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
 from receiver.metrics import IngressMetrics, knative_view
@@ -87,6 +88,7 @@ class ReceiverApp:
                 settings.oidc_jwks_refresh_seconds,
                 jwks_url=settings.oidc_jwks_url,
             )
+        self.authorizer = Authorizer(settings.default_authorization_mode)
         self.https_only = settings.transport_encryption == "strict"
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -157,8 +159,9 @@ class ReceiverApp:
             headers[name] = value
             if name == "content-length" and value.isdigit():
                 content_length = int(value)
+        check: EventCheck | None = None
         if self.verifier is not None:
-            refusal = await self._authenticate(headers.get("authorization"), ingress)
+            refusal, check = await self._authenticate(headers.get("authorization"), ingress)
             if refusal is not None:
                 await _respond(send, refusal)
                 return
@@ -178,22 +181,32 @@ class ReceiverApp:
         if body is None:
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
-        await _respond(send, await self.handler.handle(ingress, headers, body))
+        await _respond(send, await self.handler.handle(ingress, headers, body, check))
 
-    async def _authenticate(self, authorization: str | None, ingress: Ingress) -> Answer | None:
-        """None when the sender's token is valid for the ingress's audience, else the answer to give."""
+    async def _authenticate(
+        self, authorization: str | None, ingress: Ingress
+    ) -> tuple[Answer | None, EventCheck | None]:
+        """(None, what the event must pass) when the sender's token is valid for the ingress's audience and
+        an EventPolicy (or the default authorization mode) allows it; else (the answer to give, None)."""
         assert self.verifier is not None
         if ingress.audience is None:
             message = f"{ingress.kind} {ingress.namespace}/{ingress.name} has no audience published yet"
-            return self.handler.unavailable(message)
+            return self.handler.unavailable(message), None
         try:
-            await self.verifier.verify(authorization, ingress.audience)
+            claims = await self.verifier.verify(authorization, ingress.audience)
         except Unauthenticated as err:
             # The description stays in the body: a header must not carry what the token's sender wrote.
-            return Answer(401, f"{err}\n".encode(), (("www-authenticate", 'Bearer error="invalid_token"'),))
+            challenge = (("www-authenticate", 'Bearer error="invalid_token"'),)
+            return Answer(401, f"{err}\n".encode(), challenge), None
         except IssuerUnavailable as err:
-            return self.handler.unavailable(str(err))
-        return None
+            return self.handler.unavailable(str(err)), None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            return Answer(401, b"the token has no sub: the sender cannot be told\n"), None
+        decision = self.authorizer.decide(ingress, subject)
+        if decision.refusal is not None:
+            return Answer(403, f"{decision.refusal}\n".encode()), None
+        return None, decision.check
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -18,6 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kev.kafka.embedded import free_port
 
 
+def namespace_of(audience: str) -> str:
+    parts = audience.split("/")
+    return parts[2] if len(parts) == 4 else "tests"
+
+
 class SigningKey:
     def __init__(self) -> None:
         self.kid = uuid.uuid4().hex[:12]
@@ -56,9 +61,11 @@ class JwksIssuer:
         return self.key
 
     def token(self, audience: str, key: SigningKey | None = None, **claims: Any) -> str:
+        """A token for ``audience``; its sub is service account ``sender`` of the namespace a Knative
+        audience (``<group>/<kind>/<namespace>/<name>``) names, so the default authorization mode allows it."""
         key = key or self.key
         now = int(time.time())
-        body = {"iss": self.url, "aud": audience, "sub": "system:serviceaccount:tests:sender",
+        body = {"iss": self.url, "aud": audience, "sub": f"system:serviceaccount:{namespace_of(audience)}:sender",
                 "iat": now, "exp": now + 600, **claims}  # fmt: skip
         return jwt.encode(body, key.private, algorithm="RS256", headers={"kid": key.kid})
 

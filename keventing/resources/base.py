@@ -117,6 +117,8 @@ class Status(OpenModel):
     address: Address | None = None
     # Every address the resource is reachable at (transport-encryption permissive: https and http).
     addresses: list[Address] | None = None
+    # The EventPolicies that apply to it (authentication-oidc): {apiVersion, name} each.
+    policies: list[dict[str, str]] | None = None
     annotations: dict[str, str] | None = None
 
     def condition(self, type_: str) -> Condition | None:

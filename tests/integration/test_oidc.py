@@ -26,7 +26,8 @@ from helpers import (
 )
 from oidc_issuer import JwksIssuer, SigningKey
 
-from kev.stack import ALL_SERVICES, Stack
+from kev.kafka.embedded import free_port
+from kev.stack import ALL_SERVICES, Service, Stack, kev_command
 from keventing import naming
 from keventing.kafka.client import make_consumer
 from keventing.kafka.connection import KafkaConnection
@@ -41,7 +42,9 @@ TOKEN_COMMAND = """
 import json, sys, time, jwt
 config = json.load(open(sys.argv[1]))
 now = int(time.time())
-claims = {"iss": config["issuer"], "aud": sys.argv[2], "sub": "system:serviceaccount:tests:dispatcher",
+parts = sys.argv[2].split("/")
+namespace = parts[2] if len(parts) == 4 else "tests"  # a Knative audience names the namespace
+claims = {"iss": config["issuer"], "aud": sys.argv[2], "sub": f"system:serviceaccount:{namespace}:dispatcher",
           "iat": now, "exp": now + 600}
 print(jwt.encode(claims, open(config["key_file"]).read(), algorithm="RS256", headers={"kid": config["kid"]}))
 """
@@ -300,3 +303,163 @@ def test_a_subscriptions_reply_reaches_a_broker_with_a_token_for_its_audience(
     assert kev.http.post(channel.status.address.url or "", headers=headers, content=b"{}").status_code == 202
     [received] = sink.wait_for(f"{ns}/replied", 1)
     assert received.event is not None and received.event.id == "reply-order-1"
+
+
+# ------------------------------------------------------------------------------------ EventPolicy
+
+
+def _policy(name: str, ns: str, subs: list[str], to: list[dict] | None = None, **spec: object) -> dict:
+    body: dict = {"from": [{"sub": s} for s in subs], **spec}
+    if to is not None:
+        body["to"] = to
+    return {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": body}  # fmt: skip
+
+
+def _as(issuer: JwksIssuer, ns: str, account: str, audience_ns: str | None = None) -> str:
+    audience = _audience(audience_ns or ns)
+    return f"Bearer {issuer.token(audience, sub=f'system:serviceaccount:{ns}:{account}')}"
+
+
+BROKER_REF = {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}
+
+
+def test_an_event_policy_allows_its_senders_and_refuses_every_other_with_403(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+) -> None:
+    kev = oidc_kev
+    kev.apply(
+        broker_doc("default", ns),
+        _policy("only-orders", ns, [f"system:serviceaccount:{ns}:orders"], [BROKER_REF]),
+    )
+
+    def applied() -> object:
+        broker = kev.get("Broker", "default", ns)
+        return broker if broker is not None and broker.status.policies else None
+
+    broker = kev.wait_for(applied, timeout=30, what="the EventPolicy to apply to the Broker")
+    assert broker.status.policies == [{"apiVersion": "eventing.knative.dev/v1alpha1", "name": "only-orders"}]
+    condition = broker.status.condition("EventPoliciesReady")
+    assert condition is not None and condition.status == "True"
+    policy = kev.get("EventPolicy", "only-orders", ns)
+    assert (
+        policy is not None
+        and policy.status.ready
+        and policy.status.from_ == [f"system:serviceaccount:{ns}:orders"]
+    )
+
+    assert _post(kev, ns, "from-orders", _as(issuer, ns, "orders")).status_code == 202
+    # Same namespace (the default mode would allow it), but not in the policy.
+    refused = _post(kev, ns, "from-sender", _as(issuer, ns, "sender"))
+    assert refused.status_code == 403
+    assert (
+        f"system:serviceaccount:{ns}:sender is not allowed" in refused.text and "only-orders" in refused.text
+    )
+    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["from-orders"]
+
+
+def test_a_policy_change_applies_within_seconds_and_deleting_it_restores_the_default_mode(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+) -> None:
+    kev = oidc_kev
+    kev.apply(broker_doc("default", ns), _policy("p", ns, [f"system:serviceaccount:{ns}:first"]))
+    kev.wait_for(lambda: _post(kev, ns, "first-1", _as(issuer, ns, "first")).status_code == 202, 30, "policy")
+    assert _post(kev, ns, "batch-1", _as(issuer, ns, "batch-7")).status_code == 403
+    started = time.monotonic()
+    kev.apply(_policy("p", ns, [f"system:serviceaccount:{ns}:batch-*"]))
+    kev.wait_for(
+        lambda: _post(kev, ns, "batch-2", _as(issuer, ns, "batch-7")).status_code == 202, 10, "change"
+    )
+    assert time.monotonic() - started < 10
+    assert _post(kev, ns, "first-2", _as(issuer, ns, "first")).status_code == 403
+    kev.delete("EventPolicy", "p", ns)
+    # Back to allow-same-namespace: any account of the namespace, none of another.
+    kev.wait_for(
+        lambda: _post(kev, ns, "first-3", _as(issuer, ns, "first")).status_code == 202, 10, "deletion"
+    )
+    assert _post(kev, ns, "stranger", _as(issuer, "elsewhere", "first", audience_ns=ns)).status_code == 403
+    ids = _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 3)
+    assert set(ids) == {"first-1", "batch-2", "first-3"}
+
+
+def test_an_event_policys_filters_decide_which_events_its_senders_may_send(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+) -> None:
+    kev = oidc_kev
+    policy = _policy(
+        "orders-only", ns, [f"system:serviceaccount:{ns}:*"], filters=[{"prefix": {"type": "order."}}]
+    )
+    kev.apply(broker_doc("default", ns), policy)
+    headers = {**HEADERS, "ce-type": "order.created", "authorization": _as(issuer, ns, "app")}
+
+    def accepted(event_id: str, type_: str) -> int:
+        url = kev.broker_url(ns, "default")
+        return kev.http.post(
+            url, headers={**headers, "ce-id": event_id, "ce-type": type_}, content=b"{}"
+        ).status_code
+
+    kev.wait_for(lambda: accepted("order-1", "order.created") == 202, 30, "the policy")
+    refused = kev.http.post(
+        kev.broker_url(ns, "default"), headers={**headers, "ce-id": "x", "ce-type": "user.deleted"}
+    )
+    assert refused.status_code == 403 and "does not match the filters" in refused.text
+    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["order-1"]
+
+
+def test_a_policy_naming_a_sender_without_an_oidc_identity_is_not_ready_and_allows_only_what_it_resolved(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+) -> None:
+    kev = oidc_kev
+    policy = _policy("mixed", ns, [f"system:serviceaccount:{ns}:known"])
+    policy["spec"]["from"].append(
+        {"ref": {"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "name": "beat"}}
+    )
+    kev.apply(broker_doc("default", ns), policy)
+
+    def resolved() -> object:
+        found = kev.get("EventPolicy", "mixed", ns)
+        condition = found.status.condition("SubjectsResolved") if found is not None else None
+        return condition if condition is not None and condition.status == "False" else None
+
+    condition = kev.wait_for(resolved, 30, "SubjectsResolved False")
+    assert condition.reason == "SubjectsNotResolved" and 'PingSource "beat"' in (condition.message or "")
+    kev.wait_for(
+        lambda: _post(kev, ns, "known", _as(issuer, ns, "known")).status_code == 202, 30, "the policy"
+    )
+    broker = kev.get("Broker", "default", ns)
+    assert broker is not None
+    ready = broker.status.condition("EventPoliciesReady")
+    assert ready is not None and ready.status == "False" and ready.reason == "EventPoliciesNotReady"
+
+
+@pytest.mark.parametrize(
+    ("mode", "same_namespace", "other_namespace"),
+    [("allow-same-namespace", 202, 403), ("allow-all", 202, 202), ("deny-all", 403, 403)],
+)
+def test_the_default_authorization_modes(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str, mode: str, same_namespace: int, other_namespace: int
+) -> None:
+    kev = oidc_kev
+    kev.apply(broker_doc("default", ns))
+    broker = kev.wait_ready("Broker", "default", ns)
+    condition = broker.status.condition("EventPoliciesReady")
+    assert condition is not None and condition.reason == "DefaultAuthorizationMode"
+    port = free_port()
+    receiver = Service(f"receiver-{mode}", [*kev_command(), "receiver"], f"http://127.0.0.1:{port}/readyz",
+                       {"KEVENTING_RECEIVER_PORT": str(port), "KEVENTING_DEFAULT_AUTHORIZATION_MODE": mode})  # fmt: skip
+    kev.stack.start(receiver)
+    try:
+        kev.stack.wait_ready(timeout=60, names=[receiver.name])
+        url = f"http://127.0.0.1:{port}/{ns}/default"
+
+        def post(event_id: str, authorization: str) -> httpx.Response:
+            headers = {**HEADERS, "ce-id": event_id, "authorization": authorization}
+            return kev.http.post(url, headers=headers, content=b"{}")
+
+        assert post("same", _as(issuer, ns, "app")).status_code == same_namespace
+        other = post("other", _as(issuer, "elsewhere", "app", audience_ns=ns))
+        assert other.status_code == other_namespace
+        if other_namespace == 403:
+            assert f"default authorization mode is {mode}" in other.text
+    finally:
+        kev.stack.stop(receiver.name)
