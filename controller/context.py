@@ -51,6 +51,8 @@ class ControllerConfig:
     # (controller.addresses); the https ones are on ingress_https_url, signed by ingress_ca_certs (PEM).
     transport_encryption: str = "disabled"
     ingress_https_url: str = "https://localhost:8443"
+    # Where the data plane reaches the receiver's HTTPS (as internal_ingress_url for HTTP).
+    internal_ingress_https_url: str | None = None
     ingress_ca_certs: str | None = None
     # Knative's authentication-oidc: addresses publish their audience, EventPolicies apply.
     oidc: bool = False

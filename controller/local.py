@@ -44,6 +44,9 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
         transport_encryption=settings.transport_encryption,
         ingress_https_url=settings.ingress_https_url.rstrip("/"),
+        internal_ingress_https_url=settings.internal_ingress_https_url.rstrip("/")
+        if settings.internal_ingress_https_url
+        else None,
         ingress_ca_certs=_read_pem(settings.ingress_ca_file, "KEVENTING_INGRESS_CA_FILE"),
         oidc=settings.oidc_enabled,
         default_authorization_mode=settings.default_authorization_mode,

@@ -96,11 +96,14 @@ def reconcile(
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)
-    if config.internal_ingress_url and config.internal_ingress_url != config.ingress_url:
-        ctx.desired.contract = {
-            key: internal_urls(entry, config.ingress_url, config.internal_ingress_url)
-            for key, entry in ctx.desired.contract.items()
-        }
+    for public, internal in (
+        (config.ingress_url, config.internal_ingress_url),
+        (config.ingress_https_url, config.internal_ingress_https_url),
+    ):
+        if internal and internal != public:
+            ctx.desired.contract = {
+                key: internal_urls(entry, public, internal) for key, entry in ctx.desired.contract.items()
+            }
     return ctx.desired
 
 

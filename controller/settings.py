@@ -16,6 +16,7 @@ class ControllerSettings(CommonSettings):
     # certificates that sign its certificate, published as the addresses' CACerts.
     ingress_https_url: str = Field(default="https://localhost:8443", alias="KEVENTING_INGRESS_HTTPS_URL")
     ingress_ca_file: str | None = Field(default=None, alias="KEVENTING_INGRESS_CA_FILE")
+    internal_ingress_https_url: str | None = Field(default=None, alias="KEVENTING_INTERNAL_INGRESS_HTTPS_URL")
     default_partitions: int = Field(default=10, alias="KEVENTING_DEFAULT_TOPIC_PARTITIONS")
     default_replication_factor: int = Field(default=1, alias="KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR")
     # Where Knative's ConfigMaps live: config-br-defaults, and the kafka-broker-config Brokers default to.

@@ -46,6 +46,9 @@ def reconcile_event_transforms(ctx: Context) -> Contribution:
         if not status.ready or spec.jsonata is None:
             continue
         reply = spec.reply
+        ca_certs, sink_audience = (
+            ctx.resolver.trust(spec.sink, transform.namespace) if spec.sink else (None, None)
+        )
         out.contract[str(transform.key)] = ContractEntry(
             ingress=Ingress(
                 **identity(transform),
@@ -55,6 +58,8 @@ def reconcile_event_transforms(ctx: Context) -> Contribution:
                 transform=Transform(
                     expression=spec.jsonata.expression,
                     sink=sink,
+                    sink_ca_certs=ca_certs,
+                    sink_audience=sink_audience,
                     reply_expression=reply.jsonata.expression if reply and reply.jsonata else None,
                     reply_discard=bool(reply and reply.discard),
                 ),

@@ -61,6 +61,9 @@ class Transform(ContractModel):
 
     expression: str
     sink: str | None = None
+    # The sink's CACerts and OIDC audience (see Egress.destination_*).
+    sink_ca_certs: str | None = None
+    sink_audience: str | None = None
     reply_expression: str | None = None
     reply_discard: bool = False
 

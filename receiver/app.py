@@ -22,6 +22,7 @@ from keventing.kafka.client import MAX_REQUEST_SIZE
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.ops import ops_app
+from keventing.tls import ClientTrust
 from keventing.tracing import Tracing
 from receiver.authorization import Authorizer, EventCheck
 from receiver.batching import BatchProducer
@@ -29,6 +30,7 @@ from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotCon
 from receiver.metrics import IngressMetrics, knative_view
 from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
 from receiver.settings import ReceiverSettings
+from receiver.transform import Transformer
 
 log = logging.getLogger("keventing.receiver")
 
@@ -78,6 +80,7 @@ class ReceiverApp:
             instance=settings.instance,
             tracing=tracing,
             event_type_label=settings.metrics_event_type,
+            transformer=Transformer(30.0, ClientTrust(settings.trust_bundle()), settings.token_source()),
         )
         self.ops = ops_app(self.ready)
         self.verifier: OidcVerifier | None = None

@@ -224,3 +224,25 @@ def test_a_subscriber_with_an_untrusted_certificate_is_retried_then_dead_lettere
     assert "certificate" in error.lower()
     # No request ever reached the subscriber: the handshake failed before anything was sent.
     assert https_sink.requests(f"{ns}/untrusted") == []
+
+
+def test_an_event_transform_calls_its_https_sink_only_when_its_certificate_is_trusted(
+    tls_kev: Kev, pki: Pki, https_sink: RecordingSink, ns: str
+) -> None:
+    kev = tls_kev
+
+    def transform(name: str, ca: str) -> dict:
+        return {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventTransform",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"jsonata": {"expression": "$"},
+                         "sink": {"uri": https_sink.url(f"{ns}/{name}"), "CACerts": ca}}}  # fmt: skip
+
+    kev.apply(transform("trusted", pki.ca), transform("untrusted", pki.other_ca))
+    for name, expected in (("trusted", 202), ("untrusted", 502)):
+        found = kev.wait_ready("EventTransform", name, ns)
+        assert found.status.address is not None and found.status.address.url
+        answer = kev.http.post(found.status.address.url, headers={**HEADERS, "ce-id": name}, content=b"{}")
+        assert answer.status_code == expected, answer.text
+    [forwarded] = https_sink.wait_for(f"{ns}/trusted", 1)
+    assert forwarded.event is not None and forwarded.event.id == "trusted"
+    assert https_sink.requests(f"{ns}/untrusted") == []
