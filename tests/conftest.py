@@ -26,6 +26,8 @@ from kev.kafka.embedded import EmbeddedKafka, free_port
 from kev.readiness import wait_ready
 from kev.stack import ALL_SERVICES, Stack
 from keventing import events
+from keventing.kafka.client import make_consumer
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
@@ -281,6 +283,31 @@ class Kev:
             headers[f"ce-{name}"] = value
         data = options.get("data", b'{"hello":"world"}')
         return self.http.post(self.broker_url(namespace, broker), headers=headers, content=data)
+
+
+def topic_ids(connection: KafkaConnection, topic: str, expected: int) -> list[str]:
+    """The ce_id of every record on ``topic``, once ``expected`` arrived (and a second more) or at most 20 s."""
+
+    async def read() -> list[str]:
+        consumer = make_consumer(connection, None, auto_offset_reset="earliest")
+        consumer.subscribe([topic])
+        await consumer.start()
+        ids: list[str] = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
+                if len(ids) >= expected:
+                    await asyncio.sleep(1.0)
+                    batch = await consumer.getmany(timeout_ms=500)
+                    ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
+                    break
+            return ids
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture(scope="session")

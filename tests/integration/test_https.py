@@ -4,7 +4,6 @@ subscribers verified against their Destination's CACerts, an untrusted subscribe
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 from collections.abc import Iterator
@@ -12,15 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Kev, RecordingSink
+from conftest import Kev, RecordingSink, topic_ids
 from helpers import broker_doc, trigger_doc
 from kafka_security import Pki
 
 from kev.kafka.embedded import free_port
 from kev.stack import Service, Stack, kev_command
 from keventing import naming
-from keventing.kafka.client import make_consumer
-from keventing.kafka.connection import KafkaConnection
 
 pytestmark = pytest.mark.integration
 
@@ -74,31 +71,6 @@ def _trusting(pki: Pki) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.directory / "ca.crt"))
 
 
-def _ids_on(connection: KafkaConnection, topic: str, expected: int) -> list[str]:
-    """The ce_id of every record on ``topic``, once ``expected`` arrived or after a quiet second."""
-
-    async def read() -> list[str]:
-        consumer = make_consumer(connection, None, auto_offset_reset="earliest")
-        consumer.subscribe([topic])
-        await consumer.start()
-        ids: list[str] = []
-        try:
-            for _ in range(100):
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    ids.extend(dict(r.headers)["ce_id"].decode() for r in records)
-                if len(ids) >= expected:
-                    await asyncio.sleep(1.0)  # anything more that should not be there shows up too
-                    batch = await consumer.getmany(timeout_ms=500)
-                    ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
-                    return ids
-            return ids
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
-
-
 def test_a_permissive_broker_publishes_both_addresses_and_accepts_events_over_https_and_http(
     tls_kev: Kev, pki: Pki, https_port: int, ns: str
 ) -> None:
@@ -120,7 +92,7 @@ def test_a_permissive_broker_publishes_both_addresses_and_accepts_events_over_ht
             == 202
         )
     assert kev.send(ns, "default", "over-http").status_code == 202
-    ids = _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 2)
+    ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 2)
     assert sorted(ids) == ["over-http", "over-https"]
 
 
@@ -173,7 +145,7 @@ def test_a_strict_receiver_refuses_plain_http_with_a_clear_error_and_accepts_htt
                 client.post(url, headers={**HEADERS, "ce-id": "strict-https"}, content=b"{}").status_code
                 == 202
             )
-        ids = _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1)
+        ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1)
         assert ids == ["strict-https"]
     finally:
         kev.stack.stop("strict-receiver")

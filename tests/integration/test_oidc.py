@@ -4,7 +4,6 @@ else reaches Kafka; rotated keys are picked up; the dispatcher sends tokens for 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from conftest import Kev, Reaction, Received, RecordingSink
+from conftest import Kev, Reaction, Received, RecordingSink, topic_ids
 from helpers import (
     broker_doc,
     kafka_channel_doc,
@@ -29,8 +28,6 @@ from oidc_issuer import JwksIssuer, SigningKey
 from kev.kafka.embedded import free_port
 from kev.stack import ALL_SERVICES, Service, Stack, kev_command
 from keventing import naming
-from keventing.kafka.client import make_consumer
-from keventing.kafka.connection import KafkaConnection
 
 pytestmark = pytest.mark.integration
 
@@ -97,31 +94,6 @@ def _post(kev: Kev, ns: str, event_id: str, authorization: str | None) -> httpx.
     return kev.http.post(kev.broker_url(ns, "default"), headers=headers, content=b"{}")
 
 
-def _ids_on(connection: KafkaConnection, topic: str, expected: int) -> list[str]:
-    """The ce_id of every record on ``topic``, once ``expected`` arrived (and a second more) or at most 20 s."""
-
-    async def read() -> list[str]:
-        consumer = make_consumer(connection, None, auto_offset_reset="earliest")
-        consumer.subscribe([topic])
-        await consumer.start()
-        ids: list[str] = []
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=200)
-                ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
-                if len(ids) >= expected:
-                    await asyncio.sleep(1.0)
-                    batch = await consumer.getmany(timeout_ms=500)
-                    ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
-                    break
-            return ids
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
-
-
 def test_a_broker_publishes_its_audience_and_accepts_a_valid_token(
     oidc_kev: Kev, issuer: JwksIssuer, ns: str
 ) -> None:
@@ -131,7 +103,7 @@ def test_a_broker_publishes_its_audience_and_accepts_a_valid_token(
     assert broker.status.address is not None and broker.status.address.audience == _audience(ns)
     answer = _post(kev, ns, "valid", f"Bearer {issuer.token(_audience(ns))}")
     assert answer.status_code == 202, answer.text
-    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["valid"]
+    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["valid"]
 
 
 def test_every_invalid_token_is_401_with_a_reason_and_nothing_reaches_kafka(
@@ -180,7 +152,7 @@ def test_every_invalid_token_is_401_with_a_reason_and_nothing_reaches_kafka(
         assert answer.headers["www-authenticate"].startswith("Bearer")
     assert _post(kev, ns, "valid-after", f"Bearer {issuer.token(audience)}").status_code == 202
     # Only the valid event is on the Broker's topic.
-    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["valid-after"]
+    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["valid-after"]
     # No token in any log line.
     logs = "".join(Path(s.log_path).read_text() for s in kev.stack.services.values() if s.log_path)
     assert forged not in logs and issuer.token(audience).split(".")[1][:20] not in logs
@@ -207,7 +179,7 @@ def test_a_rotated_signing_key_is_picked_up_without_a_restart(
     assert (
         _post(kev, ns, "old-key", f"Bearer {issuer.token(audience, key=issuer.keys[0])}").status_code == 202
     )
-    ids = _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 3)
+    ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 3)
     assert sorted(ids) == ["after-rotation", "before-rotation", "old-key"]
 
 
@@ -355,7 +327,7 @@ def test_an_event_policy_allows_its_senders_and_refuses_every_other_with_403(
     assert (
         f"system:serviceaccount:{ns}:sender is not allowed" in refused.text and "only-orders" in refused.text
     )
-    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["from-orders"]
+    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["from-orders"]
 
 
 def test_a_policy_change_applies_within_seconds_and_deleting_it_restores_the_default_mode(
@@ -378,7 +350,7 @@ def test_a_policy_change_applies_within_seconds_and_deleting_it_restores_the_def
         lambda: _post(kev, ns, "first-3", _as(issuer, ns, "first")).status_code == 202, 10, "deletion"
     )
     assert _post(kev, ns, "stranger", _as(issuer, "elsewhere", "first", audience_ns=ns)).status_code == 403
-    ids = _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 3)
+    ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 3)
     assert set(ids) == {"first-1", "batch-2", "first-3"}
 
 
@@ -403,7 +375,7 @@ def test_an_event_policys_filters_decide_which_events_its_senders_may_send(
         kev.broker_url(ns, "default"), headers={**headers, "ce-id": "x", "ce-type": "user.deleted"}
     )
     assert refused.status_code == 403 and "does not match the filters" in refused.text
-    assert _ids_on(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["order-1"]
+    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["order-1"]
 
 
 def test_a_policy_naming_a_sender_without_an_oidc_identity_is_not_ready_and_allows_only_what_it_resolved(
