@@ -5,7 +5,9 @@ subscribers verified against their Destination's CACerts, an untrusted subscribe
 from __future__ import annotations
 
 import base64
+import os
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,15 +147,19 @@ def test_a_strict_receiver_refuses_plain_http_with_a_clear_error_and_accepts_htt
                 client.post(url, headers={**HEADERS, "ce-id": "strict-https"}, content=b"{}").status_code
                 == 202
             )
-        ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1)
-        assert ids == ["strict-https"]
+        # kev event send trusts the CA it is given.
+        sent = subprocess.run(
+            [*kev_command(), "event", "send", "--to", url, "--id", "from-kev", "--cacert", str(pki.directory / "ca.crt")],
+            env={**os.environ, **kev.stack.env()}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        ids = topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 2)
+        assert ids == ["strict-https", "from-kev"]
     finally:
         kev.stack.stop("strict-receiver")
 
 
 def test_a_strict_receiver_without_a_certificate_refuses_to_start(tls_kev: Kev) -> None:
-    import subprocess
-
     env = {**tls_kev.stack.env(), "KEVENTING_TRANSPORT_ENCRYPTION": "strict", "KEVENTING_TLS_CERT_FILE": ""}
     result = subprocess.run([*kev_command(), "receiver"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

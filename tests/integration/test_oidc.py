@@ -5,6 +5,8 @@ else reaches Kafka; rotated keys are picked up; the dispatcher sends tokens for 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -95,7 +97,7 @@ def _post(kev: Kev, ns: str, event_id: str, authorization: str | None) -> httpx.
 
 
 def test_a_broker_publishes_its_audience_and_accepts_a_valid_token(
-    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str, tmp_path: Path
 ) -> None:
     kev = oidc_kev
     kev.apply(broker_doc("default", ns))
@@ -103,7 +105,24 @@ def test_a_broker_publishes_its_audience_and_accepts_a_valid_token(
     assert broker.status.address is not None and broker.status.address.audience == _audience(ns)
     answer = _post(kev, ns, "valid", f"Bearer {issuer.token(_audience(ns))}")
     assert answer.status_code == 202, answer.text
-    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 1) == ["valid"]
+    # kev event send sends a token from a file.
+    token_file = tmp_path / "token"
+    token_file.write_text(issuer.token(_audience(ns)))
+    env = {**os.environ, **kev.stack.env()}
+    sent = subprocess.run(
+        [*kev_command(), "event", "send", "-b", "default", "-n", ns, "--id", "from-kev", "--token-file", str(token_file)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    unauthenticated = subprocess.run(
+        [*kev_command(), "event", "send", "-b", "default", "-n", ns, "--id", "no-token"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unauthenticated.returncode == 1 and "401" in unauthenticated.stdout
+    assert topic_ids(kev.settings.kafka_connection, naming.broker_topic(ns, "default"), 2) == [
+        "valid",
+        "from-kev",
+    ]
 
 
 def test_every_invalid_token_is_401_with_a_reason_and_nothing_reaches_kafka(
