@@ -59,6 +59,7 @@ class OidcVerifier:
             self._ssl.load_default_certs()
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -109,13 +110,23 @@ class OidcVerifier:
 
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         now = time.monotonic()
+        # The last attempt, successful or not: the issuer is asked at most once per refresh_seconds.
+        attempted = self._attempted_at
         stale = self._fetched_at is None or now - self._fetched_at > self.max_age_seconds
         unknown = kid not in self._keys and not (kid is None and len(self._keys) == 1)
-        may_refresh = self._fetched_at is None or now - self._fetched_at >= self.refresh_seconds
-        if stale or (unknown and may_refresh):
+        may_refresh = attempted is None or now - attempted >= self.refresh_seconds
+        if (stale or unknown) and may_refresh:
             async with self._lock:  # concurrent requests share one fetch
-                if self._fetched_at is None or self._fetched_at < now:
-                    await self._fetch()
+                if self._attempted_at == attempted:
+                    self._attempted_at = time.monotonic()
+                    try:
+                        await self._fetch()
+                    except IssuerUnavailable:
+                        if not self._keys:
+                            raise
+                        # The issuer is away: the keys it published last still verify (it is logged).
+        elif not self._keys:
+            raise IssuerUnavailable("the OIDC issuer's keys could not be fetched yet: retry shortly")
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         key = self._keys.get(kid)

@@ -74,8 +74,10 @@ class JwksIssuer:
         self._ready.wait(10)
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        if self._runner is None:
+            return  # stopped already
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._runner = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
