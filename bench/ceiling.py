@@ -33,7 +33,7 @@ class Ceiling:
         self.max_event_bytes = settings.max_event_bytes
         self.body_timeout_seconds = settings.body_timeout_seconds
 
-    def direct_route(self, path: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]]:
+    def direct_route(self, path: str, scheme: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]]:
         return self.accept
 
     async def accept(self, headers: dict[str, str], body: bytes) -> Answer:

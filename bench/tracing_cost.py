@@ -43,7 +43,13 @@ ACCEPTED = Response(202)
 
 class _Post:
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
         return ACCEPTED
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from controller.addresses import audience, set_address
 from controller.brokerdefaults import (
     KAFKA_BROKER_CONFIG,
     BrokerDefaults,
@@ -31,7 +32,6 @@ from keventing.resources import (
     Status,
     Trigger,
 )
-from keventing.resources.base import Address
 from keventing.resources.eventing import TriggerStatus
 
 
@@ -140,7 +140,7 @@ def _reconcile_broker(
     else:
         conditions.true("TopicReady", message=f"topic {topic.name} created")
         conditions.true("Addressable")
-        status.address = Address(url=f"{config.ingress_url}/{broker.namespace}/{broker.name}")
+        set_address(status, config, f"/{broker.namespace}/{broker.name}", broker)
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
     status.annotations = {naming.TOPIC_ANNOTATION: topic.name}
     if topic.connection is not None:
@@ -178,7 +178,7 @@ def _reconcile_external_broker(broker: Broker, ctx: Context) -> Status:
             "TopicReady", message=f"external topic {topic}: keventing neither creates nor deletes it"
         )
         conditions.true("Addressable")
-        status.address = Address(url=f"{ctx.config.ingress_url}/{broker.namespace}/{broker.name}")
+        set_address(status, ctx.config, f"/{broker.namespace}/{broker.name}", broker)
     status.conditions = conditions.finish(["ConfigParsed", "TopicReady", "Addressable"])
     status.annotations = {naming.TOPIC_ANNOTATION: topic}
     return status
@@ -238,6 +238,7 @@ def _broker_ingress(
     """``connection`` None: the services' own cluster (an external-topic Broker's, or one without its own)."""
     return Ingress(
         **identity(broker),
+        audience=audience(broker),
         path=f"/{broker.namespace}/{broker.name}",
         topic=topic,
         event_types=config.event_type_auto_create,
@@ -296,11 +297,14 @@ def _reconcile_trigger(
     status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
     if connection is not None:
         status.annotations[naming.BOOTSTRAP_SERVERS_ANNOTATION] = connection.bootstrap_servers
+    ca_certs, audience = resolver.trust(trigger.spec.subscriber, trigger.namespace)
     egress = Egress(
         **identity(trigger),
         topics=(topic,),
         consumer_group=group,
         destination=status.subscriberUri,
+        destination_ca_certs=ca_certs,
+        destination_audience=audience,
         reply=Reply(strategy="topic", topic=topic),
         filter=FilterSpec(
             attributes=trigger.spec.filter.attributes if trigger.spec.filter else None,

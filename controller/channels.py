@@ -15,6 +15,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 
 from controller import children
+from controller.addresses import audience, set_address
 from controller.conditions import Conditions, ready_of
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
@@ -32,7 +33,7 @@ from keventing.resources import (
     ResourceKey,
     Subscription,
 )
-from keventing.resources.base import Address, ObjectMeta
+from keventing.resources.base import ObjectMeta
 from keventing.resources.messaging import (
     KAFKA_CHANNEL_API_VERSION,
     ChannelableStatus,
@@ -120,6 +121,7 @@ def reconcile_kafka_channels(ctx: Context) -> Contribution:
             out.contract[str(kafka_channel.key)] = ContractEntry(
                 ingress=Ingress(
                     **identity(kafka_channel),
+                    audience=audience(kafka_channel),
                     path=channel_path(kafka_channel.namespace, kafka_channel.name, kafka_channel.KIND),
                     topic=topic.name,
                     event_types=ctx.config.event_type_auto_create,
@@ -132,7 +134,12 @@ def reconcile_channels(ctx: Context) -> Contribution:
     """Channels mirror their backing channel (after flows' addresses: a dead-letter sink may be one)."""
     out = Contribution()
     # A Channel's dead-letter sink may be a Channel reconciled earlier in this phase.
-    resolver = Resolver(ChainMap(out.addresses, ctx.addresses), ctx.resources, ctx.addressables)
+    resolver = Resolver(
+        ChainMap(out.addresses, ctx.addresses),
+        ctx.resources,
+        ctx.addressables,
+        ChainMap(out.statuses, ctx.desired.statuses),
+    )
     for channel in ctx.of(Channel):
         out.addressable(channel.key, _reconcile_channel(channel, ctx, resolver))
     return out
@@ -176,7 +183,7 @@ def _reconcile_kafka_channel(
         conditions.true("TopicReady", message=f"topic {topic.name} created")
         conditions.true("Addressable")
         path = channel_path(channel.namespace, channel.name, channel.KIND)
-        status.address = Address(url=config.ingress_url + path)
+        set_address(status, config, path, channel)
     status.conditions = conditions.finish(KAFKA_CHANNEL_CONDITIONS)
     status.annotations = {"kafka.eventing.knative.dev/topic": topic.name}
     return status, topic
@@ -200,6 +207,7 @@ def _reconcile_channel(channel: Channel, ctx: Context, resolver: Resolver) -> Ch
         backing_status = ctx.desired.statuses.get(backing.key)
         if backing_status is not None and backing_status.address is not None:
             status.address = backing_status.address.model_copy()
+            status.addresses = [a.model_copy() for a in backing_status.addresses or []] or None
             conditions.true("Addressable")
         else:
             conditions.unknown(
@@ -277,19 +285,30 @@ def _reconcile_subscription(
     group = naming.subscription_group(channel.namespace, channel.name, ident["uid"])
     # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
     status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}
+    subscriber = subscription.spec.subscriber
+    ca_certs, audience = (
+        resolver.trust(subscriber, namespace) if is_set(subscriber) and subscriber else (None, None)
+    )
     egress = Egress(
         **ident,
         topics=(topic,),
         consumer_group=group,
         # Without a subscriber the egress forwards every event to the reply (no Prefer: reply).
         destination=physical.subscriberUri,
-        reply=Reply(strategy="url", url=physical.replyUri)
-        if physical.replyUri
-        else Reply(strategy="discard"),
+        destination_ca_certs=ca_certs,
+        destination_audience=audience,
+        reply=_reply(physical.replyUri, subscription, resolver),
         delivery=delivery,
         delivery_order="ordered" if subscription.delivery_order == "ordered" else "unordered",
     )
     return status, channel, egress
+
+
+def _reply(url: str | None, subscription: Subscription, resolver: Resolver) -> Reply:
+    if not url or subscription.spec.reply is None:
+        return Reply(strategy="discard")
+    ca_certs, audience = resolver.trust(subscription.spec.reply, subscription.namespace)
+    return Reply(strategy="url", url=url, ca_certs=ca_certs, audience=audience)
 
 
 def _subscribed_channel(subscription: Subscription, ctx: Context) -> TopicChannel:

@@ -47,6 +47,16 @@ class ControllerConfig:
     broker_classes: frozenset[str] = frozenset({"Kafka"})
     # The services' own cluster: a resource naming it without credentials of its own uses the services'.
     kafka_bootstrap_servers: str = ""
+    # Knative's transport-encryption (disabled, permissive, strict): which addresses are published
+    # (controller.addresses); the https ones are on ingress_https_url, signed by ingress_ca_certs (PEM).
+    transport_encryption: str = "disabled"
+    ingress_https_url: str = "https://localhost:8443"
+    # Where the data plane reaches the receiver's HTTPS (as internal_ingress_url for HTTP).
+    internal_ingress_https_url: str | None = None
+    ingress_ca_certs: str | None = None
+    # Knative's authentication-oidc: addresses publish their audience, EventPolicies apply.
+    oidc: bool = False
+    default_authorization_mode: str = "allow-same-namespace"
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ class Context:
 
     @property
     def resolver(self) -> Resolver:
-        return Resolver(self.addresses, self.resources, self.addressables)
+        return Resolver(self.addresses, self.resources, self.addressables, self.desired.statuses)
 
 
 def identity(resource: Resource) -> dict[str, Any]:
@@ -133,6 +143,9 @@ def delivery_policy(
     """Resolve a DeliverySpec; fields it leaves out keep their default."""
     if spec is None:
         return default
+    dead_letter_ca_certs, dead_letter_audience = (
+        resolver.trust(spec.deadLetterSink, namespace) if spec.deadLetterSink else (None, None)
+    )
     return DeliveryPolicy(
         retry=spec.retry if spec.retry is not None else 0,
         backoff_policy=spec.backoffPolicy or default.backoff_policy,
@@ -142,4 +155,6 @@ def delivery_policy(
         backoff_max=parse_duration(spec.backoffMax) if spec.backoffMax else None,
         format=spec.format,
         dead_letter_url=resolver.resolve(spec.deadLetterSink, namespace) if spec.deadLetterSink else None,
+        dead_letter_ca_certs=dead_letter_ca_certs,
+        dead_letter_audience=dead_letter_audience,
     )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+from controller.addresses import audience, set_address
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, identity
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.resources import Status
-from keventing.resources.base import Address
 from keventing.resources.integrations import IntegrationSink
 
 CONDITIONS = ["TopicReady", "Addressable"]
@@ -63,16 +63,19 @@ def reconcile_integration_sinks(ctx: Context) -> Contribution:
         else:
             conditions.true("TopicReady", message=f"topic {topic.name} created; its events are logged")
             conditions.true("Addressable")
-            status.address = Address(
-                url=ctx.config.ingress_url + integration_sink_path(sink.namespace, sink.name)
-            )
+            set_address(status, ctx.config, integration_sink_path(sink.namespace, sink.name), sink)
         status.conditions = conditions.finish(CONDITIONS)
         out.addressable(sink.key, status)
         if not status.ready:
             continue
         ident = identity(sink)
         out.contract[str(sink.key)] = ContractEntry(
-            ingress=Ingress(**ident, path=integration_sink_path(sink.namespace, sink.name), topic=topic.name)
+            ingress=Ingress(
+                **ident,
+                audience=audience(sink),
+                path=integration_sink_path(sink.namespace, sink.name),
+                topic=topic.name,
+            )
         )
         out.contract[f"{sink.key}/log"] = ContractEntry(
             egress=Egress(

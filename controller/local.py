@@ -42,7 +42,25 @@ def controller_config(settings: ControllerSettings) -> ControllerConfig:
         kubernetes=settings.kubernetes,
         broker_classes=settings.broker_class_set,
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+        transport_encryption=settings.transport_encryption,
+        ingress_https_url=settings.ingress_https_url.rstrip("/"),
+        internal_ingress_https_url=settings.internal_ingress_https_url.rstrip("/")
+        if settings.internal_ingress_https_url
+        else None,
+        ingress_ca_certs=_read_pem(settings.ingress_ca_file, "KEVENTING_INGRESS_CA_FILE"),
+        oidc=settings.oidc_enabled,
+        default_authorization_mode=settings.default_authorization_mode,
     )
+
+
+def _read_pem(path: str | None, variable: str) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as err:
+        raise SystemExit(f"{variable}: cannot read {path}: {err.strerror}") from None
 
 
 class LocalController(DataPlaneAdapter):

@@ -15,6 +15,7 @@ from controller import (
     brokers,
     channels,
     conditions,
+    eventpolicies,
     eventtypes,
     flows,
     integrations,
@@ -54,6 +55,8 @@ PHASES: list[Phase] = [
     sources.bind_container_sources,
     sources.reconcile_sources,
     eventtypes.reconcile_event_types,
+    # Every ingress is published by now: the EventPolicies that apply to each.
+    eventpolicies.reconcile_event_policies,
 ]
 
 
@@ -93,11 +96,14 @@ def reconcile(
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)
-    if config.internal_ingress_url and config.internal_ingress_url != config.ingress_url:
-        ctx.desired.contract = {
-            key: internal_urls(entry, config.ingress_url, config.internal_ingress_url)
-            for key, entry in ctx.desired.contract.items()
-        }
+    for public, internal in (
+        (config.ingress_url, config.internal_ingress_url),
+        (config.ingress_https_url, config.internal_ingress_https_url),
+    ):
+        if internal and internal != public:
+            ctx.desired.contract = {
+                key: internal_urls(entry, public, internal) for key, entry in ctx.desired.contract.items()
+            }
     return ctx.desired
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlparse
 
 from pydantic import BaseModel
 
-from keventing.resources import KINDS, Destination, KReference, Resource, ResourceKey
+from keventing.resources import KINDS, Destination, KReference, Resource, ResourceKey, Status
 
 
 class Unresolvable(Exception):
@@ -82,6 +82,7 @@ class Resolver:
         addresses: Mapping[ResourceKey, str | None],
         resources: Mapping[ResourceKey, Resource],
         addressables: Mapping[ObjectRef, str | None] | None = None,
+        statuses: Mapping[ResourceKey, Status] | None = None,
     ):
         # addresses: every addressable resource keventing serves → its URL (None while it is not ready)
         self.addresses = addresses
@@ -89,6 +90,21 @@ class Resolver:
         # addressables: the foreign objects that exist → their URL (None while they have none); None when
         # the adapter has no foreign objects to look up (local mode).
         self.addressables = addressables
+        # The statuses of the resources keventing serves: their addresses' CACerts and audience.
+        self.statuses = statuses or {}
+
+    def trust(self, destination: Destination, namespace: str) -> tuple[str | None, str | None]:
+        """The CA certificates (PEM) and the OIDC audience to deliver to ``destination`` with: its own
+        ``CACerts`` and ``audience``, else those its ref's address publishes (a resource keventing serves)."""
+        ca_certs, audience = destination.CACerts, destination.audience
+        ref = destination.ref
+        if ref is not None and not is_foreign(ref) and (ca_certs is None or audience is None):
+            status = self.statuses.get(ResourceKey(ref.kind, ref.namespace or namespace, ref.name))
+            address = status.address if status is not None else None
+            if address is not None:
+                ca_certs = ca_certs or address.CACerts
+                audience = audience or address.audience
+        return ca_certs, audience
 
     def resolve(self, destination: Destination, namespace: str) -> str:
         if destination.ref is None:

@@ -12,6 +12,11 @@ class ControllerSettings(CommonSettings):
     ingress_url: str = Field(default="http://localhost:8080", alias="KEVENTING_INGRESS_URL")
     # How the dispatcher and the sources reach the receiver, if not by ingress_url (e.g. http://receiver:8080).
     internal_ingress_url: str | None = Field(default=None, alias="KEVENTING_INTERNAL_INGRESS_URL")
+    # Where the receiver serves HTTPS (transport-encryption permissive or strict), and the PEM file of the CA
+    # certificates that sign its certificate, published as the addresses' CACerts.
+    ingress_https_url: str = Field(default="https://localhost:8443", alias="KEVENTING_INGRESS_HTTPS_URL")
+    ingress_ca_file: str | None = Field(default=None, alias="KEVENTING_INGRESS_CA_FILE")
+    internal_ingress_https_url: str | None = Field(default=None, alias="KEVENTING_INTERNAL_INGRESS_HTTPS_URL")
     default_partitions: int = Field(default=10, alias="KEVENTING_DEFAULT_TOPIC_PARTITIONS")
     default_replication_factor: int = Field(default=1, alias="KEVENTING_DEFAULT_TOPIC_REPLICATION_FACTOR")
     # Where Knative's ConfigMaps live: config-br-defaults, and the kafka-broker-config Brokers default to.

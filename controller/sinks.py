@@ -11,6 +11,7 @@ With ``spec.bootstrapServers`` (and ``spec.auth.secret.ref.name``) the topic is 
 
 from __future__ import annotations
 
+from controller.addresses import audience, set_address
 from controller.conditions import Conditions
 from controller.connections import ConnectionUnresolvable, kafka_sink_connection
 from controller.context import Context, Contribution, ControllerConfig, identity
@@ -19,7 +20,6 @@ from keventing.contract import ContractEntry, Ingress
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
 from keventing.kafka.connection import KafkaConnection
 from keventing.resources import KafkaSink, Status
-from keventing.resources.base import Address
 
 TOPIC_OWNER_ANNOTATION = "eventing.knative.dev/topic.owner"
 CONTROLLER_TOPIC_OWNER = "kafkasink-controller"
@@ -110,7 +110,7 @@ def kafka_sink_status(
         )
     if topic_error is None:
         conditions.true("Addressable")
-        status.address = Address(url=config.ingress_url + kafka_sink_path(sink.namespace, sink.name))
+        set_address(status, config, kafka_sink_path(sink.namespace, sink.name), sink)
     status.conditions = conditions.finish(CONDITIONS)
     return status
 
@@ -120,6 +120,7 @@ def kafka_sink_ingress(
 ) -> Ingress:
     return Ingress(
         **identity(sink),
+        audience=audience(sink),
         path=kafka_sink_path(sink.namespace, sink.name),
         topic=sink.spec.topic,
         content_mode=sink.content_mode,

@@ -33,7 +33,14 @@ from keventing.contract import (
     WatchedResource,
 )
 from keventing.kafka.connection import KafkaConnection
-from keventing.resources import ApiServerSource, ContainerSource, KafkaSource, PingSource, SinkBinding
+from keventing.resources import (
+    ApiServerSource,
+    ContainerSource,
+    KafkaSource,
+    PingSource,
+    ResourceKey,
+    SinkBinding,
+)
 from keventing.resources.base import ObjectMeta
 from keventing.resources.integrations import (
     DEFAULT_CONTENT_TYPE,
@@ -118,6 +125,7 @@ def reconcile_sources(ctx: Context) -> Contribution:
         _publish(out, container, status, ContractEntry(source=source) if source else None)
     for binding in ctx.of(SinkBinding):
         _publish(out, binding, reconcile_sink_binding(binding, resolver), None)
+    _sink_trust(out, resolver)
     for kafka in ctx.of(KafkaSource):
         refused = first_refusal(ctx, kafka.namespace, [t for t in kafka.spec.topics if t]) or refuse_group(
             ctx, kafka.namespace, kafka.consumer_group
@@ -132,8 +140,34 @@ def reconcile_sources(ctx: Context) -> Contribution:
             failed = ctx.connection_errors.get(str(kafka.key))
             refused = TopicRefused("KafkaConnectionFailed", failed) if failed else None
         kafka_status, egress = reconcile_kafka_source(kafka, resolver, refused, connection)
+        if egress is not None:
+            ca_certs, audience = resolver.trust(kafka.sink, kafka.namespace)
+            egress = egress.model_copy(
+                update={"destination_ca_certs": ca_certs, "destination_audience": audience}
+            )
+            kafka_status.sinkCACerts, kafka_status.sinkAudience = ca_certs, audience
         _publish(out, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
     return out
+
+
+def _sink_trust(out: Contribution, resolver: Resolver) -> None:
+    """Every source entry gets its sink's CACerts and audience, and so does its status (Knative's
+    sinkCACerts and sinkAudience)."""
+    for key, entry in out.contract.items():
+        resource = resolver.resources.get(ResourceKey.parse(key))
+        if entry.source is None or not isinstance(resource, SourceResource):
+            continue
+        ca_certs, audience = resolver.trust(resource.sink, resource.namespace)
+        out.contract[key] = entry.model_copy(
+            update={
+                "source": entry.source.model_copy(
+                    update={"sink_ca_certs": ca_certs, "sink_audience": audience}
+                )
+            }
+        )
+        status = out.statuses.get(resource.key)
+        if isinstance(status, SourceStatus):
+            status.sinkCACerts, status.sinkAudience = ca_certs, audience
 
 
 def _publish(

@@ -7,11 +7,11 @@ not Ready and has no address, so nothing is sent to it.
 
 from __future__ import annotations
 
+from controller.addresses import audience, set_address
 from controller.conditions import Conditions
 from controller.context import Context, Contribution, identity
 from controller.resolver import Unresolvable
 from keventing.contract import ContractEntry, Ingress, Transform
-from keventing.resources.base import Address
 from keventing.resources.transforms import EventTransform, EventTransformStatus
 
 CONDITIONS = ["SinkResolved", "Addressable"]
@@ -40,20 +40,26 @@ def reconcile_event_transforms(ctx: Context) -> Contribution:
         if spec.sink is None or sink is not None:
             conditions.true("Addressable")
             path = event_transform_path(transform.namespace, transform.name)
-            status.address = Address(url=ctx.config.ingress_url + path)
+            set_address(status, ctx.config, path, transform)
         status.conditions = conditions.finish(CONDITIONS)
         out.addressable(transform.key, status)
         if not status.ready or spec.jsonata is None:
             continue
         reply = spec.reply
+        ca_certs, sink_audience = (
+            ctx.resolver.trust(spec.sink, transform.namespace) if spec.sink else (None, None)
+        )
         out.contract[str(transform.key)] = ContractEntry(
             ingress=Ingress(
                 **identity(transform),
+                audience=audience(transform),
                 path=event_transform_path(transform.namespace, transform.name),
                 topic="",
                 transform=Transform(
                     expression=spec.jsonata.expression,
                     sink=sink,
+                    sink_ca_certs=ca_certs,
+                    sink_audience=sink_audience,
                     reply_expression=reply.jsonata.expression if reply and reply.jsonata else None,
                     reply_discard=bool(reply and reply.discard),
                 ),

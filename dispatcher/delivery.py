@@ -54,10 +54,12 @@ async def send_event(
     prefer_reply: bool,
     structured: bool = False,
     trace: TraceHeaders | None = None,
+    ca_certs: str | None = None,
+    audience: str | None = None,
 ) -> Attempt:
     """POST ``event`` in binary mode, or ``structured`` (the JSON event format: DeliverySpec ``format:
     json``); with ``prefer_reply`` a 2xx carrying an event is read as the reply. ``trace``: the
-    traceparent/tracestate headers to send."""
+    traceparent/tracestate headers to send; ``ca_certs`` and ``audience``: the Destination's."""
     if structured:
         headers, body = {"content-type": events.STRUCTURED_JSON}, events.to_structured_json(event)
     else:
@@ -67,7 +69,7 @@ async def send_event(
     if trace is not None:
         headers.update(trace)
     try:
-        response = await post.post(url, headers, body, timeout)
+        response = await post.post(url, headers, body, timeout, ca_certs, audience)
     except TransportError as err:
         return Attempt(0, error=str(err))
     attempt = Attempt(response.status, response.body, response.headers)

@@ -232,6 +232,8 @@ class RecordDispatcher:
             egress.prefer_reply,
             self.structured,
             trace,  # type: ignore[arg-type]
+            egress.destination_ca_certs,
+            egress.destination_audience,
         )
         if attempt.ok and attempt.reply is not None and egress.reply.strategy != "discard":
             return await self._reply(attempt, trace)
@@ -275,6 +277,8 @@ class RecordDispatcher:
                 egress.prefer_reply,
                 self.structured,
                 tracing.headers(span),
+                egress.destination_ca_certs,
+                egress.destination_audience,
             )
             if attempt.ok and attempt.reply is not None and egress.reply.strategy != "discard":
                 reply_attributes = {
@@ -329,6 +333,8 @@ class RecordDispatcher:
                     prefer_reply=False,
                     structured=self.structured,
                     trace=trace_headers,
+                    ca_certs=egress.delivery.dead_letter_ca_certs,
+                    audience=egress.delivery.dead_letter_audience,
                 ),
                 count_retries=False,
             )

@@ -10,7 +10,10 @@ else: no redirects (a 3xx is the subscriber's answer, as in Knative), no cookies
 - A request sent on a reused connection that the server had closed (the race every keep-alive client has) is
   sent once more on a new connection, as long as no byte of an answer came back.
 - ``timeout`` covers connecting, sending and the whole answer; a request that times out closes its connection.
-- https verifies the server's certificate and host name against the system store (or the given context).
+- https always verifies the server's certificate and host name: against the system's CAs, the trust bundle
+  and the destination's ``CACerts`` (``keventing.tls.ClientTrust``). Connections are pooled per origin *and*
+  trust, so a request never reuses a connection verified against CAs it does not trust itself.
+- A destination with an ``audience`` gets an OIDC bearer token for it (``keventing.tokens``).
 - A header name or value that would break the request line framing (CR, LF, NUL) is a ``TransportError``
   before anything is sent, so the delivery is retried and then dead-lettered rather than sent malformed.
 """
@@ -28,6 +31,8 @@ from urllib.parse import urlsplit
 import httptools
 
 from dispatcher.transport import Response, TransportError
+from keventing.tls import ClientTrust, TrustUnusable
+from keventing.tokens import TokenSource, TokenUnavailable
 
 IDLE_SECONDS = 15.0  # an idle connection older than this is closed rather than reused (aiohttp's default)
 MAX_IDLE_PER_ORIGIN = 256
@@ -187,10 +192,16 @@ def _request_head(target: Target, headers: Mapping[str, str], length: int) -> by
 class Http1Post:
     """The dispatcher's ``Post``: pooled keep-alive HTTP/1.1 over asyncio transports (uvloop's, when running)."""
 
-    def __init__(self, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        max_connections: int = 100,
+        trust_bundle: str | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self.limit = asyncio.Semaphore(max_connections) if max_connections > 0 else None
-        self._ssl = ssl_context
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self.trust = ClientTrust(trust_bundle)
+        self.tokens = tokens
+        self._idle: dict[tuple[str, str, int, int], deque[_Connection]] = {}
         self._targets: dict[str, Target] = {}  # parsed once per URL, not per event
         self._closing = False
 
@@ -202,36 +213,54 @@ class Http1Post:
             target = self._targets[url] = parse_target(url)
         return target
 
-    def _tls(self, target: Target) -> ssl.SSLContext | None:
-        if target.scheme != "https":
-            return None
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()  # the system store; host names checked
-        return self._ssl
+    def tls_context(self, ca_certs: str | None) -> ssl.SSLContext:
+        """The verifying context for a destination's CACerts. Raises TransportError when they are unusable."""
+        try:
+            return self.trust.context(ca_certs)
+        except TrustUnusable as err:
+            raise TransportError(str(err)) from None
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
         target = self._target(url)
+        if audience is not None and self.tokens is not None:
+            try:
+                token = await self.tokens.token(audience)
+            except TokenUnavailable as err:
+                raise TransportError(f"no OIDC token for audience {audience!r}: {err}") from None
+            headers = {**headers, "authorization": f"Bearer {token}"}
+        tls = self.tls_context(ca_certs) if target.scheme == "https" else None
         head = _request_head(target, headers, len(body))
         if self.limit is None:
-            return await self._timed(target, head, body, timeout)
+            return await self._timed(target, tls, head, body, timeout)
         async with self.limit:
-            return await self._timed(target, head, body, timeout)
+            return await self._timed(target, tls, head, body, timeout)
 
-    async def _timed(self, target: Target, head: bytes, body: bytes, timeout: float | None) -> Response:
+    async def _timed(
+        self, target: Target, tls: ssl.SSLContext | None, head: bytes, body: bytes, timeout: float | None
+    ) -> Response:
         if timeout is None:
-            return await self._exchange(target, head, body)
+            return await self._exchange(target, tls, head, body)
         try:
             async with asyncio.timeout(timeout):
-                return await self._exchange(target, head, body)
+                return await self._exchange(target, tls, head, body)
         except TimeoutError as err:
             raise TransportError(f"no response within {timeout} s") from err
 
-    async def _exchange(self, target: Target, head: bytes, body: bytes) -> Response:
-        connection, reused = self._checkout(target), True
+    async def _exchange(
+        self, target: Target, tls: ssl.SSLContext | None, head: bytes, body: bytes
+    ) -> Response:
+        pool = (*target.origin, id(tls))  # the trust is part of what a pooled connection was verified with
+        connection, reused = self._checkout(pool), True
         if connection is None:
-            connection, reused = await self._connect(target), False
+            connection, reused = await self._connect(target, tls), False
         try:
             try:
                 response = await connection.send(head, body)
@@ -239,16 +268,16 @@ class Http1Post:
                 if not (reused and getattr(err, "retry_on_new_connection", False)):
                     raise
                 connection.close()
-                connection = await self._connect(target)
+                connection = await self._connect(target, tls)
                 response = await connection.send(head, body)
         except BaseException:
             connection.close()  # a timeout or cancellation leaves the answer half read
             raise
-        self._checkin(target, connection)
+        self._checkin(pool, connection)
         return response
 
-    def _checkout(self, target: Target) -> _Connection | None:
-        idle = self._idle.get(target.origin)
+    def _checkout(self, pool: tuple[str, str, int, int]) -> _Connection | None:
+        idle = self._idle.get(pool)
         now = time.monotonic()
         while idle:
             connection = idle.pop()  # the most recently used is the least likely to have been closed
@@ -257,20 +286,19 @@ class Http1Post:
             connection.close()
         return None
 
-    def _checkin(self, target: Target, connection: _Connection) -> None:
+    def _checkin(self, pool: tuple[str, str, int, int], connection: _Connection) -> None:
         if connection.closed or not connection.reusable or self._closing:
             connection.close()
             return
-        idle = self._idle.setdefault(target.origin, deque())
+        idle = self._idle.setdefault(pool, deque())
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.close()
             return
         connection.idle_since = time.monotonic()
         idle.append(connection)
 
-    async def _connect(self, target: Target) -> _Connection:
+    async def _connect(self, target: Target, tls: ssl.SSLContext | None) -> _Connection:
         loop = asyncio.get_running_loop()
-        tls = self._tls(target)
         try:
             _, connection = await loop.create_connection(
                 _Connection, target.host, target.port, ssl=tls, server_hostname=target.host if tls else None

@@ -59,10 +59,16 @@ class LoggingPost:
         self._targets: dict[str, LogTarget] = {}  # parsed once per URL, not per event
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
         if not url.startswith("log:"):
-            return await self.inner.post(url, headers, body, timeout)
+            return await self.inner.post(url, headers, body, timeout, ca_certs, audience)
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = parse_log_url(url)

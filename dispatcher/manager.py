@@ -56,7 +56,11 @@ class DispatcherManager:
         return self.contract.synced and self.producer is not None
 
     async def run(self) -> None:
-        client = Http1Post(self.settings.max_connections)
+        trust_bundle, tokens = (
+            self.settings.trust_bundle(),
+            self.settings.token_source(),
+        )  # a bad setting stops the start
+        client = Http1Post(self.settings.max_connections, trust_bundle, tokens)
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
         self.post = LoggingPost(client)
         event_types = asyncio.create_task(self.event_types.run())

@@ -44,7 +44,16 @@ class ReplyPublisher:
         elif reply.strategy == "url":
             assert reply.url is not None
             # No timeout of its own: the transport's default applies, as for any reply.
-            attempt = await send_event(self.post, reply.url, event, None, prefer_reply=False, trace=trace)
+            attempt = await send_event(
+                self.post,
+                reply.url,
+                event,
+                None,
+                prefer_reply=False,
+                trace=trace,
+                ca_certs=reply.ca_certs,
+                audience=reply.audience,
+            )
             if attempt.status == 0:
                 raise ReplyFailed(f"reply target {reply.url} unreachable: {attempt.error}")
             if not attempt.ok:

@@ -1,7 +1,10 @@
 """The dispatcher's HTTP boundary: the ``Post`` protocol everything above it uses, its answer and its error.
 
 Everything that decides what to send and what an answer means sits above this seam and is tested with a
-fake transport; only ``dispatcher.http1.Http1Post`` opens sockets.
+fake transport; only ``dispatcher.http1.Http1Post`` opens sockets. It is also where a delivery's identity and
+trust are applied: an https destination's certificate is verified against the system's CAs, the dispatcher's
+trust bundle and the Destination's ``CACerts`` (never not verified), and a destination with an ``audience``
+gets an OIDC token for it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ class TransportError(Exception):
 
 class Post(Protocol):
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
-        """POST ``body``; ``timeout`` None means the transport's own default. Raises TransportError."""
+        """POST ``body``; ``timeout`` None means the transport's own default; ``ca_certs`` (PEM) are trusted
+        besides the system's for an https URL; ``audience``: send an OIDC token for it. Raises
+        TransportError."""
         ...

@@ -34,6 +34,9 @@ class DeliveryPolicy(ContractModel):
     backoff_max: float | None = None
     format: Literal["json", "binary"] | None = None
     dead_letter_url: str | None = None
+    # The dead-letter sink's CACerts (PEM, trusted besides the system's) and OIDC audience.
+    dead_letter_ca_certs: str | None = None
+    dead_letter_audience: str | None = None
 
 
 class Reply(ContractModel):
@@ -42,6 +45,9 @@ class Reply(ContractModel):
     strategy: Literal["topic", "url", "discard"] = "discard"
     topic: str | None = None
     url: str | None = None
+    # A url reply's CACerts and OIDC audience (see Egress.destination_*).
+    ca_certs: str | None = None
+    audience: str | None = None
 
 
 class FilterSpec(ContractModel):
@@ -55,8 +61,20 @@ class Transform(ContractModel):
 
     expression: str
     sink: str | None = None
+    # The sink's CACerts and OIDC audience (see Egress.destination_*).
+    sink_ca_certs: str | None = None
+    sink_audience: str | None = None
     reply_expression: str | None = None
     reply_discard: bool = False
+
+
+class IngressPolicy(ContractModel):
+    """An EventPolicy that applies to an ingress: the senders' subjects it allows (a trailing ``*`` matches
+    any rest) and the filters their events must match besides (Trigger dialects; None: any event)."""
+
+    name: str
+    subs: tuple[str, ...] = ()
+    filters: list[dict[str, Any]] | None = None
 
 
 class Ingress(ContractModel):
@@ -77,6 +95,12 @@ class Ingress(ContractModel):
     connection: KafkaConnection | None = None
     # An EventTransform: the receiver transforms and answers, nothing is produced (``topic`` is empty).
     transform: Transform | None = None
+    # Knative's audience of the resource (``eventing.knative.dev/broker/<ns>/<name>``): with
+    # authentication-oidc enabled the receiver accepts only a token issued for it.
+    audience: str | None = None
+    # The EventPolicies that apply (authentication-oidc): a sender must be allowed by one of them. None: no
+    # policy applies, the receiver's default authorization mode decides.
+    policies: tuple[IngressPolicy, ...] | None = None
 
 
 class Egress(ContractModel):
@@ -88,6 +112,10 @@ class Egress(ContractModel):
     topics: tuple[str, ...]
     consumer_group: str
     destination: str | None = None
+    # The Destination's CACerts (PEM: trusted for an https destination besides the system's CAs) and
+    # audience (the dispatcher sends an OIDC token for it).
+    destination_ca_certs: str | None = None
+    destination_audience: str | None = None
     prefer_reply: bool = True
     reply: Reply = Field(default_factory=Reply)
     filter: FilterSpec = Field(default_factory=FilterSpec)
@@ -170,6 +198,9 @@ class Source(ContractModel):
     name: str
     uid: str
     sink: str
+    # The sink's CACerts (PEM, trusted besides the system's) and OIDC audience (see Egress.destination_*).
+    sink_ca_certs: str | None = None
+    sink_audience: str | None = None
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
     timer: TimerSchedule | None = None

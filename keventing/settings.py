@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from keventing.eventtypes import EventTypeLimits
     from keventing.kafka.connection import KafkaConnection
+    from keventing.tokens import TokenSource
 
 
 class CommonSettings(BaseSettings):
@@ -43,6 +44,47 @@ class CommonSettings(BaseSettings):
     log_format: str = Field(default="json", alias="KEVENTING_LOG_FORMAT")
     # false: metrics record the event type as "" (one series per resource and code, whatever the types).
     metrics_event_type: bool = Field(default=True, alias="KEVENTING_METRICS_EVENT_TYPE")
+    # Knative's config-features flags (README, "HTTPS and OIDC"): which addresses the controller publishes
+    # and what the receiver accepts; every service reads the same two so that they agree.
+    transport_encryption: Literal["disabled", "permissive", "strict"] = Field(
+        default="disabled", alias="KEVENTING_TRANSPORT_ENCRYPTION"
+    )
+    authentication_oidc: Literal["enabled", "disabled"] = Field(
+        default="disabled", alias="KEVENTING_AUTHENTICATION_OIDC"
+    )
+    # Knative's default-authorization-mode: who may send to a resource no EventPolicy applies to.
+    default_authorization_mode: Literal["allow-same-namespace", "allow-all", "deny-all"] = Field(
+        default="allow-same-namespace", alias="KEVENTING_DEFAULT_AUTHORIZATION_MODE"
+    )
+
+    # The HTTP clients' side (dispatcher, sources runner): a PEM file of CA certificates trusted for every
+    # https destination besides the system's (Knative's trust bundles: e.g. the CA of keventing's own
+    # receiver), and the command printing an OIDC token for a destination's audience (keventing.tokens).
+    tls_trust_bundle_file: str | None = Field(default=None, alias="KEVENTING_TLS_TRUST_BUNDLE")
+    oidc_token_command: str | None = Field(default=None, alias="KEVENTING_OIDC_TOKEN_COMMAND")
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.authentication_oidc == "enabled"
+
+    def trust_bundle(self) -> str | None:
+        """The trust bundle's PEM; raises SystemExit naming the variable when it cannot be read."""
+        path = self.tls_trust_bundle_file
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as err:
+            raise SystemExit(f"KEVENTING_TLS_TRUST_BUNDLE: cannot read {path}: {err.strerror}") from None
+
+    def token_source(self) -> TokenSource | None:
+        """Where OIDC tokens come from: the token command, when authentication-oidc is enabled."""
+        from keventing.tokens import CommandTokenSource
+
+        if not self.oidc_enabled or not self.oidc_token_command:
+            return None
+        return CommandTokenSource(self.oidc_token_command)
 
     @functools.cached_property
     def kafka_connection(self) -> KafkaConnection:

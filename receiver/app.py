@@ -23,11 +23,15 @@ from keventing.kafka.client import MAX_REQUEST_SIZE
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.ops import ops_app
+from keventing.tls import ClientTrust
 from keventing.tracing import Tracing
+from receiver.authorization import Authorizer, EventCheck
 from receiver.batching import BatchProducer
 from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
 from receiver.metrics import IngressMetrics, knative_view
+from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
 from receiver.settings import ReceiverSettings
+from receiver.transform import Transformer
 
 log = logging.getLogger("keventing.receiver")
 
@@ -77,8 +81,19 @@ class ReceiverApp:
             instance=settings.instance,
             tracing=tracing,
             event_type_label=settings.metrics_event_type,
+            transformer=Transformer(30.0, ClientTrust(settings.trust_bundle()), settings.token_source()),
         )
         self.ops = ops_app(self.ready)
+        self.verifier: OidcVerifier | None = None
+        if settings.oidc_enabled and settings.oidc_issuer:
+            self.verifier = OidcVerifier(
+                settings.oidc_issuer,
+                settings.oidc_issuer_ca_file,
+                settings.oidc_jwks_refresh_seconds,
+                jwks_url=settings.oidc_jwks_url,
+            )
+        self.authorizer = Authorizer(settings.default_authorization_mode)
+        self.https_only = settings.transport_encryption == "strict"
         self._tasks: list[asyncio.Task[None]] = []
 
     def ready(self) -> bool:
@@ -93,11 +108,24 @@ class ReceiverApp:
     def body_timeout_seconds(self) -> float:
         return self.settings.body_timeout_seconds
 
-    def direct_route(self, path: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]] | None:
+    def direct_route(
+        self, path: str, scheme: str
+    ) -> Callable[[dict[str, str], bytes], Awaitable[Answer]] | None:
+        if self.https_only and scheme != "https":
+            return None  # the ASGI path refuses it, saying why
         ingress = self.handler.lookup(path)
         if ingress is None:
             return None  # the ASGI path says why: no such resource, or the contract is not loaded yet
-        return functools.partial(self.handler.handle, ingress)
+        if self.verifier is None:
+            return functools.partial(self.handler.handle, ingress)
+        return functools.partial(self._handle_authenticated, ingress)
+
+    async def _handle_authenticated(self, ingress: Ingress, headers: dict[str, str], body: bytes) -> Answer:
+        """The direct path with OIDC on: the sender's token and the EventPolicies first, as on the ASGI path."""
+        refusal, check = await self._authenticate(headers.get("authorization"), ingress)
+        if refusal is not None:
+            return refusal
+        return await self.handler.handle(ingress, headers, body, check)
 
     async def _produce(
         self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list
@@ -132,6 +160,13 @@ class ReceiverApp:
                 return
             await self.ops(scope, receive, send)
             return
+        if self.https_only and scope.get("scheme") != "https":
+            message = (
+                "transport-encryption is strict: events are accepted over HTTPS only "
+                f"(port {self.settings.https_port})\n"
+            )
+            await _respond(send, Answer(403, message.encode()))
+            return
         method = scope["method"]
         if method == "OPTIONS":
             await _respond(send, Answer(200), OPTIONS_HEADERS)
@@ -156,6 +191,12 @@ class ReceiverApp:
             headers[name] = value
             if name == "content-length" and value.isdigit():
                 content_length = int(value)
+        check: EventCheck | None = None
+        if self.verifier is not None:
+            refusal, check = await self._authenticate(headers.get("authorization"), ingress)
+            if refusal is not None:
+                await _respond(send, refusal)
+                return
         if self.handler.too_large(content_length):
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
@@ -172,7 +213,32 @@ class ReceiverApp:
         if body is None:
             await _respond(send, too_large(self.settings.max_event_bytes))
             return
-        await _respond(send, await self.handler.handle(ingress, headers, body))
+        await _respond(send, await self.handler.handle(ingress, headers, body, check))
+
+    async def _authenticate(
+        self, authorization: str | None, ingress: Ingress
+    ) -> tuple[Answer | None, EventCheck | None]:
+        """(None, what the event must pass) when the sender's token is valid for the ingress's audience and
+        an EventPolicy (or the default authorization mode) allows it; else (the answer to give, None)."""
+        assert self.verifier is not None
+        if ingress.audience is None:
+            message = f"{ingress.kind} {ingress.namespace}/{ingress.name} has no audience published yet"
+            return self.handler.unavailable(message), None
+        try:
+            claims = await self.verifier.verify(authorization, ingress.audience)
+        except Unauthenticated as err:
+            # The description stays in the body: a header must not carry what the token's sender wrote.
+            challenge = (("www-authenticate", 'Bearer error="invalid_token"'),)
+            return Answer(401, f"{err}\n".encode(), challenge), None
+        except IssuerUnavailable as err:
+            return self.handler.unavailable(str(err)), None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            return Answer(401, b"the token has no sub: the sender cannot be told\n"), None
+        decision = self.authorizer.decide(ingress, subject)
+        if decision.refusal is not None:
+            return Answer(403, f"{decision.refusal}\n".encode()), None
+        return None, decision.check
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -190,6 +256,8 @@ class ReceiverApp:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self.producers.stop(self.settings.shutdown_timeout_seconds)
                 await self.handler.transformer.close()  # EventTransforms' HTTP session to their sinks
+                if self.verifier is not None:
+                    await self.verifier.close()
                 if self.tracing is not None:
                     self.tracing.shutdown()  # exports the spans still queued
                 await send({"type": "lifespan.shutdown.complete"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from opentelemetry.trace import Span, SpanKind, StatusCode
@@ -113,7 +113,14 @@ class IngressHandler:
     def too_large(self, content_length: int | None) -> bool:
         return content_length is not None and content_length > self.max_event_bytes
 
-    async def handle(self, ingress: Ingress, headers: dict[str, str], body: bytes) -> Answer:
+    async def handle(
+        self,
+        ingress: Ingress,
+        headers: dict[str, str],
+        body: bytes,
+        check: Callable[[Mapping[str, object]], str | None] | None = None,
+    ) -> Answer:
+        """``check``: what the event must pass to be accepted (an EventPolicy's filters): its reason, 403."""
         started = time.perf_counter()
         event_type = ""
         try:
@@ -132,6 +139,10 @@ class IngressHandler:
                     ingress, event_type, started, Answer(400, _text(f"invalid CloudEvent: {err}"))
                 )
             event_type = event.attributes["type"]
+            if check is not None:
+                refused = check(event.attributes)
+                if refused is not None:
+                    return self._count(ingress, event_type, started, Answer(403, _text(refused)))
             if ingress.transform is not None:
                 answer = await self.transformer.handle(ingress.transform, event)
                 return self._count(ingress, event_type, started, answer)

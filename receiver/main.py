@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from keventing import logs, tracing
 from receiver.app import ReceiverApp
@@ -59,12 +62,54 @@ def multiprocess_metrics(settings: ReceiverSettings) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+class _HttpsCompanion(uvicorn.Server):
+    """The HTTPS server beside the HTTP one, on the same app: the HTTP server owns the signals and the
+    lifespan (one producer, one contract follower) and tells this one when to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _HttpServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, companion: uvicorn.Server) -> None:
+        super().__init__(config)
+        self.companion = companion
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.companion.should_exit = True
+        super().handle_exit(sig, frame)
+
+
+async def serve_http_and_https(settings: ReceiverSettings) -> None:
+    """Both listeners in one process, one app (transport-encryption permissive or strict)."""
+    app = create_app()
+    options = {k: v for k, v in uvicorn_options(settings).items() if k not in ("workers", "loop")}
+    https = _HttpsCompanion(
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            **{**options, "port": settings.https_port},
+            ssl_certfile=settings.tls_cert_file,
+            ssl_keyfile=settings.tls_key_file,
+        )
+    )
+    http = _HttpServer(uvicorn.Config(app, lifespan="on", **options), https)
+    await asyncio.gather(http.serve(), https.serve())
+
+
 def main() -> None:
     try:
         tracing.check_env()
     except tracing.TracingConfigError as err:
         raise SystemExit(f"kev receiver: {err}") from None
     settings = ReceiverSettings()
+    problem = settings.problem()
+    if problem is not None:
+        raise SystemExit(f"kev receiver: {problem}")
     logs.setup("receiver", settings.log_level, settings.log_format)
+    if settings.serves_https:
+        uvloop.run(serve_http_and_https(settings))
+        return
     with multiprocess_metrics(settings):
         uvicorn.run("receiver.main:create_app", factory=True, lifespan="on", **uvicorn_options(settings))

@@ -47,8 +47,9 @@ class DirectApp(Protocol):
     max_event_bytes: int
     body_timeout_seconds: float
 
-    def direct_route(self, path: str) -> DirectHandler | None:
-        """The handler of a POST to ``path`` (headers lower-cased, whole body), or None for the ASGI path."""
+    def direct_route(self, path: str, scheme: str) -> DirectHandler | None:
+        """The handler of a POST to ``path`` over ``scheme`` (http or https; headers lower-cased, whole body),
+        or None for the ASGI path."""
         ...
 
 
@@ -287,7 +288,7 @@ class IngressProtocol(HttpToolsProtocol):
             return False
         app: DirectApp = self.app  # type: ignore[assignment]
         raw = httptools.parse_url(self.url).path.decode("ascii")
-        handler = route(urllib.parse.unquote(raw) if "%" in raw else raw)
+        handler = route(urllib.parse.unquote(raw) if "%" in raw else raw, self.scheme or "http")
         if handler is None:
             return False
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in self.headers}

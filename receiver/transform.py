@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,8 @@ import orjson
 from keventing import events
 from keventing.contract import Transform
 from keventing.resources.transforms import compile_jsonata
+from keventing.tls import ClientTrust, TrustUnusable
+from keventing.tokens import TokenSource, TokenUnavailable
 from receiver.answer import Answer
 
 log = logging.getLogger("keventing.receiver.transform")
@@ -51,8 +54,13 @@ def event_document(event: events.Event) -> dict[str, Any]:
 
 
 class Transformer:
-    def __init__(self, timeout: float) -> None:
+    def __init__(
+        self, timeout: float, trust: ClientTrust | None = None, tokens: TokenSource | None = None
+    ) -> None:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        # An https sink is verified (system CAs, trust bundle, its CACerts); a sink with an audience gets a token.
+        self.trust = trust or ClientTrust()
+        self.tokens = tokens
         self._compiled: dict[str, Any] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -95,9 +103,18 @@ class Transformer:
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
         headers, body = events.to_http_binary(event)
+        context: ssl.SSLContext | bool = True
+        try:
+            if transform.sink[:6].lower() == "https:":
+                context = self.trust.context(transform.sink_ca_certs)
+            if transform.sink_audience is not None and self.tokens is not None:
+                token = await self.tokens.token(transform.sink_audience)
+                headers = {**headers, "authorization": f"Bearer {token}"}
+        except (TrustUnusable, TokenUnavailable) as err:
+            return Answer(502, f"the transform's sink {transform.sink} cannot be called: {err}\n".encode())
         try:
             async with self._session.post(
-                transform.sink, data=body, headers=headers, timeout=self.timeout
+                transform.sink, data=body, headers=headers, timeout=self.timeout, ssl=context
             ) as response:
                 payload = await response.read()
                 status = response.status

@@ -15,6 +15,7 @@ from keventing.contractstream import ContractFollower
 from keventing.kafka.compacted import CompactedTopic
 from keventing.restarting import retrying
 from keventing.sourcereports import SourceReport
+from keventing.tls import ClientTrust
 from sources.apiserver import ApiServerAccess, ApiServerSources
 from sources.clock import Clock
 from sources.containers import Backoff, ContainerSupervisor
@@ -70,7 +71,9 @@ class SourceRunner:
         )
         await retrying(self._read_reports, log, "cannot start on Kafka yet; retrying")
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            self.sender = EventSender(session)
+            self.sender = EventSender(
+                session, trust=ClientTrust(self.settings.trust_bundle()), tokens=self.settings.token_source()
+            )
             tasks = [
                 asyncio.create_task(self._follow_contract()),
                 asyncio.create_task(self.ownership.run()),

@@ -1,9 +1,12 @@
-"""Sending a source's event to its sink: a binary-mode POST, retried a few times like Knative's adapters."""
+"""Sending a source's event to its sink: a binary-mode POST, retried a few times like Knative's adapters;
+an https sink's certificate verified (the system's CAs, the trust bundle, the sink's CACerts), an OIDC token
+for the sink's audience when it has one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
@@ -11,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter
 from keventing import events
 from keventing.contract import Source
 from keventing.metrics import MetricSet
+from keventing.tls import ClientTrust, TrustUnusable
+from keventing.tokens import TokenSource, TokenUnavailable
 
 log = logging.getLogger("keventing.sources")
 
@@ -34,9 +39,17 @@ class SourceMetrics(MetricSet):
 
 
 class EventSender:
-    def __init__(self, session: aiohttp.ClientSession, metrics: SourceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        metrics: SourceMetrics | None = None,
+        trust: ClientTrust | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self.session = session
         self.metrics = metrics or SourceMetrics.of()
+        self.trust = trust or ClientTrust()
+        self.tokens = tokens
 
     async def send(self, source: Source, event: events.Event) -> bool:
         """POST ``event`` to the source's sink; False when every attempt failed (the event is lost)."""
@@ -46,12 +59,14 @@ class EventSender:
             if attempt:
                 await asyncio.sleep(FIRST_BACKOFF * 2 ** (attempt - 1))
             try:
+                sent, context = await self._request(source, headers)
+                timeout = aiohttp.ClientTimeout(total=TIMEOUT)
                 async with self.session.post(
-                    source.sink, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
+                    source.sink, data=body, headers=sent, timeout=timeout, ssl=context
                 ) as response:
                     await response.read()
                     status = response.status
-            except (aiohttp.ClientError, TimeoutError) as err:
+            except (aiohttp.ClientError, TimeoutError, TrustUnusable, TokenUnavailable) as err:
                 outcome = "transport_error"
                 log.debug("sending failed", extra={"source": source.id, "error": repr(err)})
                 continue
@@ -67,3 +82,15 @@ class EventSender:
             extra={"source": source.id, "sink": source.sink, "event_id": event.id, "outcome": outcome},
         )
         return False
+
+    async def _request(
+        self, source: Source, headers: dict[str, str]
+    ) -> tuple[dict[str, str], ssl.SSLContext | bool]:
+        """The headers (with the sink audience's token) and the TLS context (an https sink's) to send with."""
+        context: ssl.SSLContext | bool = True
+        if source.sink[:6].lower() == "https:":
+            context = self.trust.context(source.sink_ca_certs)
+        if source.sink_audience is not None and self.tokens is not None:
+            token = await self.tokens.token(source.sink_audience)
+            headers = {**headers, "authorization": f"Bearer {token}"}
+        return headers, context

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from kev.kafka.embedded import EmbeddedKafka, free_port
 from kev.readiness import wait_ready
 from kev.stack import ALL_SERVICES, Stack
 from keventing import events
+from keventing.kafka.client import make_consumer
+from keventing.kafka.connection import KafkaConnection
 from keventing.resources import Resource, ResourceKey, parse_resource
 from keventing.settings import CommonSettings
 from keventing.store import ResourceStore
@@ -87,7 +90,9 @@ Responder = Callable[[Received], Reaction]
 class RecordingSink:
     """An HTTP server in its own thread that records every request and answers as each test programs it."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        # With ssl_context the sink serves HTTPS only (the tests of transport encryption).
+        self.ssl_context = ssl_context
         self.port = free_port()
         self.received: dict[str, list[Received]] = {}
         self.script: dict[str, list[Reaction]] = {}
@@ -101,7 +106,8 @@ class RecordingSink:
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> None:
         self._thread.start()
@@ -145,7 +151,9 @@ class RecordingSink:
         app.router.add_route("*", "/{path:.*}", self._handle)
         runner = self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(
+            web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
+        )
         self._ready.set()
         self._loop.run_forever()
 
@@ -275,6 +283,31 @@ class Kev:
             headers[f"ce-{name}"] = value
         data = options.get("data", b'{"hello":"world"}')
         return self.http.post(self.broker_url(namespace, broker), headers=headers, content=data)
+
+
+def topic_ids(connection: KafkaConnection, topic: str, expected: int) -> list[str]:
+    """The ce_id of every record on ``topic``, once ``expected`` arrived (and a second more) or at most 20 s."""
+
+    async def read() -> list[str]:
+        consumer = make_consumer(connection, None, auto_offset_reset="earliest")
+        consumer.subscribe([topic])
+        await consumer.start()
+        ids: list[str] = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
+                if len(ids) >= expected:
+                    await asyncio.sleep(1.0)
+                    batch = await consumer.getmany(timeout_ms=500)
+                    ids.extend(dict(r.headers)["ce_id"].decode() for rs in batch.values() for r in rs)
+                    break
+            return ids
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture(scope="session")

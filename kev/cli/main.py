@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -437,6 +438,12 @@ def event_send(
         [], "--ext", "-e", help="Extension attribute name=value (repeatable)."
     ),
     structured: bool = typer.Option(False, "--structured", help="Send in structured mode."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="A file holding an OIDC token to send as Authorization: Bearer."
+    ),
+    cacert: Path | None = typer.Option(
+        None, "--cacert", help="PEM CA certificates to trust for an https URL."
+    ),
 ) -> None:
     """Send one CloudEvent (binary mode by default) and print the response status."""
     import httpx
@@ -472,8 +479,20 @@ def event_send(
     message = (
         ce_http.to_structured(event, JSONFormat()) if structured else ce_http.to_binary(event, JSONFormat())
     )
+    headers = dict(message.headers)
+    if token_file is not None:
+        try:
+            headers["authorization"] = f"Bearer {token_file.read_text().strip()}"
+        except OSError as err:
+            raise fail(f"--token-file {token_file}: {err.strerror}") from None
+    verify: ssl.SSLContext | bool = True
+    if cacert is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(cacert))
+        except (OSError, ssl.SSLError) as err:
+            raise fail(f"--cacert {cacert}: {err}") from None
     try:
-        response = httpx.post(url, headers=dict(message.headers), content=message.body, timeout=30)
+        response = httpx.post(url, headers=headers, content=message.body, timeout=30, verify=verify)
     except httpx.HTTPError as err:
         raise fail(f"POST {url} failed: {err}") from None
     console.print(f"{response.status_code} {response.reason_phrase}  (id {attributes['id']} → {url})")

@@ -102,14 +102,23 @@ class Condition(OpenModel):
 
 
 class Address(OpenModel):
+    """Knative's Addressable: the URL, the CA certificates (PEM) that sign its TLS certificate when it is
+    https, and the OIDC audience a sender's token must be for."""
+
     url: str | None = None
     name: str | None = None
+    CACerts: str | None = None
+    audience: str | None = None
 
 
 class Status(OpenModel):
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     address: Address | None = None
+    # Every address the resource is reachable at (transport-encryption permissive: https and http).
+    addresses: list[Address] | None = None
+    # The EventPolicies that apply to it (authentication-oidc): {apiVersion, name} each.
+    policies: list[dict[str, str]] | None = None
     annotations: dict[str, str] | None = None
 
     def condition(self, type_: str) -> Condition | None:

@@ -91,6 +91,7 @@ KNATIVE: dict[str, KnativeCrd] = {
         ),
         {},
     ),
+    "EventPolicy": KnativeCrd(EVENTING, (READY, REASON, AGE), {}, short_names=("ep",)),
     # Knative's EventType has no Age column; every keventing CRD has one.
     "EventType": KnativeCrd(
         EVENTING,

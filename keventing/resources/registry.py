@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from keventing.nesting import nesting_exceeds
 from keventing.resources import (
     eventing,
+    eventpolicy,
     eventtype,
     flows,
     integrations,
@@ -22,7 +23,17 @@ from keventing.resources.base import Resource, ResourceInvalid
 # Each resource module lists the kinds it defines in its own KINDS tuple.
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls
-    for module in (eventing, messaging, flows, kafka, sources, integrations, transforms, eventtype)
+    for module in (
+        eventing,
+        messaging,
+        flows,
+        kafka,
+        sources,
+        integrations,
+        transforms,
+        eventtype,
+        eventpolicy,
+    )
     for cls in module.KINDS
 }
 

@@ -46,6 +46,7 @@ class CloudEventAttributes(OpenModel):
 class SourceStatus(Status):
     sinkUri: str | None = None
     sinkCACerts: str | None = None
+    sinkAudience: str | None = None
     ceAttributes: list[CloudEventAttributes] | None = None
 
 

@@ -24,6 +24,7 @@ KNATIVE_VERSIONS = {
     "Broker": ("eventing.knative.dev", ["v1"]),
     "Trigger": ("eventing.knative.dev", ["v1"]),
     "EventType": ("eventing.knative.dev", ["v1beta2", "v1beta3", "v1beta1"]),
+    "EventPolicy": ("eventing.knative.dev", ["v1alpha1"]),
     "KafkaSink": ("eventing.knative.dev", ["v1alpha1"]),
     "Channel": ("messaging.knative.dev", ["v1"]),
     "Subscription": ("messaging.knative.dev", ["v1"]),

@@ -24,7 +24,7 @@ class App:
         self.handled: list[tuple[dict[str, str], bytes]] = []
         self.asgi: list[str] = []
 
-    def direct_route(self, path: str) -> Any:
+    def direct_route(self, path: str, scheme: str) -> Any:
         if not path.startswith("/direct"):
             return None
         return self.handle

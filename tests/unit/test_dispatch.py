@@ -30,7 +30,13 @@ class FakePost:
         self.requests: list[tuple[str, dict[str, str], bytes, float | None]] = []
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
         self.requests.append((url, dict(headers), body, timeout))
         answers = self.script.get(url) or [Response(202)]
@@ -290,7 +296,13 @@ async def test_a_subscription_without_subscriber_forwards_to_its_reply_target() 
 async def test_a_crash_inside_the_dispatch_drops_the_event_instead_of_raising() -> None:
     class Broken(FakePost):
         async def post(
-            self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+            self,
+            url: str,
+            headers: Mapping[str, str],
+            body: bytes,
+            timeout: float | None,
+            ca_certs: str | None = None,
+            audience: str | None = None,
         ) -> Response:
             raise RuntimeError("bug")
 
@@ -304,7 +316,13 @@ async def test_a_crash_inside_the_dispatch_drops_the_event_instead_of_raising() 
 async def test_a_crash_inside_the_dispatch_dead_letters_the_event_when_there_is_a_sink() -> None:
     class BrokenForTheSubscriber(FakePost):
         async def post(
-            self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+            self,
+            url: str,
+            headers: Mapping[str, str],
+            body: bytes,
+            timeout: float | None,
+            ca_certs: str | None = None,
+            audience: str | None = None,
         ) -> Response:
             if url == SUBSCRIBER:
                 raise ValueError("cannot encode that header")

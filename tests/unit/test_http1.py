@@ -202,21 +202,27 @@ async def test_an_invalid_answer_is_a_transport_error() -> None:
         await client.close()
 
 
-async def test_https_is_verified_against_the_trusted_store(tmp_path: Path) -> None:
+async def test_https_is_verified_against_the_destinations_cacerts_and_never_reused_without_them(
+    tmp_path: Path,
+) -> None:
     pki = make_pki(tmp_path / "pki")
     serving_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     serving_tls.load_cert_chain(pki.directory / "broker.crt", pki.directory / "broker.key")
     async with serving(lambda s, i: ok(b"secure", "200 OK"), tls=serving_tls) as server:
         url = f"https://127.0.0.1:{server.port}/"
-        trusted = Http1Post(ssl_context=ssl.create_default_context(cadata=pki.ca))
-        assert (await trusted.post(url, {}, b"x", 5)).body == b"secure"
-        await trusted.close()
-        # The system store does not know the test CA: never delivered, never downgraded.
-        untrusted = Http1Post()
+        client = Http1Post()
+        assert (await client.post(url, {}, b"x", 5, ca_certs=pki.ca)).body == b"secure"
+        # The system's CAs do not know the test CA, and the kept-alive connection verified with the
+        # Destination's CACerts is not this request's to use: never delivered, never downgraded.
         with pytest.raises(TransportError, match="not trusted"):
-            await untrusted.post(url, {}, b"x", 5)
-        await untrusted.close()
-    assert len(server.requests) == 1
+            await client.post(url, {}, b"x", 5)
+        with pytest.raises(TransportError, match="not trusted"):
+            await client.post(url, {}, b"x", 5, ca_certs=pki.other_ca)
+        await client.close()
+        bundled = Http1Post(trust_bundle=pki.ca)
+        assert (await bundled.post(url, {}, b"x", 5)).status == 200
+        await bundled.close()
+    assert len(server.requests) == 2
 
 
 def test_targets_name_the_origin_and_the_host_header() -> None:

@@ -58,7 +58,13 @@ class Network:
         self.urls: list[str] = []
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float | None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+        ca_certs: str | None = None,
+        audience: str | None = None,
     ) -> Response:
         self.urls.append(url)
         return Response(200)

@@ -158,6 +158,26 @@ def test_internal_ingress_url_is_what_the_data_plane_uses_and_users_still_see_th
     assert desired.statuses[ResourceKey("Broker", "ns1", "b")].address.url == "http://localhost:8080/ns1/b"
 
 
+def test_in_strict_mode_the_data_plane_uses_the_internal_https_url_with_the_ingress_ca() -> None:
+    config = ControllerConfig(
+        ingress_https_url="https://events.example",
+        internal_ingress_https_url="https://receiver:8443",
+        ingress_ca_certs="CA PEM",
+        transport_encryption="strict",
+    )
+    trigger = trigger_doc("t", "ns1", "a", "unused")
+    trigger["spec"]["subscriber"] = {
+        "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}
+    }
+    documents = [broker_doc("a", "ns1"), broker_doc("b", "ns1"), trigger]
+    desired = reconcile([parse_resource(d) for d in documents], config)
+    assert (
+        desired.statuses[ResourceKey("Trigger", "ns1", "t")].subscriberUri == "https://events.example/ns1/b"
+    )
+    egress = desired.contract["Trigger/ns1/t"].egress
+    assert (egress.destination, egress.destination_ca_certs) == ("https://receiver:8443/ns1/b", "CA PEM")
+
+
 # ------------------------------------------------------------------------------------ phase merge
 
 

@@ -51,6 +51,11 @@ spec:
             - name: http
               containerPort: {{ $values.port }}
               protocol: TCP
+            {{- if and (eq .component "receiver") $root.Values.security.tlsSecretName }}
+            - name: https
+              containerPort: 8443
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "keventing.commonEnv" $root | nindent 12 }}
             {{- with .env }}

@@ -120,6 +120,30 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .samplingRate | quote }}
 {{- end }}
 {{- end }}
+{{- with .Values.security }}
+- name: KEVENTING_TRANSPORT_ENCRYPTION
+  value: {{ .transportEncryption | quote }}
+- name: KEVENTING_AUTHENTICATION_OIDC
+  value: {{ .authenticationOidc | quote }}
+- name: KEVENTING_DEFAULT_AUTHORIZATION_MODE
+  value: {{ .defaultAuthorizationMode | quote }}
+{{- if .oidcIssuer }}
+- name: KEVENTING_OIDC_ISSUER
+  value: {{ .oidcIssuer | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.security.tlsSecretName }}
+- name: KEVENTING_TLS_CERT_FILE
+  value: /etc/keventing/tls/tls.crt
+- name: KEVENTING_TLS_KEY_FILE
+  value: /etc/keventing/tls/tls.key
+- name: KEVENTING_TLS_TRUST_BUNDLE
+  value: /etc/keventing/tls/ca.crt
+- name: KEVENTING_INGRESS_CA_FILE
+  value: /etc/keventing/tls/ca.crt
+- name: KEVENTING_INGRESS_HTTPS_URL
+  value: {{ printf "https://%s.%s.svc.cluster.local" (include "keventing.componentName" (dict "root" . "component" "receiver")) .Release.Namespace | quote }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -162,6 +186,12 @@ volumes:
       secretName: {{ .Values.kafka.authSecretName }}
       defaultMode: 0400
   {{- end }}
+  {{- if .Values.security.tlsSecretName }}
+  - name: tls
+    secret:
+      secretName: {{ .Values.security.tlsSecretName }}
+      defaultMode: 0400
+  {{- end }}
 {{- end }}
 
 {{/* Container-level settings shared by every Deployment (image, security, /tmp). */}}
@@ -176,6 +206,11 @@ volumeMounts:
   {{- if .Values.kafka.authSecretName }}
   - name: kafka-auth
     mountPath: /etc/keventing/kafka-auth
+    readOnly: true
+  {{- end }}
+  {{- if .Values.security.tlsSecretName }}
+  - name: tls
+    mountPath: /etc/keventing/tls
     readOnly: true
   {{- end }}
 {{- end }}
