@@ -109,6 +109,29 @@ def placed(harness: Harness, placement: Placement) -> Iterator[Callable[[int | N
             pin(pid, placement.every)
 
 
+def core_busy() -> dict[int, tuple[float, float]]:
+    """(busy, total) jiffies of every CPU from /proc/stat, to tell which core was the limit."""
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                values = [float(x) for x in fields[:8]]
+                out[int(name[3:])] = (sum(values) - values[3] - values[4], sum(values))
+    return out
+
+
+def busy_share(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> dict[str, float]:
+    """The share of each core that was busy between two readings of :func:`core_busy`."""
+    return {
+        f"cpu{n}": round((after[n][0] - before[n][0]) / max(1.0, after[n][1] - before[n][1]), 2)
+        for n in sorted(after)
+        if n in before
+    }
+
+
 def _per_10k(cpu: float, events: int) -> float | None:
     return round(cpu / events * PER_10K, 3) if events > 0 else None
 
@@ -148,9 +171,10 @@ def _ingress(harness: Harness, plan: Plan, profile_dir: Path | None) -> dict[str
     steps = []
     for connections in (32, 128):
         with FlameGraph.of(receiver, profile_dir, f"receiver-ingress-c{connections}"):
-            before = cpu_seconds(process_tree(receiver)) if receiver else 0.0
+            before, cores_before = cpu_seconds(process_tree(receiver)) if receiver else 0.0, core_busy()
             result = wrk.run(url, connections, plan.step_seconds)
             cpu = (cpu_seconds(process_tree(receiver)) if receiver else 0.0) - before
+            busy = busy_share(cores_before, core_busy())
         steps.append(
             {
                 "connections": connections,
@@ -160,6 +184,7 @@ def _ingress(harness: Harness, plan: Plan, profile_dir: Path | None) -> dict[str
                 "latency_ms": result["latency_ms"],
                 "cpu_s": round(cpu, 3),
                 "cpu_s_per_10k": _per_10k(cpu, int(result["accepted"])),
+                "cores_busy": busy,  # whether the receiver's core or the other (Kafka, wrk) was the limit
             }
         )
     paced = loadgen(url, 1000, plan.rate_seconds, "percore")

@@ -166,6 +166,10 @@ def per_core_table(core: dict[str, Any]) -> list[str]:
         )
     lost = drain["lost"] + base["lost"] + fan["lost"]
     lines += ["", f"Events lost in the per-core runs: {lost}."]
+    for step in ingress["steps"]:
+        if step.get("cores_busy"):
+            shares = ", ".join(f"{cpu} {share:.0%}" for cpu, share in step["cores_busy"].items())
+            lines.append(f"Cores busy during ingress at {step['connections']} connections: {shares}.")
     return lines
 
 
