@@ -431,7 +431,9 @@ class KafkaSourceStatus(SourceStatus):
 
 
 class KafkaSource(SourceResource):
-    API_VERSIONS = ("sources.knative.dev/v1beta1",)
+    # v1 (eventing-kafka-broker 1.17) has v1beta1's shape: both are served by one model, v1beta1 stays the
+    # stored version so that existing objects need no migration.
+    API_VERSIONS = ("sources.knative.dev/v1beta1", "sources.knative.dev/v1")
     KIND = "KafkaSource"
     PLURAL = "kafkasources"
 

@@ -36,7 +36,7 @@ KNATIVE_VERSIONS = {
     "ApiServerSource": ("sources.knative.dev", ["v1"]),
     "ContainerSource": ("sources.knative.dev", ["v1"]),
     "SinkBinding": ("sources.knative.dev", ["v1"]),
-    "KafkaSource": ("sources.knative.dev", ["v1beta1"]),
+    "KafkaSource": ("sources.knative.dev", ["v1beta1", "v1"]),
     "IntegrationSource": ("sources.knative.dev", ["v1alpha1"]),
     "IntegrationSink": ("sinks.knative.dev", ["v1alpha1"]),
     "EventTransform": ("eventing.knative.dev", ["v1alpha1"]),

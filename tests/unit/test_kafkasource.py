@@ -206,3 +206,14 @@ def test_kafka_source_needs_topics_and_bootstrap_servers() -> None:
     with pytest.raises(ResourceInvalid) as err:
         parse_resource(kafka_source_doc("s", "ns", "", ["t"], {"uri": "http://sink"}))
     assert err.value.field == "spec.bootstrapServers"
+
+
+def test_a_v1_kafka_source_is_the_same_resource_as_a_v1beta1_one() -> None:
+    doc = kafka_source_doc("s", "ns", "kafka-1:9092", ["orders"], sink_ref("Broker", "default"))
+    v1 = parse_resource({**doc, "apiVersion": "sources.knative.dev/v1"})
+    v1beta1 = parse_resource(doc)
+    assert type(v1) is type(v1beta1) and v1.key == v1beta1.key
+    desired = reconcile([parse_resource(broker_doc("default", "ns")), v1], CONFIG)
+    assert desired.statuses[ResourceKey("KafkaSource", "ns", "s")].ready
+    with pytest.raises(ResourceInvalid):
+        parse_resource({**doc, "apiVersion": "sources.knative.dev/v2"})
