@@ -264,3 +264,33 @@ def test_retries_resume_across_dispatcher_crashes_and_never_exceed_the_policy(
     [letter] = sink.requests(dls)
     assert letter.headers["ce-id"] == "doomed"
     assert letter.headers["ce-knativeerrorcode"] == "503"
+
+
+def test_sigkilled_dispatcher_loses_nothing_for_any_trigger_sharing_a_fetch(
+    own_stack: Stack, sink: RecordingSink, ns: str
+) -> None:
+    """Three Triggers read one Broker through the shared fetch; each resumes from its own group's commits."""
+    kev = Kev(own_stack)
+    paths = [f"{ns}/shared-{i}" for i in range(3)]
+    for i, path in enumerate(paths):
+        sink.respond_with(path, lambda received, i=i: Reaction(202, delay=0.01 * (i + 1)))
+    _start_dispatcher(own_stack, "dispatcher")
+    kev.apply(
+        broker_doc("default", ns),
+        *(trigger_doc(f"t{i}", ns, "default", sink.url(path)) for i, path in enumerate(paths)),
+    )
+    for i in range(len(paths)):
+        kev.wait_ready("Trigger", f"t{i}", ns)
+    own_stack.stop("dispatcher")
+    ids = [f"s-{i}" for i in range(3000)]
+    assert len(_publish(kev.broker_url(ns, "default"), ids)) == len(ids)
+    _start_dispatcher(own_stack, "dispatcher")
+    _wait_unique(sink, paths[-1], 500, 60)  # the slowest Trigger is mid-stream, the others further on
+    own_stack.kill("dispatcher")
+    assert len(_unique(sink, paths[-1])) < len(ids), "the kill must happen mid-stream"
+    _start_dispatcher(own_stack, "dispatcher")
+    for path in paths:
+        assert _wait_unique(sink, path, len(ids), 180) >= set(ids), f"{path} lost events"
+        duplicates = len(sink.requests(path)) - len(ids)
+        print(f"\n{path}: {duplicates} duplicates after a SIGKILL")
+        assert duplicates < 1500, "a restart resumes from the group's committed offsets"
