@@ -124,7 +124,14 @@ class SharedFetch:
         )
 
     async def _read(self) -> None:
-        consumer = make_consumer(self.connection, None, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
+        # Positions are the Triggers' own; one that retention deleted resets to the oldest record kept (the
+        # least lost), not the newest.
+        consumer = make_consumer(
+            self.connection,
+            None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        )
         await consumer.start()
         self.consumer = consumer
         self._assigned = frozenset()
