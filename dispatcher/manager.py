@@ -1,7 +1,8 @@
 """Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes.
 
 It also owns what the egresses share: the HTTP transport and the Kafka producers (one per cluster that
-replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one).
+replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one), and
+the shared fetches its Triggers read their Broker's records from (one per cluster).
 """
 
 from __future__ import annotations
