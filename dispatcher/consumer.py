@@ -4,6 +4,11 @@ The poll loop never waits for a delivery: records queue in the schedule, deliver
 partition the schedule says is backed up is paused, so heartbeats and poll deadlines are always met however
 slow the subscriber. What to deliver next and what to commit is the schedule's call (``scheduling``); what
 happens to one event is the dispatcher's (``dispatch``).
+
+Given a shared fetch (Triggers), the consumer keeps its group membership, heartbeats and commits, but pauses
+every partition it is assigned and attaches it to the shared fetch, which feeds it its share of records
+read once for every Trigger (``sharedfetch``). A partition backed up past the schedule's bound is detached:
+the consumer seeks to where its share ended and reads it alone, until it caught up with the shared fetch.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -19,6 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from dispatcher.dispatch import RecordDispatcher
 from dispatcher.metrics import EgressMetrics
 from dispatcher.scheduling import PartitionState, Schedule
+from dispatcher.sharedfetch import Attributes, SharedFetch
 from keventing import events
 from keventing.contract import Egress
 from keventing.kafka.client import make_consumer
@@ -42,6 +49,7 @@ class EgressConsumer:
         dispatcher: RecordDispatcher,
         metrics: EgressMetrics,
         max_in_flight: int,
+        shared: SharedFetch | None = None,
     ) -> None:
         self.egress = egress
         # The egress's own cluster (a KafkaSource's, a Broker's kafka-broker-config's), else the dispatcher's.
@@ -57,6 +65,9 @@ class EgressConsumer:
         self._ends: dict[TopicPartition, int] = {}
         self._ends_at = 0.0
         self.ready = asyncio.Event()
+        # Partitions the shared fetch reads for this consumer (paused in its own consumer meanwhile).
+        self.shared = shared
+        self.attached: set[TopicPartition] = set()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -78,19 +89,30 @@ class EgressConsumer:
         last_commit = time.monotonic()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=100, max_records=500)
+                if self.shared is not None and self.attached >= self.schedule.partitions.keys():
+                    # Nothing to read of its own: poll only to keep its place in the group (the poll
+                    # deadline, errors), and wake for commits; a hundred idle Triggers cost next to nothing.
+                    batches = await consumer.getmany(timeout_ms=0)
+                    await asyncio.sleep(COMMIT_INTERVAL)
+                else:
+                    batches = await consumer.getmany(timeout_ms=100, max_records=500)
                 for tp, records in batches.items():
+                    if tp in self.attached:
+                        continue  # the shared fetch feeds it (paused here: only a race could get here)
                     if self.schedule.add(tp, records):
                         consumer.pause(tp)
                 await self._init_new_partitions()
                 self._pump()
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL:
+                    self._rejoin()
                     await self._commit()
                     last_commit = time.monotonic()
         finally:
             await self._shutdown(consumer)
 
     async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in list(self.attached):
+            self._detach(tp, read_alone=False)
         tasks = list(self.deliveries)
         for task in tasks:
             task.cancel()
@@ -111,18 +133,23 @@ class EgressConsumer:
             return
         consumer = self.consumer
         initial: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp in list(self._new_partitions):
+        # Taken now: a rebalance during the awaits below may revoke these and assign others (or these again).
+        new, self._new_partitions = self._new_partitions, set()
+        for tp in new:
             state = self.schedule.partitions.get(tp)
             if state is None:
                 continue
-            tracker = state.tracker or state.start_at(await consumer.position(tp))
+            position = await consumer.position(tp)
+            tracker = state.tracker or state.start_at(position)
             # aiokafka's committed() drops the metadata, where a previous owner left its retry state.
             committed = (await consumer._coordinator.fetch_committed_offsets([tp])).get(tp)
             if committed is None or committed.offset < 0:
                 initial[tp] = OffsetAndMetadata(tracker.committable(), "")
             else:
                 self.schedule.resume(tp, committed.metadata)
-        self._new_partitions.clear()
+            if self.shared is not None and self.schedule.partitions.get(tp) is state and not state.revoked:
+                # Paused since assigned: its own consumer's position is exactly where the share begins.
+                self._attach(tp, position)
         if initial:
             try:
                 await consumer.commit(initial)
@@ -136,7 +163,80 @@ class EgressConsumer:
         self.schedule.pump(self._start)
         if self.consumer is not None:
             for tp in self.schedule.resumable():
-                self.consumer.resume(tp)
+                if tp not in self.attached:
+                    self.consumer.resume(tp)
+
+    # --------------------------------------------------------------------------------- shared fetch
+
+    def feed(
+        self, partition: TopicPartition, records: Sequence[ConsumerRecord], attributes: Sequence[Attributes]
+    ) -> None:
+        """The shared fetch's share of a batch: binary-mode records the filter refuses are passed over here,
+        on the attributes decoded once for every Trigger; the rest are queued as if fetched by this consumer."""
+        accepts = self.dispatcher.accepts
+        selected: Sequence[ConsumerRecord] = records
+        if accepts is not None:
+            try:
+                selected = [
+                    record
+                    for record, attrs in zip(records, attributes, strict=True)
+                    if attrs is None or "specversion" not in attrs or accepts(attrs)
+                ]
+            except Exception:  # the dispatcher's own selection logs what is wrong with the record
+                selected = records
+            if len(selected) < len(records):
+                self.metrics.filtered.inc(len(records) - len(selected))
+        if self.schedule.add(partition, selected, end=records[-1].offset):
+            # Backed up: stop holding the others' records for it, read on alone once the backlog drained.
+            self._detach(partition, read_alone=True)
+        if selected:
+            self._pump()
+
+    def read_alone(self, partition: TopicPartition, offset: int) -> None:
+        self.attached.discard(partition)
+        self.metrics.attached.set(len(self.attached))
+        consumer = self.consumer
+        state = self.schedule.partitions.get(partition)
+        if consumer is None or state is None or state.revoked:
+            return
+        consumer.seek(partition, offset)
+        if not state.paused:  # a paused one is resumed by _pump once its backlog drained
+            consumer.resume(partition)
+
+    def _rejoin(self) -> None:
+        """A partition read alone since it backed up goes back to the shared fetch once it caught up."""
+        shared, consumer = self.shared, self.consumer
+        if shared is None or consumer is None:
+            return
+        for tp, state in self.schedule.partitions.items():
+            if tp in self.attached or state.revoked or state.paused or state.fed is None:
+                continue
+            if len(state.backlog) < self.schedule.pause_backlog // 2 and shared.near(
+                tp, state.fed, consumer.highwater(tp)
+            ):
+                # Everything before ``fed`` is in the schedule; the shared fetch hands the rest.
+                consumer.pause(tp)
+                self._attach(tp, state.fed)
+
+    def _attach(self, partition: TopicPartition, offset: int) -> None:
+        assert self.shared is not None
+        self.attached.add(partition)
+        self.metrics.attached.set(len(self.attached))
+        self.shared.attach(partition, self, offset)
+
+    def _detach(self, partition: TopicPartition, read_alone: bool) -> None:
+        if partition not in self.attached or self.shared is None:
+            return
+        offset = self.shared.detach(partition, self)
+        self.attached.discard(partition)
+        self.metrics.attached.set(len(self.attached))
+        if read_alone and offset is not None:
+            self.metrics.detached.inc()
+            log.info(
+                "Trigger backed up; reading the partition alone",
+                extra={"egress": self.egress.id, "partition": partition.partition, "offset": offset},
+            )
+            self.read_alone(partition, offset)
 
     def _start(self, state: State, record: ConsumerRecord) -> bool:
         event = self.dispatcher.select(record)
@@ -189,6 +289,8 @@ class EgressConsumer:
         ends = await self._paused_ends(consumer)
         for tp in self.schedule.partitions:
             highwater = consumer.highwater(tp)
+            if tp in self.attached and self.shared is not None:
+                highwater = self.shared.highwater(tp)
             if tp in ends:
                 highwater = max(highwater or 0, ends[tp])
             lag = self.schedule.lag(tp, highwater)
@@ -199,7 +301,10 @@ class EgressConsumer:
         """The end offsets of paused partitions. A paused partition is not fetched, so its high-water mark
         would stay where it was when it paused and the lag would under-report exactly when it matters:
         ask Kafka for them (ListOffsets) at most every LAG_REFRESH seconds."""
-        paused = [tp for tp in consumer.paused() if tp in self.schedule.partitions]
+        # An attached partition is paused too, but the shared fetch knows its high-water mark.
+        paused = [
+            tp for tp in consumer.paused() if tp in self.schedule.partitions and tp not in self.attached
+        ]
         now = time.monotonic()
         if paused and now - self._ends_at >= LAG_REFRESH:
             self._ends_at = now
@@ -218,6 +323,8 @@ class EgressConsumer:
         """Let in-flight deliveries of revoked partitions finish briefly, commit, then abandon the rest
         (the next owner redelivers them: at least once)."""
         self._new_partitions -= set(revoked)
+        for tp in revoked:
+            self._detach(tp, read_alone=False)
         states = self.schedule.revoke(revoked)
         tasks = [task for task, state in self.deliveries.items() if state in states]
         if tasks:
@@ -230,5 +337,8 @@ class EgressConsumer:
         self._forget_lag([state.partition for state in states])
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.shared is not None and self.consumer is not None and assigned:
+            # Before anything is fetched: the shared fetch reads these once they are positioned.
+            self.consumer.pause(*assigned)
         self.schedule.assign(assigned)
         self._new_partitions |= set(assigned)

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from dispatcher.decode import record_selector
+from dispatcher.decode import Accepts, record_selector
 from dispatcher.delivery import Attempt, error_extensions, retry_wait, send_event
 from dispatcher.metrics import EgressMetrics
 from dispatcher.replies import ReplyPublisher
@@ -67,9 +67,11 @@ class RecordDispatcher:
         self.sleep = sleep
         self.clock = clock  # dispatch latency
         self.wall_clock = wall_clock  # processing latency, from the record's timestamp
-        self._select = record_selector(
-            egress, compile_trigger_filter(egress.filter.attributes, egress.filter.filters)
-        )
+        accepts = compile_trigger_filter(egress.filter.attributes, egress.filter.filters)
+        self._select = record_selector(egress, accepts)
+        # The filter alone, for a shared fetch that selects binary-mode records on attributes it decoded once
+        # for every Trigger; None where selecting takes more (a KafkaSource's mapping, tracing's filter spans).
+        self.accepts: Accepts | None = accepts if tracing is None and egress.kind != "KafkaSource" else None
         if tracing is None:
             self.select = self._select_untraced  # type: ignore[method-assign]  # one call less per record
 

@@ -1,7 +1,8 @@
 """Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes.
 
 It also owns what the egresses share: the HTTP transport and the Kafka producers (one per cluster that
-replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one).
+replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one), and
+the shared fetches its Triggers read their Broker's records from (one per cluster).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
 from dispatcher.settings import DispatcherSettings
+from dispatcher.sharedfetch import SharedFetches
 from dispatcher.transport import Post
 from keventing import events
 from keventing.contract import ContractEntry, Egress
@@ -48,6 +50,7 @@ class DispatcherManager:
         self.producer: AIOKafkaProducer | None = None
         self.producers = ProducerPool(settings.kafka_connection)
         self.post: Post | None = None
+        self.shared = SharedFetches(METRICS)
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
@@ -76,6 +79,7 @@ class DispatcherManager:
             await asyncio.gather(
                 event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
             )
+            await self.shared.stop()
             await self.producers.stop()
             await client.close()
             if self.tracing is not None:
@@ -128,12 +132,17 @@ class DispatcherManager:
                 self.settings.default_timeout_seconds,
                 tracing=self.tracing,
             )
+            # Only Triggers share: many on one Broker read the same topic. The others read their own topics.
+            shared = None
+            if egress.kind == "Trigger" and self.settings.shared_fetch:
+                shared = self.shared.get(egress.connection or self.settings.kafka_connection)
             consumer = EgressConsumer(
                 egress,
                 self.settings.kafka_connection,
                 dispatcher,
                 metrics,
                 self.settings.max_in_flight,
+                shared,
             )
             self.running[key] = Running(consumer, asyncio.create_task(consumer.run()))
 

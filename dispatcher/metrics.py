@@ -71,6 +71,24 @@ class DispatcherMetrics:
         self.in_flight = Gauge(
             "keventing_dispatcher_in_flight", "Deliveries in flight", _EGRESS, registry=registry
         )
+        self.shared_fetch_records = Counter(
+            "keventing_dispatcher_shared_fetch_records_total",
+            "Records a shared fetch read once for every Trigger of the dispatcher on the topic",
+            ["topic"],
+            registry=registry,
+        )
+        self.shared_fetch_detached = Counter(
+            "keventing_dispatcher_shared_fetch_detached_total",
+            "Times a backed-up Trigger left the shared fetch of a partition to read it alone",
+            _EGRESS,
+            registry=registry,
+        )
+        self.shared_fetch_attached = Gauge(
+            "keventing_dispatcher_shared_fetch_attached_partitions",
+            "Partitions of the Trigger read by the shared fetch (the others it reads alone)",
+            _EGRESS,
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "keventing_consumer_lag",
             "Records not yet committed, per partition",
@@ -139,6 +157,8 @@ class EgressMetrics:
         self.filtered = families.filtered.labels(*labels)
         self.in_flight = families.in_flight.labels(*labels)
         self.retries = families.retries.labels(*labels)
+        self.detached = families.shared_fetch_detached.labels(*labels)
+        self.attached = families.shared_fetch_attached.labels(*labels)
         self.processing = families.event_processing_latencies.labels(*labels)
         self.process = families.process_duration.labels(destination_name(labels[1], labels[0], labels[2]))
         self._by_code: dict[int, tuple[Counter, Histogram]] = {}

@@ -30,12 +30,22 @@ P = TypeVar("P", bound=Hashable)  # a partition: aiokafka's TopicPartition
 R = TypeVar("R", bound=HasOffset)  # a record: aiokafka's ConsumerRecord
 
 
+class Passed:
+    """In a backlog: the records up to ``offset`` that were not queued need no delivery (filtered out)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
 class PartitionState(Generic[P, R]):
     def __init__(self, partition: P) -> None:
         self.partition = partition
         # Created at the first known position: the first fetched record, or the position when idle.
         self.tracker: OffsetTracker | None = None
-        self.backlog: deque[R] = deque()
+        self.backlog: deque[R | Passed] = deque()
+        self.fed: int | None = None  # one past the last offset added: where the records added next begin
         self.in_flight = 0
         self.committed = -1
         self.paused = False
@@ -80,13 +90,28 @@ class Schedule(Generic[P, R]):
 
     # ------------------------------------------------------------------------------------- records
 
-    def add(self, partition: P, records: Sequence[R]) -> bool:
-        """Queue fetched records; True when the partition is to be paused now."""
+    def add(self, partition: P, records: Sequence[R], end: int | None = None) -> bool:
+        """Queue fetched records; True when the partition is to be paused now.
+
+        ``end``: the last offset of the batch the records were selected from, when the others were already
+        found to need no delivery (a shared fetch filters once for many egresses); they are passed in order.
+        """
         state = self.partitions.get(partition)
-        if state is None or state.revoked or not records:
+        if state is None or state.revoked:
             return False
-        state.start_at(records[0].offset)
-        state.backlog.extend(records)
+        if end is None:
+            if not records:
+                return False
+            end = records[-1].offset
+        tracker = state.start_at(records[0].offset if records else end)
+        state.fed = end + 1
+        if records:
+            state.backlog.extend(records)
+        if not records or records[-1].offset < end:
+            if state.backlog:
+                state.backlog.append(Passed(end))
+            else:
+                tracker.passed(end)
         if len(state.backlog) >= self.pause_backlog and not state.paused:
             state.paused = True
             return True
@@ -109,6 +134,9 @@ class Schedule(Generic[P, R]):
                 record = state.backlog.popleft()
                 progressed = True
                 tracker = state.start_at(record.offset)
+                if isinstance(record, Passed):
+                    tracker.passed(record.offset)
+                    continue
                 if start(state, record):
                     tracker.started(record.offset)
                     state.in_flight += 1

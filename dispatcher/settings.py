@@ -15,3 +15,5 @@ class DispatcherSettings(CommonSettings):
     # Per-request timeout when the DeliverySpec sets none (Knative's Kafka broker uses 600 s).
     default_timeout_seconds: float = Field(default=600.0, alias="KEVENTING_DEFAULT_DELIVERY_TIMEOUT_SECONDS")
     max_connections: int = Field(default=1000, alias="KEVENTING_MAX_CONNECTIONS")
+    # Triggers on one Broker share one fetch and decode per partition (see dispatcher/sharedfetch.py).
+    shared_fetch: bool = Field(default=True, alias="KEVENTING_SHARED_FETCH")

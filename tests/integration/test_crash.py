@@ -264,3 +264,72 @@ def test_retries_resume_across_dispatcher_crashes_and_never_exceed_the_policy(
     [letter] = sink.requests(dls)
     assert letter.headers["ce-id"] == "doomed"
     assert letter.headers["ce-knativeerrorcode"] == "503"
+
+
+def test_sigkilled_dispatcher_loses_nothing_for_any_trigger_sharing_a_fetch(
+    own_stack: Stack, sink: RecordingSink, ns: str
+) -> None:
+    """Three Triggers read one Broker through the shared fetch; each resumes from its own group's commits."""
+    kev = Kev(own_stack)
+    paths = [f"{ns}/shared-{i}" for i in range(3)]
+    for i, path in enumerate(paths):
+        sink.respond_with(path, lambda received, i=i: Reaction(202, delay=0.01 * (i + 1)))
+    _start_dispatcher(own_stack, "dispatcher")
+    kev.apply(
+        broker_doc("default", ns),
+        *(trigger_doc(f"t{i}", ns, "default", sink.url(path)) for i, path in enumerate(paths)),
+    )
+    for i in range(len(paths)):
+        kev.wait_ready("Trigger", f"t{i}", ns)
+    own_stack.stop("dispatcher")
+    ids = [f"s-{i}" for i in range(3000)]
+    assert len(_publish(kev.broker_url(ns, "default"), ids)) == len(ids)
+    _start_dispatcher(own_stack, "dispatcher")
+    _wait_unique(sink, paths[-1], 500, 60)  # the slowest Trigger is mid-stream, the others further on
+    own_stack.kill("dispatcher")
+    assert len(_unique(sink, paths[-1])) < len(ids), "the kill must happen mid-stream"
+    _start_dispatcher(own_stack, "dispatcher")
+    for path in paths:
+        assert _wait_unique(sink, path, len(ids), 180) >= set(ids), f"{path} lost events"
+        duplicates = len(sink.requests(path)) - len(ids)
+        print(f"\n{path}: {duplicates} duplicates after a SIGKILL")
+        assert duplicates < 1500, "a restart resumes from the group's committed offsets"
+
+
+def test_triggers_sharing_a_fetch_survive_a_rebalance_when_one_of_two_dispatchers_dies(
+    own_stack: Stack, sink: RecordingSink, ns: str
+) -> None:
+    """Each Trigger's group spreads its partitions over both dispatchers on its own; when one dies, the
+    survivor's Triggers attach what they are newly assigned at the committed positions and lose nothing."""
+    kev = Kev(own_stack)
+    paths = [f"{ns}/pair-{i}" for i in range(3)]
+    for path in paths:
+        sink.respond_with(path, lambda received: Reaction(202, delay=0.05))
+    _start_dispatcher(own_stack, "dispatcher-a")
+    _start_dispatcher(own_stack, "dispatcher-b")
+    kev.apply(
+        broker_doc("default", ns),
+        *(trigger_doc(f"t{i}", ns, "default", sink.url(path)) for i, path in enumerate(paths)),
+    )
+    for i in range(len(paths)):
+        kev.wait_ready("Trigger", f"t{i}", ns)
+        group = f"knative-trigger-{ns}-t{i}"
+        kev.wait_for(
+            lambda group=group: _members_with_partitions(own_stack.bootstrap_servers, group) == 2,
+            60,
+            f"both members in {group}",
+        )
+    ids = [f"r-{i}" for i in range(2000)]
+    accepted: list[str] = []
+    publisher = threading.Thread(
+        target=lambda: accepted.extend(_publish(kev.broker_url(ns, "default"), ids, 8))
+    )
+    publisher.start()
+    _wait_unique(sink, paths[0], 300, 60)
+    own_stack.kill("dispatcher-a")
+    assert len(_unique(sink, paths[0])) < len(ids), "the kill must happen mid-stream"
+    publisher.join(120)
+    assert len(accepted) == len(ids)
+    for path in paths:
+        assert _wait_unique(sink, path, len(ids), 180) >= set(ids), f"{path} lost events"
+        print(f"\n{path}: {len(sink.requests(path)) - len(ids)} duplicates after losing a dispatcher")

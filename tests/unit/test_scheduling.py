@@ -251,3 +251,23 @@ def test_commit_metadata_that_is_not_keventings_retry_state_is_ignored() -> None
         schedule.resume(0, metadata)
     assert schedule.partitions[0].attempts == {}
     assert schedule.metadata(0) == ""
+
+
+def test_records_filtered_out_before_queueing_are_passed_in_order_never_ahead_of_queued_ones() -> None:
+    """A shared fetch queues only what the filter selected, with the end of the batch it came from."""
+    schedule: Schedule[int, Record] = Schedule(max_in_flight=1, ordered=False)
+    schedule.assign([0])
+    schedule.partitions[0].start_at(10)
+    schedule.add(0, [], end=12)  # 10..12 all filtered out: nothing queued, nothing to wait for
+    assert schedule.to_commit() == {0: 13}
+    schedule.add(0, _records(14), end=20)  # 13, 15..20 filtered out; 14 to deliver
+    assert schedule.to_commit() == {0: 13}
+    starter = Starter()
+    schedule.pump(starter)
+    assert [offset for _, offset in starter.started] == [14]
+    assert schedule.to_commit() == {0: 14}  # 14 is in flight: 15..20 are not committed past it
+    schedule.add(0, [], end=25)  # queued behind the marker of the previous batch
+    schedule.finished(*starter.started[0])
+    schedule.pump(starter)
+    assert schedule.to_commit() == {0: 26}
+    assert not schedule.partitions[0].backlog
