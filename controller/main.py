@@ -8,7 +8,7 @@ import logging
 from controller.kubernetes.leader import LeadershipLost
 from controller.local import LocalController
 from controller.settings import ControllerSettings
-from keventing import logs
+from keventing import logs, otlpmetrics
 from keventing.ops import ops_app, run_forever, serve
 
 log = logging.getLogger("keventing.controller")
@@ -42,6 +42,7 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
 def main(settings: ControllerSettings | None = None) -> None:
     settings = settings or ControllerSettings()
     logs.setup("controller", settings.log_level, settings.log_format)
+    otlpmetrics.start_or_exit("keventing-controller", "kev controller")
     try:
         run_forever(lambda: run_kubernetes(settings) if settings.kubernetes else run(settings))
     except* LeadershipLost as lost:

@@ -6,7 +6,7 @@ import asyncio
 
 from dispatcher.manager import DispatcherManager
 from dispatcher.settings import DispatcherSettings
-from keventing import logs, tracing
+from keventing import logs, otlpmetrics, tracing
 from keventing.ops import ops_app, run_forever, serve
 
 
@@ -22,4 +22,5 @@ def main() -> None:
         raise SystemExit(f"kev dispatcher: {err}") from None
     settings = DispatcherSettings()
     logs.setup("dispatcher", settings.log_level, settings.log_format)
+    otlpmetrics.start_or_exit("keventing-dispatcher", "kev dispatcher")
     run_forever(lambda: run(settings))

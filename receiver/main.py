@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from keventing import logs, tracing
+from keventing import logs, otlpmetrics, tracing
 from receiver.app import ReceiverApp
 from receiver.protocol import IngressProtocol
 from receiver.settings import ReceiverSettings
@@ -24,6 +24,7 @@ def create_app() -> ReceiverApp:
     """App factory, so that each uvicorn worker process builds its own producer and contract follower."""
     settings = ReceiverSettings()
     logs.setup("receiver", settings.log_level, settings.log_format)
+    otlpmetrics.start_or_exit("keventing-receiver", "kev receiver")  # in each worker: its own series
     return ReceiverApp(settings, tracing=tracing.from_env("keventing-receiver"))
 
 
@@ -107,6 +108,10 @@ def main() -> None:
     problem = settings.problem()
     if problem is not None:
         raise SystemExit(f"kev receiver: {problem}")
+    try:
+        otlpmetrics.from_env("keventing-receiver")  # checked here; started by each worker (create_app)
+    except otlpmetrics.MetricsConfigError as err:
+        raise SystemExit(f"kev receiver: {err}") from None
     logs.setup("receiver", settings.log_level, settings.log_format)
     if settings.serves_https:
         uvloop.run(serve_http_and_https(settings))

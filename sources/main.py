@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from keventing import logs
+from keventing import logs, otlpmetrics
 from keventing.ops import run_forever, serve
 from sources.api import sources_app
 from sources.clock import Clock, ManualClock, WallClock
@@ -21,4 +21,5 @@ async def run(settings: SourcesSettings) -> None:
 def main() -> None:
     settings = SourcesSettings()
     logs.setup("sources", settings.log_level, settings.log_format)
+    otlpmetrics.start_or_exit("keventing-sources", "kev sources")
     run_forever(lambda: run(settings))
