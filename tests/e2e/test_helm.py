@@ -29,7 +29,7 @@ from .conftest import ROOT, podman, wait_for
 RELEASE = "keventing"
 NAMESPACE = "keventing"
 CHART = ROOT / "charts" / "keventing"
-COMPONENTS = ("controller", "receiver", "dispatcher", "sources", "event-display")
+COMPONENTS = ("controller", "receiver", "dispatcher", "sources", "event-display", "console")
 EVENT_ID = re.compile(r"^\s*id: (\S+)\s*$", re.MULTILINE)
 
 
@@ -144,6 +144,9 @@ def install_args(image: str) -> list[str]:
         "defaultTopic.partitions=3",
         "--set",
         "eventDisplay.enabled=true",
+        # The console too: its pod must become Ready on a real node (it reads the cluster's resources).
+        "--set",
+        "console.enabled=true",
     ]
 
 
