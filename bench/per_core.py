@@ -11,6 +11,7 @@ On a machine with a single core nothing is pinned and the result says so.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -53,19 +54,16 @@ def _tasks(pid: int) -> list[int]:
         return []
 
 
-def pin(root: int | None, cores: set[int]) -> int:
-    """Pin every thread of ``root`` and its descendants to ``cores``; returns how many threads were pinned."""
+def pin(root: int | None, cores: set[int]) -> None:
+    """Pin every thread of ``root`` and its descendants to ``cores``."""
     if root is None:
-        return 0
-    pinned = 0
+        return
     for pid in process_tree(root):
         for tid in _tasks(pid):
             try:
                 os.sched_setaffinity(tid, cores)
-                pinned += 1
             except OSError:  # the thread ended between listing and pinning
                 continue
-    return pinned
 
 
 @dataclass
@@ -103,7 +101,7 @@ def placed(harness: Harness, placement: Placement) -> Iterator[Callable[[int | N
     for pid in others:
         pin(pid, placement.rest)
     try:
-        yield lambda pid: None if pin(pid, placement.data) else None
+        yield functools.partial(pin, cores=placement.data)
     finally:
         for pid in [*others, harness.pid("receiver"), harness.pid("dispatcher")]:
             pin(pid, placement.every)

@@ -75,6 +75,10 @@ def parse_target(url: str) -> Target:
     return Target(scheme, host, port, path.encode("utf-8"), host_header.encode("idna"))
 
 
+class _ClosedUnanswered(TransportError):
+    """The connection closed before any byte of an answer: on a reused one, the server had closed it idle."""
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
@@ -123,9 +127,8 @@ class _Connection(asyncio.Protocol):
             answer.set_result(Response(self._status, self._headers, b"".join(self._body)))
             return
         reason = f": {exc}" if exc else ""
-        error = TransportError(f"connection closed before a complete response{reason}")
-        error.retry_on_new_connection = not self._got_bytes  # type: ignore[attr-defined]
-        answer.set_exception(error)
+        kind = TransportError if self._got_bytes else _ClosedUnanswered
+        answer.set_exception(kind(f"connection closed before a complete response{reason}"))
 
     # ------------------------------------------------------------------------------ parser callbacks
 
@@ -264,8 +267,8 @@ class Http1Post:
         try:
             try:
                 response = await connection.send(head, body)
-            except TransportError as err:
-                if not (reused and getattr(err, "retry_on_new_connection", False)):
+            except _ClosedUnanswered:
+                if not reused:
                     raise
                 connection.close()
                 connection = await self._connect(target, tls)

@@ -27,7 +27,15 @@ from keventing.tls import ClientTrust
 from keventing.tracing import Tracing
 from receiver.authorization import Authorizer, EventCheck
 from receiver.batching import BatchProducer
-from receiver.ingress import ALLOW, Answer, IngressHandler, IngressTable, NotConnected, too_large
+from receiver.ingress import (
+    ALLOW,
+    Answer,
+    IngressHandler,
+    IngressTable,
+    NotConnected,
+    body_timed_out,
+    too_large,
+)
 from receiver.metrics import IngressMetrics, knative_view
 from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
 from receiver.settings import ReceiverSettings
@@ -204,9 +212,8 @@ class ReceiverApp:
             async with asyncio.timeout(self.settings.body_timeout_seconds):
                 body = await _read_body(receive, self.settings.max_event_bytes)
         except TimeoutError:
-            timeout = self.settings.body_timeout_seconds
-            message = f"the request body did not arrive within {timeout:g} seconds\n"
-            await _respond(send, Answer(408, message.encode()), [(b"connection", b"close")])
+            answer = body_timed_out(self.settings.body_timeout_seconds)
+            await _respond(send, answer, [(b"connection", b"close")])
             return
         except _Disconnected:
             return  # nothing to answer, and nothing half-received is produced

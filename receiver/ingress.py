@@ -268,5 +268,10 @@ def too_large(limit: int) -> Answer:
     return Answer(413, _text(f"the event is larger than the limit of {limit} bytes"))
 
 
+def body_timed_out(timeout: float) -> Answer:
+    """408: the body did not arrive in time; the connection is closed after it."""
+    return Answer(408, _text(f"the request body did not arrive within {timeout:g} seconds"))
+
+
 def _text(message: str) -> bytes:
     return message.encode() + b"\n"

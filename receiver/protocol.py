@@ -34,6 +34,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from receiver.answer import Answer
+from receiver.ingress import body_timed_out, too_large
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -51,10 +52,6 @@ class DirectApp(Protocol):
         """The handler of a POST to ``path`` over ``scheme`` (http or https; headers lower-cased, whole body),
         or None for the ASGI path."""
         ...
-
-
-def _too_large(limit: int) -> Answer:
-    return Answer(413, f"the event is larger than the limit of {limit} bytes\n".encode())
 
 
 class IngressCycle:
@@ -114,19 +111,17 @@ class IngressCycle:
         try:
             length = self.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
-                self._answer(_too_large(self.app.max_event_bytes))
+                self._answer(too_large(self.app.max_event_bytes))
                 return
             if self.more_body and not self._too_large:
                 await self._await_body()
             if self.disconnected:
                 return  # nothing to answer, and nothing half-received is produced
             if self._too_large:
-                self._answer(_too_large(self.app.max_event_bytes))
+                self._answer(too_large(self.app.max_event_bytes))
             elif self._timed_out:
-                timeout = self.app.body_timeout_seconds
-                message = f"the request body did not arrive within {timeout:g} seconds\n".encode()
                 self.keep_alive = False
-                self._answer(Answer(408, message))
+                self._answer(body_timed_out(self.app.body_timeout_seconds))
             else:
                 self._answer(await self.handler(self.headers, b"".join(self._chunks)))
         except BaseException as err:  # as uvicorn's cycle: never leave the client without an answer

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -60,25 +61,41 @@ NodesOption = Annotated[
 ]
 
 
-def _start_cluster(nodes: int, port: int, data_dir: Path | None, heap: str, timeout: float) -> None:
-    started = time.monotonic()
-    with console.status(f"starting {nodes} Kafka nodes…") as spinner:
+T = TypeVar("T")
+
+
+def _starting(what: str, start: Callable[[Callable[[str], None]], T]) -> T:
+    """``start(progress)`` under a spinner; a bad option, a failed start or Ctrl-C is a clear error."""
+    with console.status(f"starting {what}…") as spinner:
 
         def progress(message: str) -> None:
+            # The spinner shows the current step; the printed lines leave a record of what happened.
             spinner.update(Text(message))
             console.print(Text("• ", style="dim") + Text(message, style="dim"))
 
         try:
-            cluster = EmbeddedKafkaCluster(
-                nodes=nodes, port=port, data_dir=data_dir, heap=heap, progress=progress
-            )
-            cluster.start(timeout=timeout)
-        except ValueError as exc:
-            raise _fail(str(exc)) from exc
-        except EmbeddedKafkaError as exc:
+            return start(progress)
+        except (ValueError, EmbeddedKafkaError) as exc:  # bad option values, or Kafka itself
             raise _fail(str(exc)) from exc
         except KeyboardInterrupt as exc:
             raise _fail("interrupted; nothing was left running") from exc
+
+
+def _stop_args(port: int, data_dir: Path | None) -> str:
+    return ("" if port == 9092 else f" --port {port}") + (f" --data-dir {data_dir}" if data_dir else "")
+
+
+def _start_cluster(nodes: int, port: int, data_dir: Path | None, heap: str, timeout: float) -> None:
+    started = time.monotonic()
+
+    def start(progress: Callable[[str], None]) -> EmbeddedKafkaCluster:
+        cluster = EmbeddedKafkaCluster(
+            nodes=nodes, port=port, data_dir=data_dir, heap=heap, progress=progress
+        )
+        cluster.start(timeout=timeout)
+        return cluster
+
+    cluster = _starting(f"{nodes} Kafka nodes", start)
     rf = cluster.replication_factor
     console.print(
         Text.assemble(
@@ -94,8 +111,9 @@ def _start_cluster(nodes: int, port: int, data_dir: Path | None, heap: str, time
         ),
         soft_wrap=True,
     )
-    extra = ("" if port == 9092 else f" --port {port}") + (f" --data-dir {data_dir}" if data_dir else "")
-    console.print(Text(f"  stop it with: kev kafka stop --nodes {nodes}{extra}", style="dim"))
+    console.print(
+        Text(f"  stop it with: kev kafka stop --nodes {nodes}{_stop_args(port, data_dir)}", style="dim")
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -124,24 +142,15 @@ def start(
         _start_cluster(nodes, port, data_dir, heap, timeout)
         return
     started = time.monotonic()
-    with console.status("starting Kafka…") as spinner:
 
-        def progress(message: str) -> None:
-            # The spinner shows the current step; the printed lines leave a record of what happened.
-            spinner.update(Text(message))
-            console.print(Text("• ", style="dim") + Text(message, style="dim"))
+    def start_one(progress: Callable[[str], None]) -> EmbeddedKafka:
+        kafka = EmbeddedKafka(
+            port=port, controller_port=controller_port, data_dir=data_dir, heap=heap, progress=progress
+        )
+        kafka.start(timeout=timeout)
+        return kafka
 
-        try:
-            kafka = EmbeddedKafka(
-                port=port, controller_port=controller_port, data_dir=data_dir, heap=heap, progress=progress
-            )
-            kafka.start(timeout=timeout)
-        except ValueError as exc:  # bad option values
-            raise _fail(str(exc)) from exc
-        except EmbeddedKafkaError as exc:
-            raise _fail(str(exc)) from exc
-        except KeyboardInterrupt as exc:
-            raise _fail("interrupted; nothing was left running") from exc
+    kafka = _starting("Kafka", start_one)
     info = kafka.status()
     console.print(
         Text.assemble(
@@ -150,8 +159,7 @@ def start(
         )
     )
     console.print(Text(f"  log: {info['log_file']}", style="dim"))
-    stop_args = ("" if port == 9092 else f" --port {port}") + (f" --data-dir {data_dir}" if data_dir else "")
-    console.print(Text(f"  stop it with: kev kafka stop{stop_args}", style="dim"))
+    console.print(Text(f"  stop it with: kev kafka stop{_stop_args(port, data_dir)}", style="dim"))
 
 
 @app.command()

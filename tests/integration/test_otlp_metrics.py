@@ -3,10 +3,8 @@ receiver, and the numbers are the ones /metrics serves."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +15,21 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from otlp import OtlpHttpReceiver
 
-from kev.kafka.embedded import free_port
 from kev.stack import Stack
 
 
-class MetricsReceiver:
+class MetricsReceiver(OtlpHttpReceiver):
     """An OTLP/HTTP metrics receiver on loopback: keeps the latest request of every service instance."""
 
+    PATH = "/v1/metrics"
+    REQUEST = ExportMetricsServiceRequest
+    RESPONSE = ExportMetricsServiceResponse
+
     def __init__(self) -> None:
+        super().__init__()
         self.latest: dict[tuple[str, str], ExportMetricsServiceRequest] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                ok = (
-                    self.path == "/v1/metrics"
-                    and self.headers.get("content-type") == "application/x-protobuf"
-                )
-                if ok:
-                    receiver.record(ExportMetricsServiceRequest.FromString(body))
-                answer = ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200 if ok else 400)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics"
 
     def record(self, request: ExportMetricsServiceRequest) -> None:
         for resource_metrics in request.resource_metrics:
@@ -78,9 +53,9 @@ class MetricsReceiver:
 @pytest.fixture(scope="module")
 def collector() -> Iterator[MetricsReceiver]:
     receiver = MetricsReceiver()
-    receiver.thread.start()
+    receiver.start()
     yield receiver
-    receiver.server.shutdown()
+    receiver.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ Knative's metric names on the services' own /metrics.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -22,9 +20,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from otlp import OtlpHttpReceiver
 from prometheus_client.parser import text_string_to_metric_families
 
-from kev.kafka.embedded import free_port
 from kev.stack import Stack
 
 
@@ -44,35 +42,16 @@ def _value(value: AnyValue) -> Any:
     return getattr(value, kind) if kind else None
 
 
-class OtlpReceiver:
+class OtlpReceiver(OtlpHttpReceiver):
     """An OTLP/HTTP trace receiver on loopback: decodes every ExportTraceServiceRequest it is sent."""
 
+    PATH = "/v1/traces"
+    REQUEST = ExportTraceServiceRequest
+    RESPONSE = ExportTraceServiceResponse
+
     def __init__(self) -> None:
+        super().__init__()
         self.spans: list[ExportedSpan] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                request = ExportTraceServiceRequest.FromString(body)
-                receiver.record(request)
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200 if self.path == "/v1/traces" else 404)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
 
     def record(self, request: ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
@@ -99,9 +78,9 @@ class OtlpReceiver:
 @pytest.fixture(scope="module")
 def otlp() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
-    receiver.thread.start()
+    receiver.start()
     yield receiver
-    receiver.server.shutdown()
+    receiver.stop()
 
 
 @pytest.fixture(scope="module")
