@@ -195,8 +195,7 @@ class Harness:
             store = ResourceStore(self.settings)
             try:
                 await store.ensure()
-                for document in documents:
-                    await store.apply(parse_resource(document))
+                await store.apply_all([parse_resource(document) for document in documents])
             finally:
                 await store.close()
 

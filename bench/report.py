@@ -299,6 +299,17 @@ def markdown(doc: dict[str, Any]) -> str:
             )
     if "per_core" in s:
         lines += per_core_table(s["per_core"])
+    if "eventtypes" in s:
+        e = s["eventtypes"]
+        lines += ["", "## `kev get eventtypes` at the auto-create bound (best of 3, start to exit)", ""]
+        lines += [
+            "| EventTypes | Brokers | get brokers -A s | get eventtypes -A s | one namespace s | ratio | controller RSS MiB |"
+        ]
+        lines += ["|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {e['eventtypes']:,} | {e['brokers']} | {e['get_brokers_s']} | {e['get_eventtypes_all_s']} | "
+            f"{e['get_eventtypes_one_namespace_s']} | {e['ratio_all_to_brokers']} | {_fmt(e['controller_rss_mib'], 1)} |"
+        )
     memory = doc.get("memory", {})
     if memory:
         lines += [

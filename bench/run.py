@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Callable[[Harness, scenarios.Plan], dict[str, Any]]] = {
     "drain_baseline": scenarios.drain_baseline,
     "fanout": scenarios.fanout,
     "per_core": per_core.per_core,
+    "eventtypes": scenarios.eventtypes,
 }
 
 

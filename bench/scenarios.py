@@ -17,9 +17,10 @@ from typing import Any
 from bench import wrk
 from bench.harness import Harness, broker_doc, trigger_doc
 from bench.kafka_perf import producer_performance
-from bench.meter import cpu_seconds, process_tree
+from bench.meter import cpu_seconds, process_tree, rss_bytes
 from bench.payload import EVENT_TYPE, OTHER_TYPE, event_body
 from kev.kafka.embedded import EmbeddedKafka, free_port
+from kev.stack import kev_command
 from keventing import naming
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
 
@@ -38,6 +39,7 @@ class Plan:
     fanout_events: int
     perf_records: int
     filters_args: tuple[str, ...] | None
+    eventtypes: int  # EventTypes in the store when `kev get eventtypes` is timed (the auto-create bound)
 
 
 FULL = Plan(
@@ -51,6 +53,7 @@ FULL = Plan(
     20_000,
     1_000_000,
     (),
+    10_000,
 )
 QUICK = Plan(
     "quick",
@@ -63,8 +66,9 @@ QUICK = Plan(
     5_000,
     200_000,
     ("--events", "3000", "--repeat", "1"),
+    10_000,
 )
-SMOKE = Plan("smoke", (4,), 1, (100,), 1, 300, (1, 2), 200, 2_000, None)
+SMOKE = Plan("smoke", (4,), 1, (100,), 1, 300, (1, 2), 200, 2_000, None, 200)
 PLANS = {plan.name: plan for plan in (FULL, QUICK, SMOKE)}
 
 
@@ -374,3 +378,66 @@ def fanout(harness: Harness, plan: Plan) -> dict[str, Any]:
         )
         harness.delete(ns, names)
     return {"rows": rows}
+
+
+# -------------------------------------------------------------------------------------- eventtypes
+def eventtypes(harness: Harness, plan: Plan) -> dict[str, Any]:
+    """`kev get eventtypes` with the store at EventType auto-create's bounds, against `kev get brokers`.
+
+    Auto-create stops at 1,000 EventTypes per Broker and 10,000 per controller (issue #15, finding 9), so
+    that is what a user can have to list: ``plan.eventtypes`` of them over Brokers of 1,000 each. Each
+    command is timed from start to exit (Python start-up included, as a user waits for it), best of three;
+    the ratio to listing the few Brokers is the cost of the EventTypes themselves (`-A` also lists the
+    EventTypes auto-created by the events of the scenarios before).
+    """
+    per_broker = 1_000
+    namespaces = [f"et{i}" for i in range((plan.eventtypes + per_broker - 1) // per_broker)]
+    documents: list[dict[str, Any]] = [broker_doc(ns) for ns in namespaces]
+    for n in range(plan.eventtypes):
+        ns = namespaces[n // per_broker]
+        documents.append(
+            {
+                "apiVersion": "eventing.knative.dev/v1beta2",
+                "kind": "EventType",
+                "metadata": {"name": f"et-{n}", "namespace": ns},
+                "spec": {
+                    "type": f"dev.bench.type{n}",
+                    "source": "/bench",
+                    "reference": {
+                        "apiVersion": "eventing.knative.dev/v1",
+                        "kind": "Broker",
+                        "name": "default",
+                    },
+                },
+            }
+        )
+    started = time.monotonic()
+    harness.apply(*documents)
+    applied_s = time.monotonic() - started
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": harness.bootstrap, "KEVENTING_INSTANCE": harness.instance}
+
+    def best_of_three(*args: str) -> tuple[float, int]:
+        times, lines = [], 0
+        for _ in range(3):
+            began = time.monotonic()
+            out = subprocess.run([*kev_command(), "get", *args], env=env, capture_output=True, check=True)
+            times.append(time.monotonic() - began)
+            lines = out.stdout.count(b"\n")
+        return min(times), lines
+
+    brokers_s, _ = best_of_three("brokers", "-A")
+    all_s, all_lines = best_of_three("eventtypes", "-A")
+    one_s, one_lines = best_of_three("eventtypes", "-n", namespaces[0])
+    controller = harness.pid("controller")
+    return {
+        "eventtypes": plan.eventtypes,
+        "brokers": len(namespaces),
+        "apply_s": round(applied_s, 1),
+        "get_brokers_s": round(brokers_s, 2),
+        "get_eventtypes_all_s": round(all_s, 2),
+        "get_eventtypes_all_rows": all_lines - 1,
+        "get_eventtypes_one_namespace_s": round(one_s, 2),
+        "get_eventtypes_one_namespace_rows": one_lines - 1,
+        "ratio_all_to_brokers": round(all_s / brokers_s, 2),
+        "controller_rss_mib": round(rss_bytes(process_tree(controller)) / 2**20, 1) if controller else None,
+    }

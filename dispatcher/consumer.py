@@ -250,13 +250,14 @@ class EgressConsumer:
     async def _deliver(self, state: State, offset: int, event: events.Event) -> None:
         done = False
 
-        async def failed(attempts: int) -> None:
-            # Persisted before the next attempt: a new owner of the partition resumes the count.
-            self.schedule.attempted(state, offset, attempts)
+        async def failed(attempts: int, due: float | None) -> None:
+            # Persisted before the next attempt: a new owner of the partition resumes the count and the wait.
+            self.schedule.attempted(state, offset, attempts, due)
             await self._commit({state.partition})
 
         try:
-            await self.dispatcher.dispatch(event, self.schedule.failed_attempts(state, offset), failed)
+            made, due = self.schedule.failed_attempts(state, offset), self.schedule.due(state, offset)
+            await self.dispatcher.dispatch(event, made, failed, due)
             done = True
         finally:
             if done:

@@ -31,7 +31,10 @@ from keventing.tracing import TraceHeaders, Tracing
 log = logging.getLogger("keventing.dispatcher")
 
 Sleep = Callable[[float], Awaitable[None]]
-OnFailure = Callable[[int], Awaitable[None]]
+# on_failure(n, due): after the n-th failed attempt; due is the wall-clock time of the next one (None: none).
+OnFailure = Callable[[int, float | None], Awaitable[None]]
+# A resumed retry waits at most this long for the time its previous owner set (the bound on a backoff).
+MAX_RESUMED_WAIT = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,20 @@ class RecordDispatcher:
         return event
 
     async def dispatch(
-        self, event: events.Event, failed: int = 0, on_failure: OnFailure | None = None
+        self,
+        event: events.Event,
+        failed: int = 0,
+        on_failure: OnFailure | None = None,
+        due: float | None = None,
     ) -> Outcome:
         """Deliver, else dead-letter, else give up. Never raises but for cancellation.
 
-        ``failed`` attempts were made already, before a restart or a rebalance; ``on_failure(n)`` is
-        awaited after the n-th failed attempt, before the next one (the consumer persists ``n`` with its
-        committed offset there, so that a new owner resumes the count)."""
+        ``failed`` attempts were made already, before a restart or a rebalance, and the next was ``due``
+        then (wall-clock seconds); ``on_failure(n, due)`` is awaited after the n-th failed attempt, before
+        the next one (the consumer persists both with its committed offset there, so that a new owner
+        resumes the count and the schedule)."""
         try:
-            return await self._dispatch(event, failed, on_failure)
+            return await self._dispatch(event, failed, on_failure, due)
         except Exception as err:
             # A bug must not block the partition forever, nor lose the event silently: it goes to the
             # dead-letter sink like an undeliverable one, else it is counted and logged (with its id) as dropped.
@@ -151,7 +159,9 @@ class RecordDispatcher:
         self.metrics.dropped("internal_error").inc()
         return Outcome("dropped", 0, crash, "internal_error")
 
-    async def _dispatch(self, event: events.Event, failed: int, on_failure: OnFailure | None) -> Outcome:
+    async def _dispatch(
+        self, event: events.Event, failed: int, on_failure: OnFailure | None, due: float | None
+    ) -> Outcome:
         started = self.clock()
         received = event.meta.get("received")
         if isinstance(received, float):
@@ -161,6 +171,8 @@ class RecordDispatcher:
             attempts = failed
             last = Attempt(0, error=f"all {failed} attempts failed before the dispatcher restarted")
         elif failed:
+            if due is not None:  # the backoff the previous owner was waiting out
+                await self.sleep(min(MAX_RESUMED_WAIT, max(0.0, due - self.wall_clock())))
             attempts, last = await self._retrying(send, True, made=failed, on_failure=on_failure)
         else:
             last = await self._deliver_once(event, 0)
@@ -209,13 +221,15 @@ class RecordDispatcher:
                 made += 1
             if attempt.ok:
                 return made, attempt
+            retrying = attempt.retryable and made <= policy.retry
+            wait = retry_wait(policy, made, attempt) if retrying else 0.0
             if on_failure is not None:
-                await on_failure(made)
-            if not attempt.retryable or made > policy.retry:
+                await on_failure(made, self.wall_clock() + wait if retrying else None)
+            if not retrying:
                 return made, attempt
             if count_retries:
                 self.metrics.retries.inc()
-            await self.sleep(retry_wait(policy, made, attempt))
+            await self.sleep(wait)
             attempt = None
 
     async def _deliver_once(self, event: events.Event, retry: int) -> Attempt:

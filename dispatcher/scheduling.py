@@ -15,10 +15,10 @@ from typing import Generic, Protocol, TypeVar
 from dispatcher.offsets import OffsetTracker
 
 PAUSE_BACKLOG = 1000  # records queued in one partition before it is paused
-# Commit metadata carrying retry state: "keventing-retries:<offset>:<failed attempts>,…" for at most this many
-# offsets (Kafka's offset.metadata.max.bytes is 4096 by default).
+# Commit metadata carrying retry state: "keventing-retries:<offset>:<failed attempts>[:<next attempt due, epoch
+# ms>],…" for at most this many offsets (Kafka's offset.metadata.max.bytes is 4096 by default).
 RETRY_STATE_PREFIX = "keventing-retries:"
-MAX_RETRY_STATE = 128
+MAX_RETRY_STATE = 96
 
 
 class HasOffset(Protocol):
@@ -53,6 +53,7 @@ class PartitionState(Generic[P, R]):
         # Failed attempts of in-flight offsets (made here, or before a restart as the commit metadata says);
         # ``attempts_changed`` until committed with the offset.
         self.attempts: dict[int, int] = {}
+        self.due: dict[int, float] = {}  # wall-clock seconds of the next attempt of a retried offset
         self.attempts_changed = False
 
     def start_at(self, offset: int) -> OffsetTracker:
@@ -161,6 +162,7 @@ class Schedule(Generic[P, R]):
         state.tracker.finished(offset)
         if state.attempts.pop(offset, None) is not None:
             state.attempts_changed = True
+        state.due.pop(offset, None)
         self._release(state)
 
     # ------------------------------------------------------------------------------ retry state
@@ -168,9 +170,19 @@ class Schedule(Generic[P, R]):
     def failed_attempts(self, state: PartitionState[P, R], offset: int) -> int:
         return state.attempts.get(offset, 0)
 
-    def attempted(self, state: PartitionState[P, R], offset: int, failed: int) -> None:
-        """``offset`` has failed ``failed`` times: to be committed with the partition's next commit."""
+    def due(self, state: PartitionState[P, R], offset: int) -> float | None:
+        return state.due.get(offset)
+
+    def attempted(
+        self, state: PartitionState[P, R], offset: int, failed: int, due: float | None = None
+    ) -> None:
+        """``offset`` has failed ``failed`` times, the next attempt ``due`` then (wall-clock seconds; None:
+        no more): to be committed with the partition's next commit."""
         state.attempts[offset] = failed
+        if due is None:
+            state.due.pop(offset, None)
+        else:
+            state.due[offset] = due
         state.attempts_changed = True
 
     def metadata(self, partition: P) -> str:
@@ -180,7 +192,11 @@ class Schedule(Generic[P, R]):
         if state is None or not state.attempts:
             return ""
         kept = sorted(state.attempts.items())[:MAX_RETRY_STATE]
-        return RETRY_STATE_PREFIX + ",".join(f"{offset}:{failed}" for offset, failed in kept)
+        items = []
+        for offset, failed in kept:
+            due = state.due.get(offset)
+            items.append(f"{offset}:{failed}" if due is None else f"{offset}:{failed}:{int(due * 1000)}")
+        return RETRY_STATE_PREFIX + ",".join(items)
 
     def resume(self, partition: P, metadata: str | None) -> None:
         """Take the retry state a previous owner committed for ``partition`` (anything else is ignored)."""
@@ -188,9 +204,12 @@ class Schedule(Generic[P, R]):
         if state is None or not metadata or not metadata.startswith(RETRY_STATE_PREFIX):
             return
         for item in metadata[len(RETRY_STATE_PREFIX) :].split(","):
-            offset, _, failed = item.partition(":")
-            if offset.isdigit() and failed.isdigit():
-                state.attempts.setdefault(int(offset), int(failed))
+            offset, _, rest = item.partition(":")
+            failed, _, due = rest.partition(":")
+            if offset.isdigit() and failed.isdigit() and int(offset) not in state.attempts:
+                state.attempts[int(offset)] = int(failed)
+                if due.isdigit():
+                    state.due[int(offset)] = int(due) / 1000
 
     def abandoned(self, state: PartitionState[P, R], offset: int) -> None:
         """The delivery of ``offset`` was cancelled: it stays uncommitted, the partition's next owner redelivers."""

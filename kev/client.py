@@ -36,6 +36,10 @@ class ResourceClient(Protocol):
         """Create or update ``resource``; what happened: created, configured or unchanged."""
         ...
 
+    async def apply_all(self, resources: list[Resource]) -> list[str]:
+        """``apply`` each, in order; what happened to each."""
+        ...
+
     async def list(self, kind: str, namespace: str | None) -> list[Resource]:
         """The resources of ``kind`` (in ``namespace``, or in all), with their statuses."""
         ...
@@ -55,6 +59,9 @@ class LocalClient:
 
     async def apply(self, resource: Resource) -> str:
         return (await self.store.apply(resource))[1]
+
+    async def apply_all(self, resources: list[Resource]) -> list[str]:
+        return [action for _, action in await self.store.apply_all(resources)]
 
     async def list(self, kind: str, namespace: str | None) -> list[Resource]:
         return await self.store.list(kind, namespace)

@@ -64,6 +64,9 @@ class KubernetesClient:
 
     # ------------------------------------------------------------------------------- ResourceClient
 
+    async def apply_all(self, resources: list[Resource]) -> list[str]:
+        return [await self.apply(resource) for resource in resources]
+
     async def apply(self, resource: Resource) -> str:
         _refuse_secrets(resource.KIND)
         before = await self._get_object(resource.key)

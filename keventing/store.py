@@ -37,25 +37,36 @@ class ResourceStore:
 
     async def apply(self, resource: Resource) -> tuple[Resource, str]:
         """Store ``resource``; return it as stored and what happened (created, configured, unchanged)."""
-        existing_raw = (await self.resources.snapshot()).get(str(resource.key))
-        meta = resource.metadata
-        action = "created"
-        if existing_raw is not None:
-            existing = decode_resource(existing_raw)
-            meta.uid = existing.metadata.uid
-            meta.creationTimestamp = existing.metadata.creationTimestamp
-            same = (
-                _spec_of(existing) == _spec_of(resource) and existing.metadata.annotations == meta.annotations
-            )
-            meta.generation = existing.metadata.generation + (0 if same else 1)
-            action = "unchanged" if same and existing.metadata.labels == meta.labels else "configured"
-        else:
-            meta.uid = meta.uid or str(uuid.uuid4())
-            meta.creationTimestamp = meta.creationTimestamp or now_rfc3339()
-            meta.generation = 1
-        if action != "unchanged":
-            await self.resources.put(str(resource.key), orjson.dumps(resource.to_document(with_status=False)))
-        return resource, action
+        return (await self.apply_all([resource]))[0]
+
+    async def apply_all(self, resources: list[Resource]) -> list[tuple[Resource, str]]:
+        """Store each of ``resources`` in order, reading the store once (not once per resource)."""
+        table = await self.resources.snapshot()
+        results = []
+        for resource in resources:
+            key = str(resource.key)
+            existing_raw = table.get(key)
+            meta = resource.metadata
+            action = "created"
+            if existing_raw is not None:
+                existing = decode_resource(existing_raw)
+                meta.uid = existing.metadata.uid
+                meta.creationTimestamp = existing.metadata.creationTimestamp
+                same = (
+                    _spec_of(existing) == _spec_of(resource)
+                    and existing.metadata.annotations == meta.annotations
+                )
+                meta.generation = existing.metadata.generation + (0 if same else 1)
+                action = "unchanged" if same and existing.metadata.labels == meta.labels else "configured"
+            else:
+                meta.uid = meta.uid or str(uuid.uuid4())
+                meta.creationTimestamp = meta.creationTimestamp or now_rfc3339()
+                meta.generation = 1
+            if action != "unchanged":
+                table[key] = orjson.dumps(resource.to_document(with_status=False))
+                await self.resources.put(key, table[key])
+            results.append((resource, action))
+        return results
 
     async def delete(self, key: ResourceKey) -> bool:
         existing = await self.resources.snapshot()

@@ -26,7 +26,7 @@ from keventing.ops import ops_app
 from keventing.tls import ClientTrust
 from keventing.tracing import Tracing
 from receiver.authorization import Authorizer, EventCheck
-from receiver.batching import BatchProducer
+from receiver.batching import BatchProducer, RetryAlone
 from receiver.ingress import (
     ALLOW,
     Answer,
@@ -146,7 +146,10 @@ class ReceiverApp:
                 f"the receiver is not connected to the Kafka cluster of {ingress.kind} "
                 f"{ingress.namespace}/{ingress.name} yet"
             )
-        return await batches.send(ingress.topic, key, value, headers)
+        try:
+            return await batches.send(ingress.topic, key, value, headers)
+        except RetryAlone:  # refused with the records it shared a batch with: alone, it may be stored
+            return await batches.send_alone(ingress.topic, key, value, headers)
 
     def _on_producer(self, connection: KafkaConnection | None, producer: AIOKafkaProducer | None) -> None:
         if producer is None:

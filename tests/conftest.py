@@ -243,7 +243,7 @@ class Kev:
         resources = [parse_resource(d) for d in documents]
 
         async def put(store: ResourceStore) -> list[Resource]:
-            return [(await store.apply(r))[0] for r in resources]
+            return [resource for resource, _ in await store.apply_all(resources)]
 
         return self._store(put)
 

@@ -195,7 +195,7 @@ def apply(
         return
 
     async def apply_all(client: ResourceClient) -> list[tuple[Resource, str]]:
-        return [(r, await client.apply(r)) for r in resources]
+        return list(zip(resources, await client.apply_all(resources), strict=True))
 
     for resource, action in _client_call(apply_all):
         console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action}")
@@ -297,12 +297,10 @@ def print_table(resources: list[Resource], with_namespace: bool) -> None:
     if not resources:
         console.print("No resources found.")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    if with_namespace:
-        table.add_column("NAMESPACE")
     extra = EXTRA_COLUMNS.get(resources[0].KIND, ())
-    for column in ("NAME", *(name for name, _ in extra), "READY", "URL/REASON", "AGE"):
-        table.add_column(column)
+    header = [*(["NAMESPACE"] if with_namespace else []), "NAME", *(name for name, _ in extra)]
+    header += ["READY", "URL/REASON", "AGE"]
+    rows = [header]
     for r in resources:
         ready = r.status.condition("Ready")
         status = ready.status if ready else "Unknown"
@@ -312,8 +310,22 @@ def print_table(resources: list[Resource], with_namespace: bool) -> None:
             detail = (ready.message or ready.reason or "") if ready else "not reconciled yet"
         row = [r.name, *(value(r) or "" for _, value in extra), status, detail]
         row.append(_age(r.metadata.creationTimestamp))
-        table.add_row(*([r.namespace] if with_namespace else []), *row)
-    console.print(table)
+        rows.append([*([r.namespace] if with_namespace else []), *row])
+    _print_columns(rows)
+
+
+def _print_columns(rows: list[list[str]]) -> None:
+    """Columns as kubectl prints them: padded to the widest cell, three spaces apart, never wrapped.
+
+    Plain text, written at once: 10,000 EventTypes (auto-create's bound) print in well under a second, where
+    a rich Table measured every cell for half a minute.
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if console.is_terminal:
+        console.print(lines[0], style="bold", markup=False, highlight=False, soft_wrap=True)
+        lines = lines[1:]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _reference_of(resource: Resource) -> str:

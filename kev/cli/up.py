@@ -165,11 +165,9 @@ def _documents(directory: Path) -> list[dict]:
 async def _apply_dir(settings: CommonSettings, directory: Path) -> list[ResourceKey]:
     store = ResourceStore(settings)
     await store.ensure()
-    keys = []
     try:
-        for document in _documents(directory):
-            resource, _ = await store.apply(parse_resource(document))
-            keys.append(resource.key)
+        applied = await store.apply_all([parse_resource(document) for document in _documents(directory)])
+        keys = [resource.key for resource, _ in applied]
     finally:
         await store.close()
     return keys

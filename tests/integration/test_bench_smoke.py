@@ -37,6 +37,7 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
         "drain_baseline",
         "fanout",
         "per_core",
+        "eventtypes",
     }
     assert doc["scenarios"]["ingress"]["verification"]["exact"] is True
     assert all(run["lost"] == 0 for run in doc["scenarios"]["end_to_end"]["runs"])
@@ -49,3 +50,8 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
     )
     assert results.with_suffix(".md").read_text().startswith("# keventing benchmark")
     assert "## Per core" in results.with_suffix(".md").read_text()
+    listed = doc["scenarios"]["eventtypes"]
+    # Every EventType applied is listed (-A also lists those auto-created by the other scenarios' events).
+    assert listed["get_eventtypes_one_namespace_rows"] == listed["eventtypes"] == 200
+    assert listed["get_eventtypes_all_rows"] >= 200
+    assert "`kev get eventtypes` at the auto-create bound" in results.with_suffix(".md").read_text()

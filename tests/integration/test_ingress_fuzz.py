@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import Kev, RecordingSink
+from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, trigger_doc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,17 +166,28 @@ def _exchange(port: int, request: bytes) -> bytes:
 
 @pytest.fixture
 def fuzz_target(kev: Kev, sink: RecordingSink, ns: str) -> tuple[int, str, str]:
-    kev.apply(broker_doc("default", ns), trigger_doc("all", ns, "default", sink.url(f"{ns}/all")))
+    # "all" delivers every event; "refused" has a subscriber that refuses every event, so each one must
+    # reach its dead-letter sink instead.
+    sink.respond_with(f"{ns}/refuses", lambda _: Reaction(status=400))
+    refused = trigger_doc(
+        "refused",
+        ns,
+        "default",
+        sink.url(f"{ns}/refuses"),
+        delivery={"retry": 0, "deadLetterSink": {"uri": sink.url(f"{ns}/dead")}},
+    )
+    kev.apply(broker_doc("default", ns), trigger_doc("all", ns, "default", sink.url(f"{ns}/all")), refused)
     kev.wait_ready("Broker", "default", ns)
     kev.wait_ready("Trigger", "all", ns)
-    # The Trigger starts at the latest offset: probe until one event arrives, so that none is missed later.
+    kev.wait_ready("Trigger", "refused", ns)
+    # The Triggers start at the latest offset: probe until one event arrives at both, so none is missed later.
     kev.wait_for(lambda: kev.send(ns, "default", "probe").status_code == 202, what="the ingress")
-    kev.wait_for(lambda: sink.requests(f"{ns}/all"), what="the Trigger")
+    kev.wait_for(lambda: sink.requests(f"{ns}/all") and sink.requests(f"{ns}/dead"), what="the Triggers")
     url = httpx.URL(kev.broker_url(ns, "default"))
     return url.port or 80, url.path, f"{ns}/all"
 
 
-def test_malformed_requests_never_get_a_5xx_or_a_hang_and_every_202_is_delivered(
+def test_malformed_requests_never_get_a_5xx_or_a_hang_and_every_202_is_delivered_or_dead_lettered(
     kev: Kev, sink: RecordingSink, ns: str, fuzz_target: tuple[int, str, str]
 ) -> None:
     port, path, sink_path = fuzz_target
@@ -212,4 +223,10 @@ def test_malformed_requests_never_get_a_5xx_or_a_hang_and_every_202_is_delivered
         lambda: accepted <= {e.id for e in sink.events(sink_path)},
         timeout=60,
         what=f"the {len(accepted)} accepted events at the subscriber",
+    )
+    dead_path = sink_path.rsplit("/", 1)[0] + "/dead"
+    kev.wait_for(
+        lambda: accepted <= {e.id for e in sink.events(dead_path)},
+        timeout=60,
+        what=f"the {len(accepted)} accepted events at the refusing Trigger's dead-letter sink",
     )

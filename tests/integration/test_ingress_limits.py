@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from conftest import Kev
+from conftest import Kev, topic_ids
 from helpers import broker_doc
 
 from kev.kafka.embedded import free_port
@@ -309,3 +309,41 @@ def test_an_event_kafka_refuses_as_too_large_is_a_413_and_later_events_on_the_pa
     assert f"Kafka refused the event as too large for topic {topic}" in big.text
     codes = [kev.send(ns, "default", f"small-{i}").status_code for i in range(100)]
     assert codes == [202] * 100
+
+
+def test_an_event_kafka_refuses_amid_concurrent_small_ones_fails_alone(kev: Kev, ns: str, kafka: str) -> None:
+    # The receiver batches concurrent records per partition: Kafka refusing one record of a batch must be a
+    # 413 for that event only, and every small event sent at the same moment must be stored (202, on Kafka).
+    topic = f"small-{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        async with admin_client(kafka) as admin:
+            await ensure_topic(admin, TopicSpec(topic, 1, 1, {"max.message.bytes": "4000"}))
+
+    asyncio.run(create())
+    broker = broker_doc("default", ns)
+    broker["metadata"]["annotations"] = {"kafka.eventing.knative.dev/external.topic": topic}
+    kev.apply(broker)
+    kev.wait_ready("Broker", "default", ns)
+    url = kev.broker_url(ns, "default")
+
+    async def burst(round_: int) -> dict[str, int]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+
+            async def post(event_id: str, data: bytes) -> tuple[str, int]:
+                headers = {**GOOD, "ce-id": event_id}
+                return event_id, (await client.post(url, headers=headers, content=data)).status_code
+
+            sends = [post(f"s-{round_}-{i}", b"{}") for i in range(40)]
+            sends.insert(20, post(f"big-{round_}", b'"' + b"x" * 20_000 + b'"'))
+            return dict(await asyncio.gather(*sends))
+
+    answers: dict[str, int] = {}
+    for round_ in range(5):
+        answers |= asyncio.run(burst(round_))
+    big = {event_id: code for event_id, code in answers.items() if event_id.startswith("big-")}
+    small = {event_id: code for event_id, code in answers.items() if event_id.startswith("s-")}
+    assert set(big.values()) == {413}, big
+    assert sorted(code for code in small.values() if code != 202) == [], small
+    on_kafka = topic_ids(kev.settings.kafka_connection, topic, len(small))
+    assert sorted(on_kafka) == sorted(small)

@@ -380,9 +380,11 @@ def test_selection_filters_binary_and_structured_records_on_their_attributes() -
 async def test_attempts_made_before_a_restart_count_against_the_retry_limit() -> None:
     egress = _egress(delivery=DeliveryPolicy(retry=3, backoff_delay=0.1, dead_letter_url=DLS))
     recorded: list[int] = []
+    dues: list[float | None] = []
 
-    async def on_failure(failed: int) -> None:
+    async def on_failure(failed: int, due: float | None) -> None:
         recorded.append(failed)
+        dues.append(due)
 
     # Three attempts failed before the restart: one is left, then the dead-letter sink.
     harness = Harness(egress, {SUBSCRIBER: [Response(503)], DLS: [Response(202)]})
@@ -403,6 +405,21 @@ async def test_attempts_made_before_a_restart_count_against_the_retry_limit() ->
     outcome = await harness.dispatcher.dispatch(_event(), 0, on_failure)
     assert (outcome.result, outcome.attempts) == ("delivered", 3)
     assert recorded == [1, 2]
+    # Each report carries when the next attempt is due (the harness's wall clock reads 3.0, backoff 0.1 linear).
+    assert dues[-2:] == [3.0 + harness.sleeps.waits[0], 3.0 + harness.sleeps.waits[1]]
+
+
+async def test_a_resumed_retry_waits_out_the_backoff_its_previous_owner_set() -> None:
+    egress = _egress(delivery=DeliveryPolicy(retry=3, backoff_delay=0.1, dead_letter_url=DLS))
+    # The previous owner failed twice and meant to try again at wall-clock 10.5; the clock reads 3.0.
+    harness = Harness(egress, {SUBSCRIBER: [Response(202)]})
+    outcome = await harness.dispatcher.dispatch(_event(), 2, None, due=10.5)
+    assert (outcome.result, outcome.attempts) == ("delivered", 3)
+    assert harness.sleeps.waits == [7.5]
+    # Already past due: no wait at all.
+    harness = Harness(egress, {SUBSCRIBER: [Response(202)]})
+    await harness.dispatcher.dispatch(_event(), 2, None, due=1.0)
+    assert harness.sleeps.waits == [0.0]
 
 
 async def test_backoff_max_caps_each_wait_and_retry_after_still_has_its_own_cap() -> None:

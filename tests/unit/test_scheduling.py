@@ -224,7 +224,7 @@ def test_failed_attempts_travel_in_the_commit_metadata_to_the_next_owner() -> No
     (state, _), (_, _), (_, _) = starter.started
     first.committed(first.to_commit())
     assert first.to_commit() == {}
-    first.attempted(state, 6, 2)
+    first.attempted(state, 6, 2, due=1_700_000_000.25)
     first.attempted(state, 7, 1)
     assert first.to_commit() == {0: 5}  # the offset did not move, the retry state did
     metadata = first.metadata(0)
@@ -242,6 +242,8 @@ def test_failed_attempts_travel_in_the_commit_metadata_to_the_next_owner() -> No
     second.pump(restarted)
     counts = {offset: second.failed_attempts(s, offset) for s, offset in restarted.started}
     assert counts == {5: 0, 6: 2, 7: 1}
+    dues = {offset: second.due(s, offset) for s, offset in restarted.started}
+    assert dues == {5: None, 6: 1_700_000_000.25, 7: None}
 
 
 def test_commit_metadata_that_is_not_keventings_retry_state_is_ignored() -> None:
