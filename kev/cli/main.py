@@ -321,7 +321,10 @@ def _print_columns(rows: list[list[str]]) -> None:
     a rich Table measured every cell for half a minute.
     """
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     if console.is_terminal:
         console.print(lines[0], style="bold", markup=False, highlight=False, soft_wrap=True)
         lines = lines[1:]
