@@ -48,7 +48,12 @@ class _Server(uvicorn.Server):
 
 
 async def serve(app: Callable, host: str, port: int, **options: Any) -> None:
-    """Run ``app`` with uvicorn inside the current event loop; on cancellation shut it down gracefully."""
+    """Run ``app`` with uvicorn inside the current event loop; on cancellation shut it down gracefully.
+
+    Lifespan is off unless asked for: these apps start nothing of their own (the service's main task does),
+    and Starlette's lifespan, cancelled at shutdown, logged a CancelledError traceback at error level.
+    """
+    options.setdefault("lifespan", "off")
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **options)
     server = _Server(config)
     task = asyncio.ensure_future(server.serve())
