@@ -23,6 +23,9 @@ from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.controller")
 
+# Records that are the controller's own contract, signed again with the current key: no one else wrote them.
+_RESIGNED = ("adopted", "old-key")
+
 
 class ContractRepairMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -49,6 +52,7 @@ class ContractTopic:
         self._written: dict[str, int] = {}
         # A write and its bookkeeping are one step for the repair: it never mistakes a write for a forgery.
         self._lock = asyncio.Lock()
+        self._adopted = False  # the topic was written before contract signing (see load)
 
     @property
     def topic(self) -> str:
@@ -63,6 +67,7 @@ class ContractTopic:
         records = await self.table.records()
         rejections = [self.keys.verify(self.topic, r.key, r.value, r.headers) for r in records]
         adopt = bool(records) and all(rejection == "unsigned" for rejection in rejections)
+        self._adopted = adopt
         if adopt:
             log.warning("the contract is not signed (written before contract signing): signing it")
         self.published = {}
@@ -113,15 +118,16 @@ class ContractTopic:
                 value = self.published.get(key)
                 await self._put(key, value)
             self.metrics.repaired.labels(reason).inc()
-            log.error(
-                "repaired a contract record the controller did not write",
-                extra={
-                    "key": key,
-                    "reason": reason,
-                    "tombstone": record.value is None,
-                    "restored": value is not None,
-                },
-            )
+            extra = {
+                "key": key,
+                "reason": reason,
+                "tombstone": record.value is None,
+                "restored": value is not None,
+            }
+            if reason in _RESIGNED:
+                log.info("signed a contract record again", extra=extra)
+            else:
+                log.error("repaired a contract record the controller did not write", extra=extra)
 
     def _foreign(self, record: Record) -> str | None:
         """Why ``record`` is not the controller's current version of its key; None when it is."""
@@ -129,6 +135,8 @@ class ContractTopic:
             return None  # superseded by a later write of the controller's
         rejection = self.keys.verify(self.topic, record.key, record.value, record.headers)
         if rejection is not None:
+            if self._adopted and rejection == "unsigned" and record.value == self.published.get(record.key):
+                return "adopted"  # written before contract signing: sign it
             return rejection
         if record.value != self.published.get(record.key):
             return "unpublished"  # signed once, but not what is published now: a replay

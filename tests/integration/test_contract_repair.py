@@ -111,3 +111,25 @@ async def test_records_signed_with_a_retired_key_are_signed_again_with_the_curre
         repair.cancel()
         await asyncio.gather(repair, return_exceptions=True)
         await rotated.table.stop()
+
+
+async def test_a_contract_from_before_signing_is_taken_as_published_and_signed(kafka: str) -> None:
+    topic = f"contract-{uuid.uuid4().hex[:8]}"
+    entry = _entry("a", "t-a")
+    legacy = CompactedTopic(kafka, topic)
+    await legacy.ensure()
+    await legacy.put(entry.id, entry.encode())  # as a controller from before contract signing wrote it
+    await legacy.stop()
+    keys = ContractKeys([new_key().encode()])
+    registry = CollectorRegistry()
+    upgraded = ContractTopic(CompactedTopic(kafka, topic), keys, registry)
+    await upgraded.load()
+    assert upgraded.published == {entry.id: entry.encode()}
+    repair = asyncio.create_task(upgraded.repair())
+    try:
+        await _until_repaired(kafka, topic, keys, {entry.id: entry.encode()})
+        assert registry.get_sample_value("keventing_contract_repaired_total", {"reason": "adopted"}) == 1
+    finally:
+        repair.cancel()
+        await asyncio.gather(repair, return_exceptions=True)
+        await upgraded.table.stop()
