@@ -36,6 +36,8 @@ class ContractRepairMetrics(MetricSet):
             ["reason"],
             registry=registry,
         )
+        for reason in ("unsigned", "bad-tag", "unpublished", *_RESIGNED):  # at 0 from the start (increase())
+            self.repaired.labels(reason)
 
 
 class ContractTopic:

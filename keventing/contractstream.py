@@ -41,6 +41,8 @@ class ContractMetrics(MetricSet):
             ["reason"],
             registry=registry,
         )
+        for reason in ("unsigned", "bad-tag", "unreadable"):  # at 0 from the start: increase() sees the first
+            self.rejected.labels(reason)
 
 
 async def follow_contract(
