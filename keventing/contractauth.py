@@ -5,9 +5,9 @@ else with write access to the cluster could: so every record the controller writ
 tag, in a Kafka record header, over the topic, the key and the value (or the fact that it is a tombstone).
 The value stays the contract entry's bytes, so compaction and every reader of the table work unchanged,
 and a tombstone is signed like any value: a data plane applies neither an unsigned value nor an unsigned
-tombstone, and the controller, following its own topic, overwrites both (``controller.contractrepair``).
+tombstone, and the controller, following its own topic, overwrites both (``controller.contracttopic``).
 
-The tag names neither the key nor its version: verification tries each configured key, so rotating is
+The tag does not say which key made it: verification tries each configured key, so rotating is
 "sign with the new key, still accept the old one" (``KEVENTING_CONTRACT_KEY=new,old``), then dropping it.
 A replayed record the controller once wrote verifies; the controller repairs it like a forged one.
 """
