@@ -30,7 +30,7 @@ from bench.meter import ProcessMeter, cpu_seconds, process_tree
 from kev.cluster.apply import apply_crds
 from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import EmbeddedKafka, free_port
-from kev.stack import kev_command
+from kev.stack import ensure_key_file, kev_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -142,6 +142,9 @@ def main() -> None:
             "KEVENTING_HTTP_HOST": "127.0.0.1",
             "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "1",
             "KEVENTING_LOG_LEVEL": "WARNING",
+            # The operator alone: no data plane verifies its contract, but it signs it and refuses to start
+            # without a key.
+            "KEVENTING_CONTRACT_KEY_FILE": str(ensure_key_file(work / "contract.key")),
         }
         log = (work / "operator.log").open("wb")
         operator = subprocess.Popen(

@@ -34,6 +34,7 @@ from aiokafka.protocol.commit import OffsetCommitRequest
 
 from controller.adapter import publish_diff
 from controller.context import Published
+from controller.contracttopic import ContractTopic
 from keventing.contract import ContractEntry, Egress
 from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
 from keventing.kafka.compacted import CompactedTopic
@@ -63,13 +64,16 @@ class KafkaDataPlane:
 
     def __init__(self, settings: CommonSettings) -> None:
         self.connection = settings.kafka_connection
-        self.contract = CompactedTopic(
-            settings.kafka_connection,
-            settings.contract_topic,
-            settings.control_plane_replication_factor,
+        # Signed, and repaired whenever something else writes to it (controller.contracttopic).
+        self.contract = ContractTopic(
+            CompactedTopic(
+                settings.kafka_connection,
+                settings.contract_topic,
+                settings.control_plane_replication_factor,
+            ),
+            settings.contract_keys(),
         )
         self.instance = settings.instance
-        self.published_contract: dict[str, bytes] = {}
         # The topic ledger: topic keventing created (or claimed) → the id of the resource it is for.
         self.topic_owners: dict[str, str] = {}
         # The ledger's topics on a cluster other than keventing's own → that cluster's connection.
@@ -97,12 +101,11 @@ class KafkaDataPlane:
             settings.source_reports_topic,
             settings.control_plane_replication_factor,
         )
-        self._following: asyncio.Task[None] | None = None
+        self._following: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Learn what an earlier run published, so that a restart writes only what changed since."""
-        await self.contract.ensure()
-        self.published_contract = await self.contract.snapshot()
+        await self.contract.load()
         self.published_groups = _groups_of(self.published_contract)
         await self._ledger.ensure()
         for topic, value in (await self._ledger.snapshot()).items():
@@ -111,9 +114,15 @@ class KafkaDataPlane:
             if record.get("connection"):
                 self.topic_connections[topic] = KafkaConnection.model_validate(record["connection"])
         await self._claim_published_topics()
-        self._following = asyncio.create_task(
-            follow_reports(self._reports, self.source_reports, self._reports_changed)
-        )
+        self._following = [
+            asyncio.create_task(follow_reports(self._reports, self.source_reports, self._reports_changed)),
+            asyncio.create_task(self.contract.repair()),
+        ]
+
+    @property
+    def published_contract(self) -> dict[str, bytes]:
+        """What is on the contract topic, by key (the controller's own records)."""
+        return self.contract.published
 
     @property
     def published(self) -> Published:
@@ -143,10 +152,10 @@ class KafkaDataPlane:
             listener()
 
     async def stop(self) -> None:
-        if self._following is not None:
-            self._following.cancel()
-            await asyncio.gather(self._following, return_exceptions=True)
-        await self.contract.stop()
+        for task in self._following:
+            task.cancel()
+        await asyncio.gather(*self._following, return_exceptions=True)
+        await self.contract.table.stop()
         await self._ledger.stop()
 
     async def check_connections(self, connections: Mapping[str, KafkaConnection]) -> bool:
@@ -266,7 +275,7 @@ class KafkaDataPlane:
                 new_egresses.append(egress)
         await self.init_offsets(new_egresses)
         retiring = self._retiring_groups(contract, wanted)
-        await publish(self.contract, self.published_contract, wanted)
+        await self.contract.publish(wanted)
         # What was just published, read off the entries rather than decoded back from their bytes.
         self.published_groups = {
             key: entry.egress.consumer_group for key, entry in contract.items() if entry.egress is not None

@@ -41,6 +41,7 @@ async def run_kubernetes(settings: ControllerSettings) -> None:
 
 def main(settings: ControllerSettings | None = None) -> None:
     settings = settings or ControllerSettings()
+    settings.contract_keys()  # none configured: refuse to start, before electing a leader or serving
     logs.setup("controller", settings.log_level, settings.log_format)
     otlpmetrics.start_or_exit("keventing-controller", "kev controller")
     try:

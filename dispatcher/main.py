@@ -21,6 +21,7 @@ def main() -> None:
     except tracing.TracingConfigError as err:
         raise SystemExit(f"kev dispatcher: {err}") from None
     settings = DispatcherSettings()
+    settings.contract_keys()  # none configured: refuse to start
     logs.setup("dispatcher", settings.log_level, settings.log_format)
     otlpmetrics.start_or_exit("keventing-dispatcher", "kev dispatcher")
     run_forever(lambda: run(settings))

@@ -43,6 +43,7 @@ class Running:
 class DispatcherManager:
     def __init__(self, settings: DispatcherSettings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.contract_keys = settings.contract_keys()  # none configured: the service does not start
         self.tracing = tracing
         self.running: dict[str, Running] = {}
         # The whole entry: the egress to run, and the ingress whose topic a reply may be published to.
@@ -72,6 +73,7 @@ class DispatcherManager:
             await self.contract.follow(
                 self.settings.kafka_connection,
                 self.settings.contract_topic,
+                self.contract_keys,
                 self.settings.control_plane_replication_factor,
             )
         finally:

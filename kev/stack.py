@@ -1,7 +1,9 @@
 """Run keventing's services as separate processes on one machine: ``kev up``, ``make demo`` and the tests.
 
 Each service is its own OS process (as in production), started with the environment that points it at
-Kafka and at the others; output goes to one log file per service.
+Kafka and at the others; output goes to one log file per service. Unless the environment names a contract
+key, every service gets the stack's own: a random one, created once beside the log directory
+(``<log dir>/../contract.key``), so that a restarted stack still verifies what its controller signed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from keventing.contractauth import new_key
+
+_KEY_VARIABLES = ("KEVENTING_CONTRACT_KEY", "KEVENTING_CONTRACT_KEY_FILE")
 
 
 @dataclass
@@ -92,6 +98,8 @@ class Stack:
             }
         )
         env.update(self.extra_env)
+        if not any(env.get(variable) for variable in _KEY_VARIABLES):
+            env["KEVENTING_CONTRACT_KEY_FILE"] = str(ensure_key_file(self.log_dir.parent / "contract.key"))
         return env
 
     @property
@@ -167,6 +175,19 @@ class Stack:
     def stop_all(self) -> None:
         for name in reversed(list(self.services)):
             self.stop(name)
+
+
+def ensure_key_file(path: Path) -> Path:
+    """``path``, holding a new random contract key unless it holds one already (readable by its owner only).
+    Created exclusively: stacks starting side by side agree on one key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(new_key() + "\n")
+    return path
 
 
 def _get_ok(url: str) -> bool:

@@ -3,6 +3,10 @@
 Every (re)connection starts with the whole contract, so a process that lost its connection also learns of
 the entries deleted meanwhile: the first batch after a connect is a snapshot, and whatever it lacks is gone.
 ``ContractFollower`` turns those batches into one service's view: the entries it serves, by key.
+
+Only records the controller signed are applied (``keventing.contractauth``): one with a missing or wrong
+tag, value or tombstone, is logged, counted (``keventing_contract_rejected_total``) and skipped, so the
+last valid version of its key stays served until the controller repairs the topic.
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
 from keventing.contract import ContractEntry
-from keventing.kafka.compacted import CompactedTopic
+from keventing.contractauth import ContractKeys
+from keventing.kafka.compacted import CompactedTopic, Record
 from keventing.kafka.connection import Connectable
+from keventing.metrics import MetricSet
 from keventing.restarting import restarting
 
 log = logging.getLogger("keventing.contract")
@@ -24,15 +32,34 @@ T = TypeVar("T")
 OnBatch = Callable[[dict[str, ContractEntry | None], bool], Awaitable[None]]
 
 
+class ContractMetrics(MetricSet):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.rejected = Counter(
+            "keventing_contract_rejected_total",
+            "Contract records not applied: not signed by the controller (unsigned, bad-tag) or unreadable",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("unsigned", "bad-tag", "unreadable"):  # at 0 from the start: increase() sees the first
+            self.rejected.labels(reason)
+
+
 async def follow_contract(
-    connection: Connectable, topic: str, on_batch: OnBatch, replication_factor: int = 1
+    connection: Connectable,
+    topic: str,
+    on_batch: OnBatch,
+    keys: ContractKeys,
+    replication_factor: int = 1,
+    registry: CollectorRegistry = REGISTRY,
 ) -> None:
     contract = CompactedTopic(connection, topic, replication_factor)
+    metrics = ContractMetrics.of(registry)
 
     async def stream() -> None:
         snapshot = True
-        async for batch in contract.follow():
-            changes = {key: _decode(key, value) for key, value in batch}
+        async for batch in contract.follow_records():
+            changes = trusted_changes(topic, batch, keys, metrics)
             if snapshot:
                 changes = {key: entry for key, entry in changes.items() if entry is not None}
             await on_batch(changes, snapshot)
@@ -41,12 +68,31 @@ async def follow_contract(
     await restarting(stream, log, "contract stream interrupted; reconnecting")
 
 
-def _decode(key: str, value: bytes | None) -> ContractEntry | None:
+def trusted_changes(
+    topic: str, batch: list[Record], keys: ContractKeys, metrics: ContractMetrics
+) -> dict[str, ContractEntry | None]:
+    """The last signed record of each key in ``batch``, decoded (None: deleted, or unreadable)."""
+    changes: dict[str, ContractEntry | None] = {}
+    for record in batch:
+        rejection = keys.verify(topic, record.key, record.value, record.headers)
+        if rejection is not None:
+            metrics.rejected.labels(rejection).inc()
+            log.error(
+                "ignoring a contract record the controller did not sign",
+                extra={"key": record.key, "reason": rejection, "tombstone": record.value is None},
+            )
+            continue
+        changes[record.key] = _decode(record.key, record.value, metrics)
+    return changes
+
+
+def _decode(key: str, value: bytes | None, metrics: ContractMetrics) -> ContractEntry | None:
     if value is None:
         return None
     try:
         return ContractEntry.decode(value)
     except ValueError as err:  # e.g. written by a newer controller: skip it rather than stop following
+        metrics.rejected.labels("unreadable").inc()
         log.error("ignoring a contract entry this process cannot read", extra={"key": key, "error": str(err)})
         return None
 
@@ -73,8 +119,10 @@ class ContractFollower(Generic[T]):
         self.entries: dict[str, T] = {}  # updated in place: a service may keep a reference to it
         self.synced = False
 
-    async def follow(self, connection: Connectable, topic: str, replication_factor: int = 1) -> None:
-        await follow_contract(connection, topic, self.on_batch, replication_factor)
+    async def follow(
+        self, connection: Connectable, topic: str, keys: ContractKeys, replication_factor: int = 1
+    ) -> None:
+        await follow_contract(connection, topic, self.on_batch, keys, replication_factor)
 
     async def on_batch(self, changes: dict[str, ContractEntry | None], snapshot: bool) -> None:
         projected = {key: None if entry is None else self.project(entry) for key, entry in changes.items()}

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from keventing.contractauth import ContractKeys
     from keventing.eventtypes import EventTypeLimits
     from keventing.kafka.connection import KafkaConnection
     from keventing.tokens import TokenSource
@@ -36,6 +37,10 @@ class CommonSettings(BaseSettings):
     control_plane_replication_factor: int = Field(
         default=1, alias="KEVENTING_CONTROL_PLANE_REPLICATION_FACTOR"
     )
+    # The keys the contract is signed with (README, "Security and tenant isolation"): comma-separated, the
+    # first signs, any verifies; or a file of them (a mounted Secret). Every service refuses to start without.
+    contract_key: str | None = Field(default=None, alias="KEVENTING_CONTRACT_KEY", repr=False)
+    contract_key_file: str | None = Field(default=None, alias="KEVENTING_CONTRACT_KEY_FILE")
     log_level: str = Field(default="INFO", alias="KEVENTING_LOG_LEVEL")
     # EventType auto-creation's bounds (see keventing.eventtypes.EventTypeLimits).
     eventtype_max_per_addressable: int = Field(default=1000, ge=0, alias="KEVENTING_EVENTTYPE_MAX_PER_BROKER")
@@ -77,6 +82,31 @@ class CommonSettings(BaseSettings):
                 return fh.read()
         except OSError as err:
             raise SystemExit(f"KEVENTING_TLS_TRUST_BUNDLE: cannot read {path}: {err.strerror}") from None
+
+    def contract_keys(self) -> ContractKeys:
+        """The contract's keys; raises SystemExit naming the variable when none is set or one is unusable."""
+        from keventing.contractauth import ContractKeyInvalid, parse_keys
+
+        variable, text = "KEVENTING_CONTRACT_KEY", self.contract_key
+        if not text and self.contract_key_file:
+            variable = "KEVENTING_CONTRACT_KEY_FILE"
+            try:
+                with open(self.contract_key_file, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as err:
+                raise SystemExit(
+                    f"{variable}: cannot read {self.contract_key_file}: {err.strerror}"
+                ) from None
+        if not text:
+            raise SystemExit(
+                "KEVENTING_CONTRACT_KEY (or KEVENTING_CONTRACT_KEY_FILE) is not set: the controller signs the "
+                "contract with it and the data plane accepts only what it signed; give every service the "
+                "same key (kev up and the Helm chart generate one)"
+            )
+        try:
+            return parse_keys(text)
+        except ContractKeyInvalid as err:
+            raise SystemExit(f"{variable}: {err}") from None
 
     def token_source(self) -> TokenSource | None:
         """Where OIDC tokens come from: the token command, when authentication-oidc is enabled."""

@@ -63,6 +63,7 @@ class ReceiverApp:
         tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.contract_keys = settings.contract_keys()  # none configured: the service does not start
         self.tracing = tracing
         self.table = IngressTable()
         metrics = metrics or IngressMetrics.of()
@@ -281,6 +282,7 @@ class ReceiverApp:
         await self.contract.follow(
             self.settings.kafka_connection,
             self.settings.contract_topic,
+            self.contract_keys,
             self.settings.control_plane_replication_factor,
         )
 

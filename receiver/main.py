@@ -108,6 +108,7 @@ def main() -> None:
     problem = settings.problem()
     if problem is not None:
         raise SystemExit(f"kev receiver: {problem}")
+    settings.contract_keys()  # none configured: refuse to start, before any worker is spawned
     try:
         otlpmetrics.from_env("keventing-receiver")  # checked here; started by each worker (create_app)
     except otlpmetrics.MetricsConfigError as err:

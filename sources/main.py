@@ -20,6 +20,7 @@ async def run(settings: SourcesSettings) -> None:
 
 def main() -> None:
     settings = SourcesSettings()
+    settings.contract_keys()  # none configured: refuse to start
     logs.setup("sources", settings.log_level, settings.log_format)
     otlpmetrics.start_or_exit("keventing-sources", "kev sources")
     run_forever(lambda: run(settings))

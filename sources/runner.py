@@ -35,6 +35,7 @@ def _scheduled(source: Source) -> bool:
 class SourceRunner:
     def __init__(self, settings: SourcesSettings, clock: Clock) -> None:
         self.settings = settings
+        self.contract_keys = settings.contract_keys()  # none configured: the service does not start
         self.clock = clock
         self.contract: ContractFollower[Source] = ContractFollower(
             lambda entry: entry.source, applied=self._reconcile, what="sources"
@@ -109,6 +110,7 @@ class SourceRunner:
         await self.contract.follow(
             self.settings.kafka_connection,
             self.settings.contract_topic,
+            self.contract_keys,
             self.settings.control_plane_replication_factor,
         )
 

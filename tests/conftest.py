@@ -26,6 +26,7 @@ from kev.kafka.embedded import EmbeddedKafka, free_port
 from kev.readiness import wait_ready
 from kev.stack import ALL_SERVICES, Stack
 from keventing import events
+from keventing.contractauth import new_key
 from keventing.kafka.client import make_consumer
 from keventing.kafka.connection import KafkaConnection
 from keventing.resources import Resource, ResourceKey, parse_resource
@@ -35,6 +36,10 @@ from keventing.store import ResourceStore
 # The Kubernetes fixtures (kube_cluster, kube_api, namespace, kubectl) and the toolchain build; the secured
 # Kafkas (sasl_ssl_kafka, mtls_kafka).
 pytest_plugins = ["kube_fixtures", "kafka_security"]
+
+# The contract's key for every service a test runs, in-process or as a stack's process (kev up and the Helm
+# chart give them one): the session's own, unless the environment names one.
+os.environ.setdefault("KEVENTING_CONTRACT_KEY", new_key())
 
 # Speed is measured in bench/, not asserted in tests: no per-example deadline (a busy machine would trip it).
 hypothesis_settings.register_profile("keventing", deadline=None)

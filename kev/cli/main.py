@@ -629,6 +629,17 @@ def event_display(
 # ------------------------------------------------------------------------------------------- services
 
 
+@app.command("contract-key")
+def contract_key(
+    path: Path = typer.Argument(..., help="The key file (KEVENTING_CONTRACT_KEY_FILE)."),
+) -> None:
+    """Write a new random contract key to PATH, unless it exists (docker-compose.yml's one-shot runs this)."""
+    from kev.stack import ensure_key_file
+
+    ensure_key_file(path)
+    path.chmod(0o644)  # the services run as another user in the containers that mount it
+
+
 @app.command()
 def receiver() -> None:
     """Run the ingress (HTTP → Kafka)."""

@@ -290,8 +290,16 @@ def _pod_names(cluster: Cluster, component: str) -> set[str]:
     return {pod["metadata"]["name"] for pod in cluster.pods(component)}
 
 
+def _contract_key(cluster: Cluster) -> str:
+    """The contract key's Secret as the chart made it (base64)."""
+    jsonpath = "jsonpath={.data.contract-key}"
+    return cluster.kubectl("get", "secret", f"{RELEASE}-contract-key", "-n", NAMESPACE, "-o", jsonpath).stdout
+
+
 def test_helm_upgrade_rolls_the_pods_without_losing_events(cluster: Cluster) -> None:
     before = {component: _pod_names(cluster, component) for component in ("receiver", "dispatcher")}
+    key = _contract_key(cluster)
+    assert key
     with Load(cluster.receiver_url(), "upgrade") as load:
         wait_for(lambda: len(load.accepted) >= 40, 30, "the load to start")
         started = time.monotonic()
@@ -306,6 +314,7 @@ def test_helm_upgrade_rolls_the_pods_without_losing_events(cluster: Cluster) -> 
         new = _pod_names(cluster, component)
         assert new and not (new & old), f"{component} pods were not replaced: {old} -> {new}"
     _all_delivered(cluster, load, "helm upgrade")
+    assert _contract_key(cluster) == key  # the new pods verify what the controller signs
 
 
 def test_a_rolling_restart_of_the_dispatcher_under_load_loses_nothing(cluster: Cluster) -> None:

@@ -69,8 +69,9 @@ def test_event_display_prints_the_quickstart_event_sent_through_a_broker(kev: Ke
 
 
 def test_kev_up_demo_runs_the_quickstart_and_exits_zero(kafka: str, tmp_path: Path) -> None:
+    # kev up as a user runs it: no contract key in the environment, so it makes its own beside its logs.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "KEVENTING_CONTRACT_KEY"},
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "KEVENTING_INSTANCE": f"demo-{uuid.uuid4().hex[:6]}",
         "KEVENTING_LOG_DIR": str(tmp_path / "logs"),
@@ -86,3 +87,4 @@ def test_kev_up_demo_runs_the_quickstart_and_exits_zero(kafka: str, tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert EXPECTED_BLOCK in result.stdout
     assert "202 Accepted" in result.stdout + result.stderr
+    assert (tmp_path / "contract.key").stat().st_mode & 0o777 == 0o600

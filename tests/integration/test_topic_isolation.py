@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
+from aiokafka import AIOKafkaProducer
 from conftest import Kev, RecordingSink
 from helpers import broker_doc, kafka_sink_doc, kafka_source_doc, trigger_doc
 
 from controller.dataplane import KafkaDataPlane
 from controller.reconciler import ControllerConfig, reconcile
 from keventing.contract import ContractEntry, Ingress
+from keventing.contractauth import ContractKeys, new_key
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic
-from keventing.kafka.compacted import CompactedTopic
+from keventing.kafka.compacted import CompactedTopic, Record
 from keventing.resources import Condition, parse_resource
 from keventing.settings import CommonSettings
 
@@ -179,3 +182,86 @@ def test_an_external_topic_broker_delivers_from_its_topic_and_leaves_it_when_del
     kev.apply(broker_doc("later", ns))
     kev.wait_ready("Broker", "later", ns)
     assert topic in _topics(kafka)
+
+
+def _contract_records(kev: Kev) -> dict[str, Record]:
+    """The last record of each key on the stack's contract topic."""
+
+    async def run() -> dict[str, Record]:
+        records = await CompactedTopic(kev.settings.kafka_connection, kev.settings.contract_topic).records()
+        return {record.key: record for record in records}
+
+    return asyncio.run(run())
+
+
+def _produce(kafka: str, topic: str, key: str, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    """Write to ``topic`` as any client with access to the cluster could: not through keventing."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode(), partition=0, headers=headers or None)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def _rejected(kev: Kev) -> float:
+    url = f"http://127.0.0.1:{kev.stack.dispatcher_port}/metrics"
+    lines = kev.http.get(url).text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("keventing_contract_rejected_total{")
+    )
+
+
+def test_a_forged_contract_entry_redirecting_a_trigger_is_not_applied_and_is_repaired(
+    kev: Kev, sink: RecordingSink, ns: str, kafka: str
+) -> None:
+    """Finding 1: whoever can produce to the contract topic outside keventing rewrites another namespace's
+    Trigger to deliver to their own URL. The dispatcher applies only what the controller signed (a forged
+    value, a value tagged with another key, an unsigned tombstone) and the controller writes its own back."""
+    real, attacker = f"{ns}/real", f"{ns}/attacker"
+    kev.apply(broker_doc("default", ns), trigger_doc("victim", ns, "default", sink.url(real)))
+    kev.wait_ready("Broker", "default", ns)
+    kev.wait_ready("Trigger", "victim", ns)
+    assert kev.send(ns, "default", "before").status_code == 202
+    sink.wait_for(real, 1)
+    key, topic = f"Trigger/{ns}/victim", kev.settings.contract_topic
+    published = _contract_records(kev)[key]
+    assert published.value is not None
+    entry = ContractEntry.decode(published.value)
+    assert entry.egress is not None
+    forged = entry.model_copy(
+        update={"egress": entry.egress.model_copy(update={"destination": sink.url(attacker)})}
+    ).encode()
+    rejected = _rejected(kev)
+
+    _produce(kafka, topic, key, forged, [])
+    _produce(kafka, topic, key, forged, ContractKeys([new_key().encode()]).headers(topic, key, forged))
+    _produce(kafka, topic, key, None, [])
+    ids = [f"after-{n}" for n in range(5)]
+    for event_id in ids:
+        assert kev.send(ns, "default", event_id).status_code == 202
+        time.sleep(0.2)
+
+    sink.wait_for(real, 1 + len(ids))
+    kev.wait_for(lambda: _rejected(kev) >= rejected + 3, 10, "the dispatcher to count the forged records")
+    keys = kev.settings.contract_keys()
+    kev.wait_for(
+        lambda: (
+            (last := _contract_records(kev)[key]).value == published.value
+            and list(last.headers) == list(published.headers)
+            and keys.verify(topic, key, last.value, last.headers) is None
+        ),
+        10,
+        "the controller to write its own entry back",
+    )
+    assert kev.send(ns, "default", "repaired").status_code == 202
+    sink.wait_for(real, 2 + len(ids))
+    time.sleep(1.0)
+    assert sink.requests(attacker) == []
+    assert {e.id for e in sink.events(real)} == {"before", *ids, "repaired"}

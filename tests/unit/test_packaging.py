@@ -246,8 +246,21 @@ def test_keventing_services_reach_kafka_on_its_internal_listener_and_wait_for_it
 
 def test_every_compose_service_has_a_healthcheck() -> None:
     for name, service in compose()["services"].items():
-        if name != "quickstart":  # one-shot
+        if name not in ("quickstart", "contract-key"):  # one-shots
             assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_compose_services_that_follow_the_contract_read_the_key_the_one_shot_makes() -> None:
+    maker = compose()["services"]["contract-key"]
+    path = kev_command(maker["command"]).params["path"]
+    volume = str(Path(path).parent)
+    assert [v.split(":")[:2] for v in maker["volumes"]] == [["contract-key", volume]]
+    assert "contract-key" in compose()["volumes"]
+    for name in ALL_SERVICES:
+        service = compose()["services"][name]
+        assert service["environment"]["KEVENTING_CONTRACT_KEY_FILE"] == str(path)
+        assert f"contract-key:{volume}:ro" in service["volumes"]
+        assert service["depends_on"]["contract-key"]["condition"] == "service_completed_successfully"
 
 
 def test_compose_kafka_is_the_version_the_embedded_kafka_runs() -> None:

@@ -149,6 +149,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the contract's key: security.contractKeySecretName, or the one the chart makes. */}}
+{{- define "keventing.contractKeySecretName" -}}
+{{- .Values.security.contractKeySecretName | default (printf "%s-contract-key" (include "keventing.fullname" .)) }}
+{{- end }}
+
+{{/* The contract's key, for the services that follow the contract (the controller signs with it). */}}
+{{- define "keventing.contractKeyEnv" -}}
+- name: KEVENTING_CONTRACT_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "keventing.contractKeySecretName" . }}
+      key: contract-key
+{{- end }}
+
 {{/* Readiness on /readyz (contract loaded, Kafka connected), liveness on /healthz, on the port named http. */}}
 {{- define "keventing.probes" -}}
 readinessProbe:
