@@ -87,7 +87,9 @@ def test_trigger_egress_uses_knative_group_and_replies_to_the_broker_topic() -> 
 
 def test_paused_trigger_keeps_its_egress_paused_and_says_why_it_is_not_ready() -> None:
     paused = {"keventing.knative.dev/paused": "true"}
-    desired = _reconcile(broker_doc("b", "ns1"), trigger_doc("t", "ns1", "b", "http://sink", annotations=paused))
+    desired = _reconcile(
+        broker_doc("b", "ns1"), trigger_doc("t", "ns1", "b", "http://sink", annotations=paused)
+    )
     status = desired.statuses[ResourceKey("Trigger", "ns1", "t")]
     ready = status.condition("Ready")
     assert (ready.status, ready.reason) == ("False", "Paused")
