@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from aiokafka import TopicPartition
@@ -48,7 +49,8 @@ class Position:
         if self.kind == "offset":
             return f"offset {self.offset}"
         if self.kind == "time":
-            return f"the first record at or after {self.timestamp_ms} ms since the epoch"
+            when = datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+            return f"the first record written at or after {when}"
         return f"the {self.kind} offset"
 
 
