@@ -112,14 +112,16 @@ async def group_members(connection: Connectable, group: str) -> int:
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
+    error: KafkaError | None = None
     while True:
         try:
             if await check():
                 return
-        except KafkaError:
-            pass  # a coordinator being elected: asked again
+        except KafkaError as err:  # a coordinator being elected, say: asked again, and said if it lasts
+            error = err
         if time.monotonic() >= deadline:
-            raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}")
+            why = f" (Kafka: {error})" if error is not None else ""
+            raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}{why}")
         await asyncio.sleep(0.25)
 
 
