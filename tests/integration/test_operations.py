@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from conftest import Kev, Reaction, RecordingSink
 from helpers import broker_doc, kafka_sink_doc, trigger_doc
-from test_cli import run_kev
 
 from kev.replay import group_members
 from keventing import naming
@@ -41,7 +40,7 @@ def test_replay_from_offset_redelivers_earlier_events_and_leaves_the_trigger_rea
         assert kev.send(ns, "default", f"r-{n}").status_code == 202
     sink.wait_for(path, 3)
 
-    result = run_kev(kev, "replay", f"{ns}/t", "--from-offset", "0")
+    result = kev.cli("replay", f"{ns}/t", "--from-offset", "0")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"paused Trigger {ns}/t" in out and f"resumed Trigger {ns}/t: Ready" in out
@@ -76,7 +75,7 @@ def test_replay_from_time_redelivers_only_what_was_written_since(
         assert kev.send(ns, "default", name).status_code == 202
     sink.wait_for(path, 4)
 
-    result = run_kev(kev, "replay", "t", "-n", ns, "--from-time", since)
+    result = kev.cli("replay", "t", "-n", ns, "--from-time", since)
     assert result.returncode == 0, result.stderr
     sink.wait_for(path, 6)
     time.sleep(1.0)
@@ -101,7 +100,7 @@ def test_paused_trigger_leaves_its_group_and_to_latest_skips_the_backlog(
     time.sleep(2.0)
     assert sink.requests(path) == [], "a paused Trigger delivers nothing"
 
-    result = run_kev(kev, "replay", "t", "-n", ns, "--to-latest")
+    result = kev.cli("replay", "t", "-n", ns, "--to-latest")
     assert result.returncode == 0, result.stderr
     assert "was paused before: left paused" in result.stdout
     trigger = kev.get("Trigger", "t", ns)
@@ -117,12 +116,12 @@ def test_paused_trigger_leaves_its_group_and_to_latest_skips_the_backlog(
 
 
 def test_replay_fails_clearly(kev: Kev, ns: str) -> None:
-    missing = run_kev(kev, "replay", "nosuch", "-n", ns, "--to-latest")
+    missing = kev.cli("replay", "nosuch", "-n", ns, "--to-latest")
     assert missing.returncode == 1
     assert f'Trigger "nosuch" not found in namespace "{ns}"' in missing.stderr
-    both = run_kev(kev, "replay", "nosuch", "--to-latest", "--from-offset", "3")
+    both = kev.cli("replay", "nosuch", "--to-latest", "--from-offset", "3")
     assert both.returncode == 1 and "exactly one of" in both.stderr
-    bad_time = run_kev(kev, "replay", "nosuch", "--from-time", "yesterday")
+    bad_time = kev.cli("replay", "nosuch", "--from-time", "yesterday")
     assert bad_time.returncode == 1 and "--from-time" in bad_time.stderr
 
 
@@ -146,7 +145,7 @@ def test_redrive_sends_dead_letters_back_to_their_trigger_alone(
     sink.wait_for(path, 2)
 
     def listed() -> subprocess.CompletedProcess[str] | None:
-        dry = run_kev(kev, "redrive", "t", "-n", ns, "--dry-run")
+        dry = kev.cli("redrive", "t", "-n", ns, "--dry-run")
         assert dry.returncode == 0, dry.stderr
         return dry if "would redrive 2 events" in dry.stdout else None
 
@@ -155,7 +154,7 @@ def test_redrive_sends_dead_letters_back_to_their_trigger_alone(
     time.sleep(1.0)
     assert len(sink.requests(path)) == 2, "a dry run sends nothing"
 
-    result = run_kev(kev, "redrive", f"{ns}/t")
+    result = kev.cli("redrive", f"{ns}/t")
     assert result.returncode == 0, result.stderr
     assert "redrove 2 events" in result.stdout and f"{ns}-dls" in result.stdout
 
@@ -172,6 +171,6 @@ def test_redrive_sends_dead_letters_back_to_their_trigger_alone(
 
 def test_redrive_without_a_dead_letter_topic_says_what_to_do(kev: Kev, sink: RecordingSink, ns: str) -> None:
     _ready_trigger(kev, ns, f"{ns}/plain", sink)
-    result = run_kev(kev, "redrive", "t", "-n", ns)
+    result = kev.cli("redrive", "t", "-n", ns)
     assert result.returncode == 1
     assert "no dead-letter sink on Kafka" in result.stderr and "--topic" in result.stderr
