@@ -137,12 +137,15 @@ class KubernetesClient:
     async def annotate(self, key: ResourceKey, annotations: Mapping[str, str | None]) -> bool:
         """A JSON merge patch of the annotations alone (None removes one), as ``kubectl annotate`` makes it."""
         _refuse_secrets(key.kind)
-        api = self._api(key.kind)
         patch = {"metadata": {"annotations": dict(annotations)}}
         try:
-            await self.custom.patch_namespaced_custom_object(
-                api.group, api.version, key.namespace, api.plural, key.name, patch, **MERGE_PATCH
-            )
+            if key.kind in CORE_KINDS:
+                await self.core.patch_namespaced_config_map(key.name, key.namespace, patch, **MERGE_PATCH)
+            else:
+                api = self._api(key.kind)
+                await self.custom.patch_namespaced_custom_object(
+                    api.group, api.version, key.namespace, api.plural, key.name, patch, **MERGE_PATCH
+                )
         except k8s.ApiException as err:
             if err.status == 404 and _object_missing(err):
                 return False
