@@ -12,7 +12,7 @@ from controller.brokerdefaults import (
     broker_class,
     defaults_in,
 )
-from controller.conditions import Conditions
+from controller.conditions import READY, Conditions
 from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.resolver import Resolver, Unresolvable
@@ -32,7 +32,7 @@ from keventing.resources import (
     Status,
     Trigger,
 )
-from keventing.resources.eventing import TriggerStatus
+from keventing.resources.eventing import PAUSED_ANNOTATION, TriggerStatus
 
 
 def reconcile_brokers(ctx: Context) -> Contribution:
@@ -313,5 +313,17 @@ def _reconcile_trigger(
         delivery=delivery,
         delivery_order="ordered" if trigger.delivery_order == "ordered" else "unordered",
         connection=connection,
+        paused=trigger.paused,
     )
+    if trigger.paused:
+        # Published all the same (its group must stay, with its offsets), but not Ready: nothing is delivered.
+        status.conditions = [
+            Condition(
+                type=READY,
+                status="False",
+                reason="Paused",
+                message=f"paused by the {PAUSED_ANNOTATION} annotation: events wait on the Broker's topic",
+            ),
+            *status.conditions[1:],
+        ]
     return status, egress

@@ -30,13 +30,19 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
-from aiokafka.protocol.commit import OffsetCommitRequest
 
 from controller.adapter import publish_diff
 from controller.context import Published
 from controller.contracttopic import ContractTopic
 from keventing.contract import ContractEntry, Egress
-from keventing.kafka.client import TopicSpec, admin_client, delete_topic, ensure_topic, make_consumer
+from keventing.kafka.client import (
+    TopicSpec,
+    admin_client,
+    commit_group_offsets,
+    delete_topic,
+    ensure_topic,
+    make_consumer,
+)
 from keventing.kafka.compacted import CompactedTopic
 from keventing.kafka.connection import KafkaConnection
 from keventing.settings import CommonSettings
@@ -413,29 +419,11 @@ class KafkaDataPlane:
 async def _commit_if_new(
     admin: AIOKafkaAdminClient, group: str, offsets: Mapping[TopicPartition, int]
 ) -> None:
-    """Commit ``offsets`` for ``group`` unless it has committed offsets already (a restarted controller's).
-
-    One OffsetCommit request with no generation, as Kafka's own AdminClient.alterConsumerGroupOffsets sends
-    it: aiokafka's admin client has no such call, so this goes through its request method.
-    """
+    """Commit ``offsets`` for ``group`` unless it has committed offsets already (a restarted controller's)."""
     coordinator = await admin.find_coordinator(group)
     if await admin.list_consumer_group_offsets(group, coordinator):
         return
-    by_topic: dict[str, list[tuple[int, int, str]]] = {}
-    for tp, offset in sorted(offsets.items()):
-        by_topic.setdefault(tp.topic, []).append((tp.partition, offset, ""))
-    request = OffsetCommitRequest(
-        group,
-        OffsetCommitRequest.DEFAULT_GENERATION_ID,
-        "",
-        OffsetCommitRequest.DEFAULT_RETENTION_TIME,
-        list(by_topic.items()),
-    )
-    response = await admin._send_request(request, coordinator)
-    for _topic, partitions in response.topics:
-        for _partition, error_code in partitions:
-            if error_code:
-                raise for_code(error_code)(f"committing the start of {group} failed")
+    await commit_group_offsets(admin, group, offsets, coordinator)
 
 
 async def _delete_group(admin: AIOKafkaAdminClient, group: str) -> bool:

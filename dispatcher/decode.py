@@ -63,9 +63,10 @@ def _meta(record: ConsumerRecord) -> dict[str, object]:
 
 
 def record_selector(egress: Egress, accepts: Accepts) -> Decoder:
-    """The decoder of ``egress`` that also returns None for an event ``accepts`` refuses. A binary-mode
-    record is filtered on its headers' attributes before any event is built: with many Triggers on one
-    Broker most records are filtered out, and that is the fan-out's hot path."""
+    """The decoder of ``egress`` that also returns None for an event ``accepts`` refuses, and for a record
+    meant for another egress alone (a redriven dead letter, ``events.TARGET_HEADER``). A binary-mode record
+    is filtered on its headers' attributes before any event is built: with many Triggers on one Broker most
+    records are filtered out, and that is the fan-out's hot path."""
     decode = record_decoder(egress)
 
     def select(record: ConsumerRecord) -> events.Event | None:
@@ -73,9 +74,14 @@ def record_selector(egress: Egress, accepts: Accepts) -> Decoder:
         return event if event is not None and accepts(event.attributes) else None
 
     if decode is not decode_cloudevent:
-        return select
+        return select  # a KafkaSource's records are the user's: no header of theirs means anything here
+    own = egress.id
+    target_of = events.target_of
 
     def select_cloudevent(record: ConsumerRecord) -> events.Event | None:
+        target = target_of(record.headers)
+        if target is not None and target != own:
+            return None
         attributes = events.attributes_from_kafka(record.headers or ())
         if "specversion" not in attributes:
             return select(record)  # structured mode, or no CloudEvent at all

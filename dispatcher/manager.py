@@ -117,6 +117,10 @@ class DispatcherManager:
             return
         if current is not None:
             await self._stop(key)
+        if egress is not None and egress.paused:
+            # Not run: its consumer group is left empty, so that its offsets can be altered (kev replay).
+            log.info("egress paused", extra={"egress": key})
+            egress = None
         replies_on_kafka = egress is not None and egress.reply.strategy == "topic"
         self.producers.use(key, egress.connection if egress is not None and replies_on_kafka else None)
         if egress is not None:

@@ -7,7 +7,7 @@ cluster). Each implementation maps its own failures to :class:`ClientError`, who
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -50,6 +50,10 @@ class ResourceClient(Protocol):
         """Delete the resource; False if there was none."""
         ...
 
+    async def annotate(self, key: ResourceKey, annotations: Mapping[str, str | None]) -> bool:
+        """Set (None: remove) annotations of the resource, leaving the rest as it is; False if there is none."""
+        ...
+
 
 class LocalClient:
     """The local store: resources and statuses on compacted Kafka topics."""
@@ -71,6 +75,18 @@ class LocalClient:
 
     async def delete(self, key: ResourceKey) -> bool:
         return await self.store.delete(key)
+
+    async def annotate(self, key: ResourceKey, annotations: Mapping[str, str | None]) -> bool:
+        resource = await self.store.get(key)
+        if resource is None:
+            return False
+        for name, value in annotations.items():
+            if value is None:
+                resource.metadata.annotations.pop(name, None)
+            else:
+                resource.metadata.annotations[name] = value
+        await self.store.apply(resource)
+        return True
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ Applies are server-side applies (field manager ``kev``), so ``kev apply`` and ``
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from controller.kubernetes.access import KubeAccess
-from controller.kubernetes.api import APPLY_PATCH, apply_custom_object
+from controller.kubernetes.api import APPLY_PATCH, MERGE_PATCH, apply_custom_object
 from controller.kubernetes.kinds import CORE_KINDS, ApiKind, by_kind
 from controller.kubernetes.objects import ObjectInvalid, child_object, to_resource
 from kev.client import FIELD_MANAGER, ClientError
@@ -130,6 +130,24 @@ class KubernetesClient:
                 api = self._api(key.kind)
                 await self.custom.delete_namespaced_custom_object(
                     api.group, api.version, key.namespace, api.plural, key.name
+                )
+        except k8s.ApiException as err:
+            if err.status == 404 and _object_missing(err):
+                return False
+            raise
+        return True
+
+    async def annotate(self, key: ResourceKey, annotations: Mapping[str, str | None]) -> bool:
+        """A JSON merge patch of the annotations alone (None removes one), as ``kubectl annotate`` makes it."""
+        _refuse_secrets(key.kind)
+        patch = {"metadata": {"annotations": dict(annotations)}}
+        try:
+            if key.kind in CORE_KINDS:
+                await self.core.patch_namespaced_config_map(key.name, key.namespace, patch, **MERGE_PATCH)
+            else:
+                api = self._api(key.kind)
+                await self.custom.patch_namespaced_custom_object(
+                    api.group, api.version, key.namespace, api.plural, key.name, patch, **MERGE_PATCH
                 )
         except k8s.ApiException as err:
             if err.status == 404 and _object_missing(err):

@@ -74,7 +74,7 @@ def decode(record: Any) -> TailedEvent | None:
     )
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+async def partitions_of(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
     """Every partition of ``topics`` that exist. A consumer assigned nothing yet has no metadata for them:
     it is fetched once when missing (aiokafka's public ``topics()`` returns a copy its client never uses)."""
 
@@ -95,7 +95,7 @@ async def _assigned(connection: Connectable, topic: str) -> AsyncIterator[tuple[
         await consumer.stop()
         raise TailError(f"cannot connect to Kafka to read {topic}: {err}") from None
     try:
-        partitions = await _partitions(consumer, [topic])
+        partitions = await partitions_of(consumer, [topic])
         if not partitions:
             raise TailError(f"topic {topic} does not exist")
         assigned = sorted(partitions, key=lambda tp: tp.partition)
@@ -203,12 +203,27 @@ async def find_event(connection: Connectable, topic: str, event_id: str) -> list
         return found
 
 
+async def since(connection: Connectable, topic: str, from_ms: int | None = None) -> list[TailedEvent]:
+    """Every event of ``topic`` up to its current end, from its oldest record or from the first one written
+    at or after ``from_ms`` (ms since the epoch), in partition then offset order."""
+    async with _assigned(connection, topic) as (consumer, partitions):
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        if from_ms is not None:
+            at = await consumer.offsets_for_times({tp: from_ms for tp in partitions})
+            starts = {tp: (found.offset if found is not None else ends[tp]) for tp, found in at.items()}
+        found: list[TailedEvent] = []
+        for tp in partitions:
+            found.extend(await _read_range(consumer, tp, starts[tp], ends[tp], None))
+        return found
+
+
 async def end_offsets(connection: Connectable, topics: list[str]) -> dict[tuple[str, int], int]:
     """The end offset of every partition of ``topics`` (missing topics are left out)."""
     consumer = make_consumer(connection, None)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topics)
+        partitions = await partitions_of(consumer, topics)
         if not partitions:
             return {}
         ends = await consumer.end_offsets(partitions)
@@ -224,6 +239,8 @@ __all__ = [
     "cesql_filter",
     "end_offsets",
     "find_event",
+    "partitions_of",
     "recent",
+    "since",
     "tail",
 ]

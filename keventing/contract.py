@@ -128,6 +128,9 @@ class Egress(ContractModel):
     # KafkaSource: how record keys are read (the key-type label) and extensions added to every event.
     key_type: Literal["string", "int", "float", "byte-array"] | None = None
     ce_overrides: dict[str, str] | None = None
+    # A paused Trigger (keventing.knative.dev/paused): no dispatcher runs it, so its consumer group has no
+    # members and its committed offsets can be altered; its group is kept.
+    paused: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, unquote
@@ -23,6 +23,10 @@ REQUIRED = ("id", "source", "specversion", "type")
 STRUCTURED_JSON = "application/cloudevents+json"
 BATCH_JSON = "application/cloudevents-batch+json"
 KAFKA_HEADER_PREFIX = "ce_"
+# A record for one egress only (``kev redrive`` writes them): its first header names the egress (its contract
+# id, ``Trigger/<namespace>/<name>``) and every other egress passes it over. The first, so that the check
+# costs each Trigger one comparison per record; not a ``ce_`` header, so it is no attribute of the event.
+TARGET_HEADER = "keventing_target"
 HTTP_HEADER_PREFIX = "ce-"
 # Printable ASCII except space, double quote and percent travels unencoded (HTTP binding, 3.1.3.2).
 _HTTP_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
@@ -251,6 +255,13 @@ def attributes_from_kafka(headers: Iterable[tuple[str, bytes]]) -> dict[str, str
         elif name.lower() == "content-type":
             attributes["datacontenttype"] = value.decode()
     return attributes
+
+
+def target_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The egress a record is for alone (see TARGET_HEADER), or None: for every egress of its topic."""
+    if headers and headers[0][0] == TARGET_HEADER:
+        return headers[0][1].decode()
+    return None
 
 
 def from_kafka(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Event:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 
 from kev.kafka.embedded import EmbeddedKafka, free_port
 from kev.readiness import wait_ready
-from kev.stack import ALL_SERVICES, Stack
+from kev.stack import ALL_SERVICES, Stack, kev_command
 from keventing import events
 from keventing.contractauth import new_key
 from keventing.kafka.client import make_consumer
@@ -269,6 +270,18 @@ class Kev:
                 return value
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`kev ARGS` as a user runs it against the stack (a wide terminal, so that cells are not cut)."""
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
+            "KEVENTING_INSTANCE": self.stack.instance,
+            "COLUMNS": "200",
+        }
+        return subprocess.run(
+            [*kev_command(), *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
 
     def broker_url(self, namespace: str, name: str) -> str:
         return f"{self.stack.ingress_url}/{namespace}/{name}"

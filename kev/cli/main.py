@@ -594,6 +594,138 @@ def trace(
         raise fail(f'event "{event_id}" not found on {where}')
 
 
+# ----------------------------------------------------------------------------------------- operations
+
+
+def _trigger_key(trigger: str, namespace: str) -> ResourceKey:
+    """``NAME`` in ``namespace``, or ``NAMESPACE/NAME``."""
+    if "/" in trigger:
+        namespace, _, trigger = trigger.partition("/")
+    if not trigger or not namespace:
+        raise fail(f"{trigger!r}: give the Trigger as NAME (with -n NAMESPACE) or NAMESPACE/NAME")
+    return ResourceKey("Trigger", namespace, trigger)
+
+
+def _epoch_ms(text: str, option: str) -> int:
+    """An RFC 3339 time (``2026-01-31T12:00:00Z``), or an ISO-8601 duration before now (``PT10M``)."""
+    import time
+    from datetime import datetime
+
+    from keventing.durations import parse_duration
+
+    if text.upper().startswith("P"):
+        try:
+            return int((time.time() - parse_duration(text)) * 1000)
+        except ValueError as err:
+            raise fail(f"{option}: {err}") from None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(
+            f"{option}: {text!r} is neither an RFC 3339 time nor an ISO-8601 duration (PT10M)"
+        ) from None
+    if when.tzinfo is None:
+        raise fail(f"{option}: {text!r} has no time zone: add Z or an offset such as +01:00")
+    return int(when.timestamp() * 1000)
+
+
+@app.command("replay")
+def replay_trigger(
+    trigger: str = typer.Argument(..., help="The Trigger: NAME (see -n) or NAMESPACE/NAME."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    from_offset: int | None = typer.Option(
+        None, "--from-offset", min=0, help="Deliver again from this offset of every partition."
+    ),
+    from_time: str | None = typer.Option(
+        None, "--from-time", help="From the first record written at or after an RFC 3339 time or PT10M ago."
+    ),
+    to_earliest: bool = typer.Option(False, "--to-earliest", help="From the oldest record kept."),
+    to_latest: bool = typer.Option(False, "--to-latest", help="Skip everything not yet delivered."),
+    partition: list[int] = typer.Option([], "--partition", "-p", help="Only this partition (repeatable)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for each step."),
+) -> None:
+    """Reset a Trigger's position on its Broker's topic. The Trigger is paused meanwhile (its consumer group
+    must have no members for Kafka to alter its offsets), then resumed; each partition's move is printed."""
+    from aiokafka.errors import KafkaError
+
+    from kev.replay import Position, ReplayError, replay
+
+    chosen = [from_offset is not None, from_time is not None, to_earliest, to_latest]
+    if sum(chosen) != 1:
+        raise fail("give exactly one of --from-offset N, --from-time TIME, --to-earliest or --to-latest")
+    if from_offset is not None:
+        position = Position("offset", offset=from_offset)
+    elif from_time is not None:
+        position = Position("time", timestamp_ms=_epoch_ms(from_time, "--from-time"))
+    else:
+        position = Position("earliest" if to_earliest else "latest")
+    key = _trigger_key(trigger, namespace)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    async def run(client: ResourceClient) -> None:
+        moved = await replay(client, settings, key, position, set(partition), timeout, say)
+        for m in moved:
+            before = "none" if m.before is None else str(m.before)
+            say(f"  {m.partition.topic} partition {m.partition.partition}: {before} -> {m.after}")
+
+    try:
+        _client_call(run)
+    except (ReplayError, KafkaError) as err:
+        raise fail(str(err)) from None
+
+
+@app.command("redrive")
+def redrive(
+    trigger: str = typer.Argument(..., help="The Trigger: NAME (see -n) or NAMESPACE/NAME."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    topic: str | None = typer.Option(
+        None, "--topic", help="The dead-letter topic (default: the Trigger's dead-letter KafkaSink's)."
+    ),
+    from_time: str | None = typer.Option(
+        None, "--from-time", help="Only letters written at or after an RFC 3339 time or PT10M ago."
+    ),
+    every: bool = typer.Option(
+        False,
+        "--all",
+        help="Every event on the topic, not only those that failed at this Trigger's subscriber.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be redriven; send nothing."),
+) -> None:
+    """Send the events a Trigger dead-lettered to a Kafka topic back to that Trigger alone (its Broker's
+    other Triggers do not get them again), without Knative's knativeerror* extensions."""
+    from aiokafka.errors import KafkaError
+
+    from kev.redrive import RedriveError, read, send
+    from kev.tail import TailError
+
+    key = _trigger_key(trigger, namespace)
+    from_ms = _epoch_ms(from_time, "--from-time") if from_time is not None else None
+
+    async def run() -> tuple[str, int]:
+        plan, letters = await read(settings, key, topic, from_ms, every)
+        where = f"{plan.dead_letter_topic} -> {plan.broker_topic} for {plan.egress.id}"
+        if dry_run:
+            for letter in letters:
+                a = letter.attributes
+                console.print(
+                    f"{letter.partition}/{letter.offset}  {a.get('id', '')}  {a.get('type', '')}  "
+                    f"code {a.get('knativeerrorcode', '-')}",
+                    markup=False,
+                    highlight=False,
+                )
+            return where, len(letters)
+        return where, await send(plan, letters)
+
+    try:
+        where, count = asyncio.run(run())
+    except (RedriveError, TailError, KafkaError) as err:
+        raise fail(str(err)) from None
+    verb = "would redrive" if dry_run else "redrove"
+    console.print(f"{verb} {count} event{'s' if count != 1 else ''} ({where})", markup=False, highlight=False)
+
+
 @app.command("console")
 def console_service(
     port: int | None = typer.Option(None, "--port", "-p", help="Default: KEVENTING_CONSOLE_PORT or 8093."),

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +23,11 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
+    for_code,
 )
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.structs import TopicPartition
 
 from keventing.kafka.connection import Connectable, KafkaConnection, as_connection, client_options
 
@@ -257,3 +260,31 @@ async def group_positioned(admin: AIOKafkaAdminClient, group: str, topic: str) -
         return False  # the group's coordinator is still being elected or loaded: not positioned yet
     have = {tp.partition for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
     return partitions <= have
+
+
+async def commit_group_offsets(
+    admin: AIOKafkaAdminClient,
+    group: str,
+    offsets: Mapping[TopicPartition, int],
+    coordinator: int | None = None,
+) -> None:
+    """Commit ``offsets`` for ``group`` from outside it: one OffsetCommit request with no generation, as Kafka's
+    own AdminClient.alterConsumerGroupOffsets sends it (aiokafka's admin client has no such call). Kafka takes
+    it only while the group has no members."""
+    if coordinator is None:
+        coordinator = await admin.find_coordinator(group)
+    by_topic: dict[str, list[tuple[int, int, str]]] = {}
+    for tp, offset in sorted(offsets.items()):
+        by_topic.setdefault(tp.topic, []).append((tp.partition, offset, ""))
+    request = OffsetCommitRequest(
+        group,
+        OffsetCommitRequest.DEFAULT_GENERATION_ID,
+        "",
+        OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+        list(by_topic.items()),
+    )
+    response = await admin._send_request(request, coordinator)
+    for _topic, partitions in response.topics:
+        for _partition, error_code in partitions:
+            if error_code:
+                raise for_code(error_code)(f"committing offsets of {group} failed")

@@ -18,6 +18,9 @@ EXTERNAL_TOPIC_ANNOTATION = "kafka.eventing.knative.dev/external.topic"
 KAFKA_BROKER_CLASS = "Kafka"
 DELIVERY_ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 DELIVERY_ORDERS = ("ordered", "unordered")
+# keventing's own (Knative has none): "true" stops a Trigger's delivery and takes its consumer group's members
+# away, so that its committed offsets can be reset (``kev replay``); its events wait on the Broker's topic.
+PAUSED_ANNOTATION = "keventing.knative.dev/paused"
 
 
 def validate_delivery_order(order: str) -> None:
@@ -85,6 +88,10 @@ class Trigger(Resource):
     def delivery_order(self) -> str:
         return self.metadata.annotations.get(DELIVERY_ORDER_ANNOTATION, "unordered")
 
+    @property
+    def paused(self) -> bool:
+        return self.metadata.annotations.get(PAUSED_ANNOTATION, "false") == "true"
+
     def validate_semantics(self) -> None:
         from keventing.filters import FilterError, validate_attributes_filter, validate_filters
 
@@ -94,6 +101,8 @@ class Trigger(Resource):
         if self.spec.delivery is not None:
             self.spec.delivery.validate_at("spec.delivery")
         validate_delivery_order(self.delivery_order)
+        if self.metadata.annotations.get(PAUSED_ANNOTATION, "false") not in ("true", "false"):
+            raise ResourceInvalid(f"metadata.annotations[{PAUSED_ANNOTATION}]", 'must be "true" or "false"')
         try:
             if self.spec.filter is not None:
                 validate_attributes_filter(self.spec.filter.attributes)

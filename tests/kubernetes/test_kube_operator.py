@@ -396,3 +396,34 @@ def test_an_in_memory_channel_and_subscription_applied_with_kubectl_deliver(
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("events"))
     assert row.split()[1:3] == ["True", url]
+
+
+def test_kev_replay_pauses_and_moves_a_trigger_on_a_cluster(
+    operator_stack: Stack, kube_cluster: LocalCluster, kubectl: Kubectl, namespace: str, sink: Any, kafka: str
+) -> None:
+    path = f"kube-replay-{namespace}"
+    kubectl.apply(_broker("default", namespace), _trigger("again", namespace, "default", sink.url(path)))
+    url = kubectl.wait_ready("broker", "default", namespace)["status"]["address"]["url"]
+    kubectl.wait_ready("trigger", "again", namespace)
+    wait_positioned(
+        kafka, naming.trigger_group(namespace, "again"), naming.broker_topic(namespace, "default")
+    )
+    sent = {send_event(operator_stack, url, "replayed") for _ in range(2)}
+    sink.wait_for(path, 2, timeout=60)
+
+    # The annotation goes through the API server; the contract and the group are on the stack's Kafka.
+    replay = subprocess.run(
+        [*kev_command(), "--kubeconfig", str(kube_cluster.kubeconfig_path), "replay", "again"]
+        + ["-n", namespace, "--to-earliest"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "KEVENTING_INSTANCE": operator_stack.instance},
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert f"resumed Trigger {namespace}/again: Ready" in replay.stdout
+    received = sink.wait_for(path, 4, timeout=60)
+    assert sorted(events.from_http(r.headers, r.body).id for r in received) == sorted([*sent, *sent])
+    trigger = kubectl.get("trigger", "again", namespace)
+    assert trigger is not None
+    assert "keventing.knative.dev/paused" not in (trigger["metadata"].get("annotations") or {})

@@ -377,6 +377,17 @@ def test_selection_filters_binary_and_structured_records_on_their_attributes() -
     assert harness.sample("keventing_dispatcher_filtered_total") == 3
 
 
+def test_a_record_meant_for_one_egress_alone_is_passed_over_by_the_others() -> None:
+    harness = Harness(_egress(), {})
+    own = harness.dispatcher.egress.id
+    for_us = [("keventing_target", own.encode()), *_binary("dev.x")]
+    for_another = [("keventing_target", b"Trigger/ns/another"), *_binary("dev.x")]
+    selected = harness.dispatcher.select(_record(for_us))
+    assert selected is not None and "keventing_target" not in selected.attributes
+    assert harness.dispatcher.select(_record(for_another)) is None
+    assert harness.dispatcher.select(_record(_binary("dev.x"))) is not None
+
+
 async def test_attempts_made_before_a_restart_count_against_the_retry_limit() -> None:
     egress = _egress(delivery=DeliveryPolicy(retry=3, backoff_delay=0.1, dead_letter_url=DLS))
     recorded: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import broker_doc, kafka_channel_doc, subscription_doc, trigger_doc
 
 from controller import channels
@@ -10,7 +11,7 @@ from controller.context import Context, Contribution
 from controller.reconciler import PHASES, ControllerConfig, merge, reconcile
 from keventing.contract import ContractEntry
 from keventing.kafka.client import TopicSpec
-from keventing.resources import ResourceKey, Status, parse_resource
+from keventing.resources import ResourceInvalid, ResourceKey, Status, parse_resource
 from keventing.resources.base import Address
 from keventing.resources.messaging import ChannelableStatus, SubscriberStatus
 
@@ -82,6 +83,28 @@ def test_trigger_egress_uses_knative_group_and_replies_to_the_broker_topic() -> 
     assert egress.reply.strategy == "topic" and egress.reply.topic == "knative-broker-ns1-b"
     assert egress.filter.attributes == {"type": "x"}
     assert egress.delivery_order == "unordered"
+
+
+def test_paused_trigger_keeps_its_egress_paused_and_says_why_it_is_not_ready() -> None:
+    paused = {"keventing.knative.dev/paused": "true"}
+    desired = _reconcile(
+        broker_doc("b", "ns1"), trigger_doc("t", "ns1", "b", "http://sink", annotations=paused)
+    )
+    status = desired.statuses[ResourceKey("Trigger", "ns1", "t")]
+    ready = status.condition("Ready")
+    assert (ready.status, ready.reason) == ("False", "Paused")
+    assert status.condition("SubscriberResolved").status == "True"
+    egress = desired.contract["Trigger/ns1/t"].egress
+    assert egress.paused and egress.consumer_group == "knative-trigger-ns1-t"
+    resumed = _reconcile(broker_doc("b", "ns1"), trigger_doc("t", "ns1", "b", "http://sink"))
+    assert resumed.statuses[ResourceKey("Trigger", "ns1", "t")].ready
+    assert not resumed.contract["Trigger/ns1/t"].egress.paused
+
+
+def test_paused_annotation_must_be_true_or_false() -> None:
+    doc = trigger_doc("t", "ns1", "b", "http://sink", annotations={"keventing.knative.dev/paused": "yes"})
+    with pytest.raises(ResourceInvalid, match="keventing.knative.dev/paused"):
+        parse_resource(doc)
 
 
 def test_trigger_delivery_replaces_broker_delivery() -> None:
