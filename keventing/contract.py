@@ -103,6 +103,13 @@ class Ingress(ContractModel):
     policies: tuple[IngressPolicy, ...] | None = None
 
 
+class ServiceAccount(ContractModel):
+    """A Kubernetes ServiceAccount: whose OIDC tokens (TokenRequest) an egress sends (authentication-oidc)."""
+
+    namespace: str
+    name: str
+
+
 class Egress(ContractModel):
     id: str
     kind: str
@@ -116,6 +123,9 @@ class Egress(ContractModel):
     # audience (the dispatcher sends an OIDC token for it).
     destination_ca_certs: str | None = None
     destination_audience: str | None = None
+    # Kubernetes mode: the Trigger's or Subscription's OIDC identity, whose tokens go to every audience it
+    # sends to (subscriber, reply, dead-letter sink). None: the dispatcher's token command (local mode).
+    identity: ServiceAccount | None = None
     prefer_reply: bool = True
     reply: Reply = Field(default_factory=Reply)
     filter: FilterSpec = Field(default_factory=FilterSpec)
