@@ -1,0 +1,199 @@
+"""authentication-oidc in Kubernetes mode, end to end on a real kube-apiserver: the operator gives each
+Trigger a ServiceAccount of its own (Knative's name, owned by the Trigger, garbage-collected with it), the
+dispatcher delivers with that account's TokenRequest token for the subscriber's audience, and an EventPolicy
+naming the Trigger lets its deliveries into a Broker. Operator and dispatcher run with the chart's RBAC."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from conftest import RecordingSink
+from kube_stack import running_stack, wait_positioned
+from kubectl import Kubectl
+
+from kev.cluster.launcher import LocalCluster
+from kev.stack import Stack
+from keventing import naming
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
+
+SUBSCRIBER_AUDIENCE = "https://display.example/events"
+
+
+@pytest.fixture(scope="module")
+def oidc_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace with a ``sender`` account; the issuer's discovery document and keys readable without
+    credentials (for the receiver's verifier)."""
+    name = f"oidcsa-{uuid.uuid4().hex[:8]}"
+    binding = f"keventing-test-oidc-discovery-{name}"
+    kubectl.run("create", "namespace", name)
+    kubectl.run("create", "serviceaccount", "sender", "-n", name)
+    kubectl.run("create", "clusterrolebinding", binding, "--clusterrole=system:service-account-issuer-discovery",
+                "--group=system:unauthenticated")  # fmt: skip
+    try:
+        yield name
+    finally:
+        kubectl.run("delete", "clusterrolebinding", binding, check=False)
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def oidc_stack(
+    operator_env: dict[str, str],
+    kafka: str,
+    kube_cluster: LocalCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    env = {
+        **operator_env,
+        "KEVENTING_AUTHENTICATION_OIDC": "enabled",
+        "KEVENTING_OIDC_ISSUER": kube_cluster.server,
+        "KEVENTING_OIDC_ISSUER_CA_FILE": str(kube_cluster.pki.ca_cert),
+        "KEVENTING_OIDC_JWKS_URL": f"{kube_cluster.server}/openid/v1/jwks",
+    }
+    with running_stack(kafka, tmp_path_factory.mktemp("oidcsa-logs"), env) as stack:
+        yield stack
+
+
+def _broker(name: str, namespace: str) -> dict:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def _trigger(name: str, namespace: str, broker: str, subscriber: dict) -> dict:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"broker": broker, "subscriber": subscriber},
+    }
+
+
+def _send(stack: Stack, kubectl: Kubectl, namespace: str, broker: str, account: str = "sender") -> str:
+    audience = f"eventing.knative.dev/broker/{namespace}/{broker}"
+    token = kubectl.run("create", "token", account, "-n", namespace, "--audience", audience).stdout.strip()
+    event_id = uuid.uuid4().hex
+    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/tests/oidcsa", "ce-type": "dev.test.oidcsa",
+               "content-type": "application/json", "authorization": f"Bearer {token}"}  # fmt: skip
+    url = f"http://127.0.0.1:{stack.receiver_port}/{namespace}/{broker}"
+    response = httpx.post(url, headers=headers, content=b"{}", timeout=10)
+    assert response.status_code == 202, response.text
+    return event_id
+
+
+def _claims(token: str, public_key: Path, audience: str) -> dict:
+    """The token's claims, its signature verified with the API server's service-account key."""
+    return jwt.decode(token, public_key.read_text(), algorithms=["RS256"], audience=audience)
+
+
+def test_a_trigger_gets_its_own_service_account_and_delivers_with_its_token(
+    oidc_stack: Stack,
+    kubectl: Kubectl,
+    kube_cluster: LocalCluster,
+    oidc_namespace: str,
+    sink: RecordingSink,
+    kafka: str,
+) -> None:
+    ns, path = oidc_namespace, f"oidcsa-{oidc_namespace}/display"
+    subscriber = {"uri": sink.url(path), "audience": SUBSCRIBER_AUDIENCE}
+    kubectl.apply(_broker("default", ns), _trigger("display", ns, "default", subscriber))
+    kubectl.wait_ready("broker", "default", ns)
+    trigger = kubectl.wait_ready("trigger", "display", ns)
+    account = naming.oidc_service_account("eventing.knative.dev/v1", "Trigger", "display")
+    assert account == "displayoidc-eventing.knative.dev-trigger"
+    assert trigger["status"]["auth"] == {"serviceAccountName": account}
+    created = next(c for c in trigger["status"]["conditions"] if c["type"] == "OIDCIdentityCreated")
+    assert created["status"] == "True"
+    service_account = kubectl.get("serviceaccount", account, ns)
+    assert service_account is not None
+    [owner] = service_account["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Trigger", "display", trigger["metadata"]["uid"], True
+    )  # fmt: skip
+
+    wait_positioned(kafka, naming.trigger_group(ns, "display"), naming.broker_topic(ns, "default"))
+    event_id = _send(oidc_stack, kubectl, ns, "default")
+    [received] = sink.wait_for(path, 1, timeout=60)
+    assert received.event is not None and received.event.id == event_id
+    scheme, _, token = received.headers["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    claims = _claims(token, kube_cluster.pki.sa_pub, SUBSCRIBER_AUDIENCE)
+    assert claims["sub"] == f"system:serviceaccount:{ns}:{account}"
+    assert claims["aud"] == [SUBSCRIBER_AUDIENCE]
+
+    kubectl.run("delete", "trigger", "display", "-n", ns)
+    deadline = time.monotonic() + 60
+    while kubectl.get("serviceaccount", account, ns) is not None:
+        assert time.monotonic() < deadline, "the Trigger's ServiceAccount outlived it"
+        time.sleep(0.5)
+
+
+def test_an_event_policy_naming_a_trigger_lets_its_deliveries_into_a_broker(
+    oidc_stack: Stack, kubectl: Kubectl, oidc_namespace: str, sink: RecordingSink, kafka: str
+) -> None:
+    ns, path = oidc_namespace, f"oidcsa-{oidc_namespace}/second"
+    forward = _trigger(
+        "forward",
+        ns,
+        "first",
+        {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "second"}},
+    )
+    policy = {
+        "apiVersion": "eventing.knative.dev/v1alpha1",
+        "kind": "EventPolicy",
+        "metadata": {"name": "from-forward", "namespace": ns},
+        "spec": {
+            "to": [{"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "second"}}],
+            "from": [
+                {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "name": "forward"}}
+            ],
+        },
+    }
+    kubectl.apply(
+        _broker("first", ns),
+        _broker("second", ns),
+        forward,
+        _trigger("sink", ns, "second", {"uri": sink.url(path)}),
+        policy,
+    )
+    kubectl.wait_ready("trigger", "forward", ns)
+    kubectl.wait_ready("trigger", "sink", ns)
+    account = naming.oidc_service_account("eventing.knative.dev/v1", "Trigger", "forward")
+    resolved = kubectl.wait_ready("eventpolicy", "from-forward", ns)
+    assert resolved["status"]["from"] == [f"system:serviceaccount:{ns}:{account}"]
+    deadline = time.monotonic() + 60
+    while not ((kubectl.get("broker", "second", ns) or {}).get("status") or {}).get("policies"):
+        assert time.monotonic() < deadline, "the EventPolicy never applied to Broker second"
+        time.sleep(0.3)
+
+    # The sender may post to first (no policy there: same namespace) but not to second (only forward may).
+    audience = f"eventing.knative.dev/broker/{ns}/second"
+    token = kubectl.run("create", "token", "sender", "-n", ns, "--audience", audience).stdout.strip()
+    refused = httpx.post(
+        f"http://127.0.0.1:{oidc_stack.receiver_port}/{ns}/second",
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "refused",
+            "ce-source": "/t",
+            "ce-type": "t",
+            "authorization": f"Bearer {token}",
+        },  # fmt: skip
+        content=b"{}",
+        timeout=10,
+    )
+    assert refused.status_code == 403, refused.text
+
+    wait_positioned(kafka, naming.trigger_group(ns, "forward"), naming.broker_topic(ns, "first"))
+    wait_positioned(kafka, naming.trigger_group(ns, "sink"), naming.broker_topic(ns, "second"))
+    event_id = _send(oidc_stack, kubectl, ns, "first")
+    [received] = sink.wait_for(path, 1, timeout=60)
+    assert received.event is not None and received.event.id == event_id
