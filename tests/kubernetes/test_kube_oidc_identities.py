@@ -14,12 +14,16 @@ import httpx
 import jwt
 import pytest
 from conftest import RecordingSink
-from kube_stack import running_stack, wait_positioned
+from kube_stack import issuer_env, oidc_namespace, running_stack, wait_positioned
 from kubectl import Kubectl
+from kubernetes_asyncio import client
 
 from kev.cluster.launcher import LocalCluster
 from kev.stack import Stack
 from keventing import naming
+from keventing.contract import ServiceAccount
+from keventing.serviceaccounttokens import EXPIRATION_SECONDS, ServiceAccountTokenSource
+from keventing.tokens import TokenUnavailable
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(600)]
 
@@ -27,20 +31,9 @@ SUBSCRIBER_AUDIENCE = "https://display.example/events"
 
 
 @pytest.fixture(scope="module")
-def oidc_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace with a ``sender`` account; the issuer's discovery document and keys readable without
-    credentials (for the receiver's verifier)."""
-    name = f"oidcsa-{uuid.uuid4().hex[:8]}"
-    binding = f"keventing-test-oidc-discovery-{name}"
-    kubectl.run("create", "namespace", name)
-    kubectl.run("create", "serviceaccount", "sender", "-n", name)
-    kubectl.run("create", "clusterrolebinding", binding, "--clusterrole=system:service-account-issuer-discovery",
-                "--group=system:unauthenticated")  # fmt: skip
-    try:
+def namespace_with_sender(kubectl: Kubectl) -> Iterator[str]:
+    with oidc_namespace(kubectl, "oidcsa", ["sender"]) as name:
         yield name
-    finally:
-        kubectl.run("delete", "clusterrolebinding", binding, check=False)
-        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +43,7 @@ def oidc_stack(
     kube_cluster: LocalCluster,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    env = {
-        **operator_env,
-        "KEVENTING_AUTHENTICATION_OIDC": "enabled",
-        "KEVENTING_OIDC_ISSUER": kube_cluster.server,
-        "KEVENTING_OIDC_ISSUER_CA_FILE": str(kube_cluster.pki.ca_cert),
-        "KEVENTING_OIDC_JWKS_URL": f"{kube_cluster.server}/openid/v1/jwks",
-    }
+    env = {**operator_env, **issuer_env(kube_cluster)}
     with running_stack(kafka, tmp_path_factory.mktemp("oidcsa-logs"), env) as stack:
         yield stack
 
@@ -99,11 +86,11 @@ def test_a_trigger_gets_its_own_service_account_and_delivers_with_its_token(
     oidc_stack: Stack,
     kubectl: Kubectl,
     kube_cluster: LocalCluster,
-    oidc_namespace: str,
+    namespace_with_sender: str,
     sink: RecordingSink,
     kafka: str,
 ) -> None:
-    ns, path = oidc_namespace, f"oidcsa-{oidc_namespace}/display"
+    ns, path = namespace_with_sender, f"oidcsa-{namespace_with_sender}/display"
     subscriber = {"uri": sink.url(path), "audience": SUBSCRIBER_AUDIENCE}
     kubectl.apply(_broker("default", ns), _trigger("display", ns, "default", subscriber))
     kubectl.wait_ready("broker", "default", ns)
@@ -138,9 +125,9 @@ def test_a_trigger_gets_its_own_service_account_and_delivers_with_its_token(
 
 
 def test_an_event_policy_naming_a_trigger_lets_its_deliveries_into_a_broker(
-    oidc_stack: Stack, kubectl: Kubectl, oidc_namespace: str, sink: RecordingSink, kafka: str
+    oidc_stack: Stack, kubectl: Kubectl, namespace_with_sender: str, sink: RecordingSink, kafka: str
 ) -> None:
-    ns, path = oidc_namespace, f"oidcsa-{oidc_namespace}/second"
+    ns, path = namespace_with_sender, f"oidcsa-{namespace_with_sender}/second"
     forward = _trigger(
         "forward",
         ns,
@@ -197,3 +184,21 @@ def test_an_event_policy_naming_a_trigger_lets_its_deliveries_into_a_broker(
     event_id = _send(oidc_stack, kubectl, ns, "first")
     [received] = sink.wait_for(path, 1, timeout=60)
     assert received.event is not None and received.event.id == event_id
+
+
+async def test_tokenrequest_tokens_are_cached_and_a_missing_account_is_a_clear_failure(
+    kube_api: client.ApiClient, kube_cluster: LocalCluster, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="sender"))
+    )
+    tokens = ServiceAccountTokenSource(api=kube_api)
+    sender = ServiceAccount(namespace=namespace, name="sender")
+    first = await tokens.token("aud-a", sender)
+    assert await tokens.token("aud-a", sender) == first
+    claims = _claims(await tokens.token("aud-b", sender), kube_cluster.pki.sa_pub, "aud-b")
+    assert claims["sub"] == f"system:serviceaccount:{namespace}:sender"
+    assert claims["exp"] - claims["iat"] >= EXPIRATION_SECONDS
+    with pytest.raises(TokenUnavailable, match=rf'"missing" in namespace "{namespace}" failed: 404'):
+        await tokens.token("aud-a", ServiceAccount(namespace=namespace, name="missing"))

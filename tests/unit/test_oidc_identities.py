@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -18,12 +17,13 @@ from controller.identities import DISABLED_REASON, identity_failed
 from controller.kubernetes.serviceaccounts import service_account_object
 from controller.reconciler import reconcile
 from dispatcher.identity import IdentityPost
-from dispatcher.transport import Response, TransportError
+from dispatcher.transport import TransportError
 from keventing.contract import ServiceAccount
 from keventing.naming import oidc_service_account
 from keventing.resources import ResourceKey, parse_resource
 from keventing.serviceaccounttokens import ServiceAccountTokenSource
 from keventing.tokens import TokenCache, TokenUnavailable
+from unit.test_dispatch import FakePost
 
 NS = "shop"
 
@@ -167,23 +167,6 @@ async def test_a_sender_without_identity_and_without_token_command_gets_no_token
         await ServiceAccountTokenSource().token("aud")
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.sent: list[Mapping[str, str]] = []
-
-    async def post(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        timeout: float | None,
-        ca_certs: str | None = None,
-        audience: str | None = None,
-    ) -> Response:
-        self.sent.append(headers)
-        return Response(202, {}, b"")
-
-
 class _Tokens:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
@@ -197,17 +180,18 @@ class _Tokens:
 
 
 async def test_an_identity_post_sends_the_identitys_token_for_the_audience() -> None:
-    inner, tokens, identity = _Recorder(), _Tokens(), ServiceAccount(namespace=NS, name="sa")
+    inner, tokens, identity = FakePost({}), _Tokens(), ServiceAccount(namespace=NS, name="sa")
     post = IdentityPost(inner, tokens, identity)
     await post.post("http://x/", {"ce-id": "1"}, b"", 1.0, audience="aud")
     await post.post("http://y/", {"ce-id": "2"}, b"", 1.0)
     assert tokens.asked == [("aud", identity)]
-    assert inner.sent[0]["authorization"] == "Bearer the.token.jwt" and "authorization" not in inner.sent[1]
+    [(_, with_token, _, _), (_, without, _, _)] = inner.requests
+    assert with_token["authorization"] == "Bearer the.token.jwt" and "authorization" not in without
 
 
 async def test_without_a_token_nothing_is_sent_and_the_attempt_fails_with_why() -> None:
-    inner = _Recorder()
+    inner = FakePost({})
     post = IdentityPost(inner, _Tokens(fail=True), ServiceAccount(namespace=NS, name="sa"))
     with pytest.raises(TransportError, match=r"ServiceAccount shop/sa for audience 'aud'.*403"):
         await post.post("http://x/", {}, b"", 1.0, audience="aud")
-    assert inner.sent == []
+    assert inner.requests == []
