@@ -5,9 +5,9 @@ to its resource, published in the contract (the receiver enforces them) and in t
 A policy applies to the resources of its own namespace its ``spec.to`` names (a ref by kind and name, a
 selector by apiVersion/kind and labels; no ``to``: all of them); a Channel's policies apply to its backing
 channel, which is what the receiver serves. A ``from`` ref resolves to the sender's OIDC identity, Knative's
-``status.auth.serviceAccountName`` of the referenced resource (in Kubernetes mode every Trigger and
-Subscription has one, :mod:`controller.identities`); keventing's own sources have none (they send with the
-sources runner's token), so such a ref is not resolved and the policy says so.
+``status.auth.serviceAccountName`` of the referenced resource (in Kubernetes mode every Trigger,
+Subscription and source keventing sends for has one, :mod:`controller.identities`); in local mode nothing has
+one (everything sends with the token command's identity), so such a ref is not resolved and the policy says so.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def _policy_status(policy: EventPolicy, ctx: Context) -> EventPolicyStatus:
     status.from_ = subs
     if unresolved:
         message = (
-            f"{', '.join(unresolved)}: no OIDC identity (status.auth.serviceAccountName); keventing's sources "
-            "send with the sources runner's token, name its sub instead"
+            f"{', '.join(unresolved)}: no OIDC identity (status.auth.serviceAccountName); in local mode "
+            "everything sends with the token command's identity, name its sub instead"
         )
         conditions.false("SubjectsResolved", "SubjectsNotResolved", message)
     else:

@@ -211,6 +211,8 @@ class Source(ContractModel):
     # The sink's CACerts (PEM, trusted besides the system's) and OIDC audience (see Egress.destination_*).
     sink_ca_certs: str | None = None
     sink_audience: str | None = None
+    # Kubernetes mode: the source's own OIDC identity (see Egress.identity); None: the runner's token command.
+    identity: ServiceAccount | None = None
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
     timer: TimerSchedule | None = None

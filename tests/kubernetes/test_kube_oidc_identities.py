@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 from conftest import RecordingSink
-from kube_stack import issuer_env, oidc_namespace, running_stack, wait_positioned
+from kube_stack import DATA_PLANE, issuer_env, oidc_namespace, running_stack, wait_positioned
 from kubectl import Kubectl
 from kubernetes_asyncio import client
 
@@ -43,8 +43,10 @@ def oidc_stack(
     kube_cluster: LocalCluster,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    env = {**operator_env, **issuer_env(kube_cluster)}
-    with running_stack(kafka, tmp_path_factory.mktemp("oidcsa-logs"), env) as stack:
+    # The sources runner's clock is manual: a PingSource fires when the test says so.
+    env = {**operator_env, **issuer_env(kube_cluster), "KEVENTING_SOURCES_CLOCK": "manual"}
+    services = (*DATA_PLANE, "sources")
+    with running_stack(kafka, tmp_path_factory.mktemp("oidcsa-logs"), env, services) as stack:
         yield stack
 
 
@@ -184,6 +186,42 @@ def test_an_event_policy_naming_a_trigger_lets_its_deliveries_into_a_broker(
     event_id = _send(oidc_stack, kubectl, ns, "first")
     [received] = sink.wait_for(path, 1, timeout=60)
     assert received.event is not None and received.event.id == event_id
+
+
+def test_a_ping_source_sends_with_its_own_service_accounts_token(
+    oidc_stack: Stack,
+    kubectl: Kubectl,
+    kube_cluster: LocalCluster,
+    namespace_with_sender: str,
+    sink: RecordingSink,
+) -> None:
+    ns, path = namespace_with_sender, f"oidcsa-{namespace_with_sender}/ping"
+    ping = {
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "PingSource",
+        "metadata": {"name": "tick", "namespace": ns},
+        "spec": {"schedule": "* * * * *", "sink": {"uri": sink.url(path), "audience": SUBSCRIBER_AUDIENCE}},
+    }
+    kubectl.apply(ping)
+    source = kubectl.wait_ready("pingsource", "tick", ns)
+    account = naming.oidc_service_account("sources.knative.dev/v1", "PingSource", "tick")
+    assert source["status"]["auth"] == {"serviceAccountName": account}
+    runner = f"http://127.0.0.1:{oidc_stack.sources_port}"
+    deadline = time.monotonic() + 30
+    while f"PingSource/{ns}/tick" not in {
+        p["id"] for p in httpx.get(f"{runner}/sources", timeout=5).json()["pings"]
+    }:
+        assert time.monotonic() < deadline, "the PingSource was never scheduled"
+        time.sleep(0.25)
+    assert (
+        httpx.post(f"{runner}/clock", json={"now": "2030-01-01T00:00:30+00:00"}, timeout=5).status_code == 200
+    )
+    assert httpx.post(f"{runner}/clock", json={"advance": 60}, timeout=5).json()["fired"] == 1
+    [received] = sink.wait_for(path, 1, timeout=60)
+    token = received.headers["authorization"].removeprefix("Bearer ")
+    claims = _claims(token, kube_cluster.pki.sa_pub, SUBSCRIBER_AUDIENCE)
+    assert claims["sub"] == f"system:serviceaccount:{ns}:{account}"
+    assert kubectl.get("serviceaccount", account, ns) is not None
 
 
 async def test_tokenrequest_tokens_are_cached_and_a_missing_account_is_a_clear_failure(

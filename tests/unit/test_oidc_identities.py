@@ -195,3 +195,43 @@ async def test_without_a_token_nothing_is_sent_and_the_attempt_fails_with_why() 
     with pytest.raises(TransportError, match=r"ServiceAccount shop/sa for audience 'aud'.*403"):
         await post.post("http://x/", {}, b"", 1.0, audience="aud")
     assert inner.requests == []
+
+
+PING = _doc(
+    "PingSource", "tick", {"sink": {"uri": "http://display.shop/", "audience": "display"}}, group="sources"
+)
+KAFKA_SOURCE = {
+    "apiVersion": "sources.knative.dev/v1beta1",
+    "kind": "KafkaSource",
+    "metadata": {"name": "orders", "namespace": NS, "uid": "uid-orders"},
+    "spec": {
+        "bootstrapServers": ["127.0.0.1:9092"],
+        "topics": ["orders"],
+        "sink": {"uri": "http://display.shop/"},
+    },
+}
+
+
+def test_sources_keventing_sends_for_get_their_identity_too() -> None:
+    desired = _reconcile(
+        PING, KAFKA_SOURCE, kubernetes=True, oidc=True, kafka_bootstrap_servers="127.0.0.1:9092"
+    )
+    ping_account = oidc_service_account("sources.knative.dev/v1", "PingSource", "tick")
+    assert ping_account == "tickoidc-sources.knative.dev-pingsource"
+    ping = desired.statuses[ResourceKey("PingSource", NS, "tick")]
+    assert ping.auth == {"serviceAccountName": ping_account} and ping.ready
+    created = ping.condition("OIDCIdentityCreated")
+    assert created is not None and created.status == "True"
+    source = desired.contract[f"PingSource/{NS}/tick"].source
+    assert source is not None and source.identity == ServiceAccount(namespace=NS, name=ping_account)
+    kafka_account = oidc_service_account("sources.knative.dev/v1beta1", "KafkaSource", "orders")
+    egress = desired.contract[f"KafkaSource/{NS}/orders"].egress
+    assert egress is not None and egress.identity == ServiceAccount(namespace=NS, name=kafka_account)
+
+
+def test_sources_without_oidc_have_no_identity_and_say_why() -> None:
+    desired = _reconcile(PING, kubernetes=True, oidc=False)
+    ping = desired.statuses[ResourceKey("PingSource", NS, "tick")]
+    created = ping.condition("OIDCIdentityCreated")
+    assert created is not None and created.reason == DISABLED_REASON and ping.auth is None
+    assert desired.contract[f"PingSource/{NS}/tick"].source.identity is None
