@@ -15,6 +15,8 @@ from controller.brokerdefaults import (
 from controller.conditions import READY, Conditions
 from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
+from controller.identities import CONDITION as OIDC_CONDITION
+from controller.identities import oidc_identity
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import broker_topics, refuse_topic
 from keventing import naming
@@ -286,6 +288,10 @@ def _reconcile_trigger(
         conditions.true("DeadLetterSinkResolved")
     except Unresolvable as err:
         conditions.false("DeadLetterSinkResolved", "Unable to get the dead letter sink's URI", str(err))
+    oidc = oidc_identity(trigger, ctx.config, conditions)
+    if oidc is not None:
+        order.append(OIDC_CONDITION)
+        status.auth = oidc.auth
     status.conditions = conditions.finish(order)
     if not status.ready or not isinstance(broker, Broker) or delivery is None:
         return status, None
@@ -305,6 +311,7 @@ def _reconcile_trigger(
         destination=status.subscriberUri,
         destination_ca_certs=ca_certs,
         destination_audience=audience,
+        identity=oidc.account if oidc is not None else None,
         reply=Reply(strategy="topic", topic=topic),
         filter=FilterSpec(
             attributes=trigger.spec.filter.attributes if trigger.spec.filter else None,

@@ -18,6 +18,8 @@ from controller import children
 from controller.addresses import audience, set_address
 from controller.conditions import Conditions, ready_of
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
+from controller.identities import CONDITION as OIDC_CONDITION
+from controller.identities import oidc_identity
 from controller.resolver import Resolver, Unresolvable
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
@@ -277,7 +279,11 @@ def _reconcile_subscription(
             "ChannelNotReady",
             f'{channel.KIND} "{channel.name}" is not ready',
         )
-    status.conditions = conditions.finish(SUBSCRIPTION_CONDITIONS)
+    oidc = oidc_identity(subscription, ctx.config, conditions)
+    if oidc is not None:
+        status.auth = oidc.auth
+    order = SUBSCRIPTION_CONDITIONS if oidc is None else [*SUBSCRIPTION_CONDITIONS, OIDC_CONDITION]
+    status.conditions = conditions.finish(order)
     if not status.ready or channel is None or delivery is None:
         return status, channel, None
     ident = identity(subscription)
@@ -297,6 +303,7 @@ def _reconcile_subscription(
         destination=physical.subscriberUri,
         destination_ca_certs=ca_certs,
         destination_audience=audience,
+        identity=oidc.account if oidc is not None else None,
         reply=_reply(physical.replyUri, subscription, resolver),
         delivery=delivery,
         delivery_order="ordered" if subscription.delivery_order == "ordered" else "unordered",

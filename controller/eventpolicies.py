@@ -5,8 +5,9 @@ to its resource, published in the contract (the receiver enforces them) and in t
 A policy applies to the resources of its own namespace its ``spec.to`` names (a ref by kind and name, a
 selector by apiVersion/kind and labels; no ``to``: all of them); a Channel's policies apply to its backing
 channel, which is what the receiver serves. A ``from`` ref resolves to the sender's OIDC identity, Knative's
-``status.auth.serviceAccountName`` of the referenced resource; keventing's own sources have none (they send
-with the sources runner's token), so such a ref is not resolved and the policy says so.
+``status.auth.serviceAccountName`` of the referenced resource (in Kubernetes mode every Trigger,
+Subscription and source keventing sends for has one, :mod:`controller.identities`); in local mode nothing has
+one (everything sends with the token command's identity), so such a ref is not resolved and the policy says so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from controller.conditions import Conditions
 from controller.context import Context, Contribution
 from keventing.contract import ContractEntry, IngressPolicy
-from keventing.resources import Condition, Resource, ResourceKey
+from keventing.resources import Condition, Resource, ResourceKey, Status
 from keventing.resources.eventpolicy import EventPolicy, EventPolicySpecTo, EventPolicyStatus
 
 CONDITION = "EventPoliciesReady"
@@ -64,8 +65,8 @@ def _policy_status(policy: EventPolicy, ctx: Context) -> EventPolicyStatus:
         assert sender.ref is not None
         ref = sender.ref
         namespace = ref.namespace or policy.namespace
-        target = ctx.resources.get(ResourceKey(ref.kind, namespace, ref.name))
-        account = _service_account(target)
+        key = ResourceKey(ref.kind, namespace, ref.name)
+        account = _service_account(ctx.desired.statuses.get(key)) or _service_account(ctx.resources.get(key))
         if account is None:
             unresolved.append(f'{ref.kind} "{ref.name}" in namespace "{namespace}"')
         else:
@@ -73,8 +74,8 @@ def _policy_status(policy: EventPolicy, ctx: Context) -> EventPolicyStatus:
     status.from_ = subs
     if unresolved:
         message = (
-            f"{', '.join(unresolved)}: no OIDC identity (status.auth.serviceAccountName); keventing's sources "
-            "send with the sources runner's token, name its sub instead"
+            f"{', '.join(unresolved)}: no OIDC identity (status.auth.serviceAccountName); in local mode "
+            "everything sends with the token command's identity, name its sub instead"
         )
         conditions.false("SubjectsResolved", "SubjectsNotResolved", message)
     else:
@@ -83,10 +84,10 @@ def _policy_status(policy: EventPolicy, ctx: Context) -> EventPolicyStatus:
     return status
 
 
-def _service_account(resource: Resource | None) -> str | None:
-    if resource is None:
-        return None
-    auth = getattr(resource.status, "auth", None)
+def _service_account(found: Resource | Status | None) -> str | None:
+    """The identity in a status this pass decided (a Trigger's, a Subscription's), or in a resource's."""
+    status = found.status if isinstance(found, Resource) else found
+    auth = getattr(status, "auth", None)
     account = auth.get("serviceAccountName") if isinstance(auth, dict) else None
     return account if isinstance(account, str) and account else None
 

@@ -17,6 +17,8 @@ from controller.children import adopt, prune
 from controller.conditions import Conditions
 from controller.connections import ConnectionUnresolvable, kafka_source_connection
 from controller.context import Context, Contribution, delivery_policy, identity
+from controller.identities import CONDITION as OIDC_CONDITION
+from controller.identities import oidc_identity
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import TopicRefused, first_refusal, refuse_group
 from keventing.binding import binding_env, expand
@@ -28,6 +30,7 @@ from keventing.contract import (
     Egress,
     PingSchedule,
     Reply,
+    ServiceAccount,
     Source,
     TimerSchedule,
     WatchedResource,
@@ -126,6 +129,7 @@ def reconcile_sources(ctx: Context) -> Contribution:
     for binding in ctx.of(SinkBinding):
         _publish(out, binding, reconcile_sink_binding(binding, resolver), None)
     _sink_trust(out, resolver)
+    _runner_identities(out, ctx)
     for kafka in ctx.of(KafkaSource):
         refused = first_refusal(ctx, kafka.namespace, [t for t in kafka.spec.topics if t]) or refuse_group(
             ctx, kafka.namespace, kafka.consumer_group
@@ -146,6 +150,9 @@ def reconcile_sources(ctx: Context) -> Contribution:
                 update={"destination_ca_certs": ca_certs, "destination_audience": audience}
             )
             kafka_status.sinkCACerts, kafka_status.sinkAudience = ca_certs, audience
+        account = _with_identity(kafka, kafka_status, ctx)
+        if egress is not None:
+            egress = egress.model_copy(update={"identity": account})
         _publish(out, kafka, kafka_status, ContractEntry(egress=egress) if egress else None)
     return out
 
@@ -168,6 +175,34 @@ def _sink_trust(out: Contribution, resolver: Resolver) -> None:
         status = out.statuses.get(resource.key)
         if isinstance(status, SourceStatus):
             status.sinkCACerts, status.sinkAudience = ca_certs, audience
+
+
+def _runner_identities(out: Contribution, ctx: Context) -> None:
+    """The sources the sources runner sends for get their OIDC identity (Kubernetes mode): in their status
+    and in their contract entry, whose events then carry that account's token."""
+    for kind in (PingSource, IntegrationSource, ApiServerSource):
+        for source in ctx.of(kind):
+            status = out.statuses.get(source.key)
+            if not isinstance(status, SourceStatus):
+                continue
+            account = _with_identity(source, status, ctx)
+            entry = out.contract.get(str(source.key))
+            if entry is not None and entry.source is not None and account is not None:
+                out.contract[str(source.key)] = entry.model_copy(
+                    update={"source": entry.source.model_copy(update={"identity": account})}
+                )
+
+
+def _with_identity(source: SourceResource, status: SourceStatus, ctx: Context) -> ServiceAccount | None:
+    """Add OIDCIdentityCreated and ``status.auth`` to a finished status (the condition is True whenever it is
+    set here, so Ready stands); the identity, if the source has one."""
+    conditions = Conditions()
+    oidc = oidc_identity(source, ctx.config, conditions)
+    if oidc is None:
+        return None
+    status.auth = oidc.auth
+    status.conditions = [*status.conditions, *conditions.finish([OIDC_CONDITION])[1:]]
+    return oidc.account
 
 
 def _publish(

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from dispatcher.consumer import EgressConsumer
 from dispatcher.dispatch import RecordDispatcher
 from dispatcher.http1 import Http1Post
+from dispatcher.identity import IdentityPost
 from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
@@ -28,6 +29,7 @@ from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
+from keventing.serviceaccounttokens import ServiceAccountTokenSource
 from keventing.topics import egress_reserved_reason
 from keventing.tracing import Tracing
 
@@ -51,6 +53,7 @@ class DispatcherManager:
         self.producer: AIOKafkaProducer | None = None
         self.producers = ProducerPool(settings.kafka_connection)
         self.post: Post | None = None
+        self.tokens: ServiceAccountTokenSource | None = None
         self.shared = SharedFetches(METRICS)
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
@@ -65,6 +68,7 @@ class DispatcherManager:
             self.settings.token_source(),
         )  # a bad setting stops the start
         client = Http1Post(self.settings.max_connections, trust_bundle, tokens)
+        self.tokens = tokens
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
         self.post = LoggingPost(client)
         event_types = asyncio.create_task(self.event_types.run())
@@ -84,6 +88,8 @@ class DispatcherManager:
             await self.shared.stop()
             await self.producers.stop()
             await client.close()
+            if tokens is not None:
+                await tokens.close()
             if self.tracing is not None:
                 self.tracing.shutdown()  # exports the spans still queued
 
@@ -126,13 +132,19 @@ class DispatcherManager:
         if egress is not None:
             assert self.post is not None
             metrics = METRICS.for_egress(egress)
+            # A Trigger's or Subscription's own ServiceAccount's tokens (Kubernetes mode), else the shared ones.
+            post = (
+                self.post
+                if egress.identity is None
+                else IdentityPost(self.post, self.tokens, egress.identity)
+            )
             # Replies go to the topic on the egress's own cluster (a Trigger's Broker's).
             replies = ReplyPublisher(
-                functools.partial(self._produce, egress.connection), self.post, self.event_types.observe_reply
+                functools.partial(self._produce, egress.connection), post, self.event_types.observe_reply
             )
             dispatcher = RecordDispatcher(
                 egress,
-                self.post,
+                post,
                 replies,
                 metrics,
                 self.settings.default_timeout_seconds,

@@ -103,6 +103,13 @@ class Ingress(ContractModel):
     policies: tuple[IngressPolicy, ...] | None = None
 
 
+class ServiceAccount(ContractModel):
+    """A Kubernetes ServiceAccount: whose OIDC tokens (TokenRequest) an egress sends (authentication-oidc)."""
+
+    namespace: str
+    name: str
+
+
 class Egress(ContractModel):
     id: str
     kind: str
@@ -116,6 +123,9 @@ class Egress(ContractModel):
     # audience (the dispatcher sends an OIDC token for it).
     destination_ca_certs: str | None = None
     destination_audience: str | None = None
+    # Kubernetes mode: the Trigger's or Subscription's OIDC identity, whose tokens go to every audience it
+    # sends to (subscriber, reply, dead-letter sink). None: the dispatcher's token command (local mode).
+    identity: ServiceAccount | None = None
     prefer_reply: bool = True
     reply: Reply = Field(default_factory=Reply)
     filter: FilterSpec = Field(default_factory=FilterSpec)
@@ -204,6 +214,8 @@ class Source(ContractModel):
     # The sink's CACerts (PEM, trusted besides the system's) and OIDC audience (see Egress.destination_*).
     sink_ca_certs: str | None = None
     sink_audience: str | None = None
+    # Kubernetes mode: the source's own OIDC identity (see Egress.identity); None: the runner's token command.
+    identity: ServiceAccount | None = None
     ce_overrides: dict[str, str] = Field(default_factory=dict)
     ping: PingSchedule | None = None
     timer: TimerSchedule | None = None

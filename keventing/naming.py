@@ -10,6 +10,7 @@ Names given before this scheme are kept (see :func:`legacy_broker_topic`, :mod:`
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # Kubernetes' DNS-1123 label: what a namespace must be, and what makes the names above injective.
@@ -101,3 +102,26 @@ def topic_name_problem(topic: str) -> str | None:
     if not _LEGAL_TOPIC.fullmatch(topic):
         return f"{topic!r} is not a legal topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'"
     return None
+
+
+_MD5_HEX = 32
+
+
+def child_name(parent: str, suffix: str) -> str:
+    """Knative's ``kmeta.ChildName``: ``parent + suffix``, made to fit a DNS label with an md5 of the parent
+    (or, when the suffix alone leaves no room for that, of both) so that the names stay distinct."""
+    if len(parent) + len(suffix) <= DNS_LABEL_MAX:
+        return parent + suffix
+    room = DNS_LABEL_MAX - _MD5_HEX
+    if room - len(suffix) <= 0:
+        name = parent[:room] + hashlib.md5((parent + suffix).encode()).hexdigest()  # noqa: S324 (a name)
+        name += suffix[: max(DNS_LABEL_MAX - len(name), 0)]
+        return name.rstrip("-")
+    return parent[: room - len(suffix)] + hashlib.md5(parent.encode()).hexdigest() + suffix  # noqa: S324
+
+
+def oidc_service_account(api_version: str, kind: str, name: str) -> str:
+    """The ServiceAccount whose tokens a Trigger, Subscription or source sends with (authentication-oidc):
+    Knative's ``<name>oidc-<group>-<kind>``, lower case, as ``GetOIDCServiceAccountNameForResource``."""
+    group = api_version.rpartition("/")[0]
+    return child_name(name, f"oidc-{group}-{kind}").lower()

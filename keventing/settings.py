@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from keventing.contractauth import ContractKeys
     from keventing.eventtypes import EventTypeLimits
     from keventing.kafka.connection import KafkaConnection
-    from keventing.tokens import TokenSource
+    from keventing.serviceaccounttokens import ServiceAccountTokenSource
 
 
 class CommonSettings(BaseSettings):
@@ -108,13 +108,16 @@ class CommonSettings(BaseSettings):
         except ContractKeyInvalid as err:
             raise SystemExit(f"{variable}: {err}") from None
 
-    def token_source(self) -> TokenSource | None:
-        """Where OIDC tokens come from: the token command, when authentication-oidc is enabled."""
+    def token_source(self) -> ServiceAccountTokenSource | None:
+        """Where OIDC tokens come from when authentication-oidc is enabled: TokenRequest for a sender with a
+        ServiceAccount of its own (Kubernetes mode), the token command for the others."""
+        from keventing.serviceaccounttokens import ServiceAccountTokenSource
         from keventing.tokens import CommandTokenSource
 
-        if not self.oidc_enabled or not self.oidc_token_command:
+        if not self.oidc_enabled:
             return None
-        return CommandTokenSource(self.oidc_token_command)
+        command = CommandTokenSource(self.oidc_token_command) if self.oidc_token_command else None
+        return ServiceAccountTokenSource(command)
 
     @functools.cached_property
     def kafka_connection(self) -> KafkaConnection:

@@ -71,10 +71,9 @@ class SourceRunner:
             access, self._send, self._report, self.settings.apiserver_recheck_seconds
         )
         await retrying(self._read_reports, log, "cannot start on Kafka yet; retrying")
+        tokens = self.settings.token_source()
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            self.sender = EventSender(
-                session, trust=ClientTrust(self.settings.trust_bundle()), tokens=self.settings.token_source()
-            )
+            self.sender = EventSender(session, trust=ClientTrust(self.settings.trust_bundle()), tokens=tokens)
             tasks = [
                 asyncio.create_task(self._follow_contract()),
                 asyncio.create_task(self.ownership.run()),
@@ -90,6 +89,8 @@ class SourceRunner:
                 await self.apiservers.stop_all()
                 if access is not None:
                     await access.close()
+                if tokens is not None:
+                    await tokens.close()
                 await self.reports.stop()
 
     async def _read_reports(self) -> None:

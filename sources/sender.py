@@ -91,6 +91,6 @@ class EventSender:
         if source.sink[:6].lower() == "https:":
             context = self.trust.context(source.sink_ca_certs)
         if source.sink_audience is not None and self.tokens is not None:
-            token = await self.tokens.token(source.sink_audience)
+            token = await self.tokens.token(source.sink_audience, source.identity)
             headers = {**headers, "authorization": f"Bearer {token}"}
         return headers, context

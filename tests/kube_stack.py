@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from kubectl import Kubectl
 
+from kev.cluster.launcher import LocalCluster
 from kev.stack import Stack
 from keventing import events
 from keventing.kafka.client import admin_client, group_positioned
@@ -88,3 +90,33 @@ def wait_positioned(bootstrap: str, group: str, topic: str, timeout: float = 60.
     while not asyncio.run(positioned()):
         assert time.monotonic() < deadline, f"consumer group {group} not positioned on {topic}"
         time.sleep(0.3)
+
+
+@contextmanager
+def oidc_namespace(kubectl: Kubectl, prefix: str, accounts: Sequence[str]) -> Iterator[str]:
+    """A new namespace with the ServiceAccounts ``accounts``; the cluster's OIDC discovery document and keys
+    readable without credentials (the ClusterRoleBinding Kubernetes documents for that), as the receiver's
+    verifier reads them."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    binding = f"keventing-test-oidc-discovery-{name}"
+    kubectl.run("create", "namespace", name)
+    for account in accounts:
+        kubectl.run("create", "serviceaccount", account, "-n", name)
+    kubectl.run("create", "clusterrolebinding", binding, "--clusterrole=system:service-account-issuer-discovery",
+                "--group=system:unauthenticated")  # fmt: skip
+    try:
+        yield name
+    finally:
+        kubectl.run("delete", "clusterrolebinding", binding, check=False)
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def issuer_env(cluster: LocalCluster) -> dict[str, str]:
+    """authentication-oidc with the cluster's service-account issuer as the receiver's issuer."""
+    return {
+        "KEVENTING_AUTHENTICATION_OIDC": "enabled",
+        "KEVENTING_OIDC_ISSUER": cluster.server,
+        "KEVENTING_OIDC_ISSUER_CA_FILE": str(cluster.pki.ca_cert),
+        # The apiserver's discovery document names its advertised address, not the loopback one.
+        "KEVENTING_OIDC_JWKS_URL": f"{cluster.server}/openid/v1/jwks",
+    }

@@ -31,6 +31,7 @@ from controller.connections import referenced_secrets
 from controller.context import ControllerConfig
 from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
+from controller.identities import identity_failed
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
 from controller.kubernetes.api import JSON_PATCH, MERGE_PATCH, apply_custom_object
@@ -45,6 +46,7 @@ from controller.kubernetes.objects import (
     to_resource,
 )
 from controller.kubernetes.recorder import EventRecorder, failure
+from controller.kubernetes.serviceaccounts import ServiceAccounts, ServiceAccountUnavailable
 from controller.resolver import foreign_refs
 from keventing.resources import Broker, Condition, ConfigMap, Resource, ResourceKey, Secret, Status
 from keventing.resources.base import now_rfc3339
@@ -153,6 +155,7 @@ class KubernetesController(DataPlaneAdapter):
         self.index = KubernetesIndex(self._claims)
         self.addressables = AddressableLookup(access.api)
         self.recorder = EventRecorder(access.api)
+        self.service_accounts = ServiceAccounts(access.api)
         self.driver = Driver(self, config, resync_seconds, coalesce_seconds=0.05)
         data_plane.report_listeners.append(self.driver.changed)
         self.config_maps = ConfigMapWatch(access.api, self.driver.changed)
@@ -345,6 +348,7 @@ class KubernetesController(DataPlaneAdapter):
             current = self.index.statuses.get(key)
             if key.kind not in SERVED or current is None:
                 continue  # not an object of this cluster (yet), or deleted meanwhile
+            status = await self._ensure_identity(key, status)
             previous = [Condition.model_validate(c) for c in current.get("conditions", [])]
             status = keep_transition_times(status, previous, now)
             document = status_document(status)
@@ -372,6 +376,20 @@ class KubernetesController(DataPlaneAdapter):
                 await self.recorder.warning(
                     key, self.index.uids.get(key), failed.reason or "", failed.message or ""
                 )
+
+    async def _ensure_identity(self, key: ResourceKey, status: Status) -> Status:
+        """Create the OIDC ServiceAccount a status names (authentication-oidc) before the status says it
+        exists; a failure makes OIDCIdentityCreated False, with why."""
+        account = (status.auth or {}).get("serviceAccountName")
+        uid = self.index.uids.get(key)
+        if not account or uid is None:
+            return status
+        try:
+            await self.service_accounts.ensure(key, uid, account)
+        except ServiceAccountUnavailable as err:
+            log.warning("no OIDC identity", extra={"resource": str(key), "reason": str(err)})
+            return identity_failed(status, str(err))
+        return status
 
 
 def _controlled_by_served_kind(resource: Resource) -> bool:

@@ -119,6 +119,8 @@ class Status(OpenModel):
     addresses: list[Address] | None = None
     # The EventPolicies that apply to it (authentication-oidc): {apiVersion, name} each.
     policies: list[dict[str, str]] | None = None
+    # Knative's AuthStatus (authentication-oidc): {"serviceAccountName": the resource's OIDC identity}.
+    auth: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
 
     def condition(self, type_: str) -> Condition | None:

@@ -172,6 +172,8 @@ def test_configmap_changes_become_reference_events_in_kubernetes_mode(
         "SinkProvided": "True",
         "SufficientPermissions": "True",
         "Deployed": "True",
+        # authentication-oidc is disabled here: True, with Knative's reason, and no ServiceAccount.
+        "OIDCIdentityCreated": "True",
     }
     assert source["status"]["sinkUri"] == sink.url(path)
     assert {a["type"] for a in source["status"]["ceAttributes"]} == {

@@ -5,13 +5,13 @@ is TokenRequest for a service account too."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from conftest import Kev, RecordingSink
 from helpers import broker_doc, trigger_doc
+from kube_stack import issuer_env, oidc_namespace
 from kubectl import Kubectl
 
 from kev.cluster.launcher import LocalCluster
@@ -25,20 +25,9 @@ HEADERS = {"ce-specversion": "1.0", "ce-type": "dev.test.oidc", "ce-source": "/t
 
 @pytest.fixture(scope="module")
 def token_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace with the service accounts tokens are requested for; the issuer's discovery document and
-    keys readable without credentials (the ClusterRoleBinding Kubernetes documents for that)."""
-    name = f"oidc-{uuid.uuid4().hex[:8]}"
-    binding = f"keventing-test-oidc-discovery-{name}"
-    kubectl.run("create", "namespace", name)
-    kubectl.run("create", "serviceaccount", "sender", "-n", name)
-    kubectl.run("create", "serviceaccount", "dispatcher", "-n", name)
-    kubectl.run("create", "clusterrolebinding", binding, "--clusterrole=system:service-account-issuer-discovery",
-                "--group=system:unauthenticated")  # fmt: skip
-    try:
+    """A namespace with the service accounts tokens are requested for."""
+    with oidc_namespace(kubectl, "oidc", ["sender", "dispatcher"]) as name:
         yield name
-    finally:
-        kubectl.run("delete", "clusterrolebinding", binding, check=False)
-        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +47,7 @@ def kube_oidc_kev(
         tmp_path_factory.mktemp("kube-oidc-logs"),
         "koidc",
         extra_env={
-            "KEVENTING_AUTHENTICATION_OIDC": "enabled",
-            "KEVENTING_OIDC_ISSUER": kube_cluster.server,
-            "KEVENTING_OIDC_ISSUER_CA_FILE": str(kube_cluster.pki.ca_cert),
-            # The apiserver's discovery document names its advertised address, not the loopback one.
-            "KEVENTING_OIDC_JWKS_URL": f"{kube_cluster.server}/openid/v1/jwks",
+            **issuer_env(kube_cluster),
             "KEVENTING_OIDC_TOKEN_COMMAND": token_command,
             "KEVENTING_DEFAULT_TOPIC_PARTITIONS": "2",
         },

@@ -8,7 +8,8 @@ A keventing service's Deployment: one container running `kev <command>`, its ops
   env       the component's own environment, rendered (optional)
   replicas  overrides values.replicas (optional)
   recreate  true: never two pods at once, not even during a rollout (optional)
-  apiAccess true: the pod gets its service account's token (the Kubernetes-mode controller and sources)
+  apiAccess true: the pod gets its service account's token (the Kubernetes-mode controller and sources,
+            the dispatcher with authentication-oidc)
 */}}
 {{- define "keventing.deployment" -}}
 {{- $root := .root }}
