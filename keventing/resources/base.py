@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keventing.naming import is_dns_label
 
@@ -148,6 +148,15 @@ class Resource(OpenModel):
     metadata: ObjectMeta
     spec: Any = None
     status: Status = Field(default_factory=Status)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_spec_is_absent(cls, data: Any) -> Any:
+        """``spec:`` with nothing under it (YAML null) is no spec, as in Kubernetes, which prunes a null
+        non-nullable field before validating: Knative's docs print ``spec:`` followed only by a comment."""
+        if isinstance(data, dict) and "spec" in data and data["spec"] is None:
+            return {k: v for k, v in data.items() if k != "spec"}
+        return data
 
     @property
     def key(self) -> ResourceKey:

@@ -56,3 +56,25 @@ def test_kinds_are_named_as_kubectl_names_them(name: str) -> None:
 def test_unknown_kind_lists_the_known_ones() -> None:
     with pytest.raises(UnknownKind, match="brokers"):
         kind_for("gadgets")
+
+
+def test_an_empty_spec_is_no_spec_as_kubernetes_prunes_null() -> None:
+    # Knative's docs print `spec:` with only a comment under it (YAML null): a Broker with its defaults.
+    document = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "b"},
+        "spec": None,
+    }
+    broker = parse_resource(document)
+    assert broker.spec.config is None and broker.to_document()["spec"] == {}
+    # A kind whose spec has required fields still says which is missing.
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "t"},
+        "spec": None,
+    }
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(trigger)
+    assert err.value.field == "spec"
