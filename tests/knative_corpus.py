@@ -1,0 +1,111 @@
+"""The Knative documentation corpus (tests/corpus/knative-docs) and what `kev apply --dry-run` must say of it.
+
+Every file is one Knative document copied from knative/docs (its header names the file and commit). All must
+be accepted except EXPECTED_REFUSALS: each is either a manifest Knative itself rejects (a template whose
+placeholders are not valid values, or a typo in the docs) or a field keventing does not serve; the message is
+exactly what `kev apply` prints, so a change of behaviour either way fails the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+CORPUS = Path(__file__).resolve().parent / "corpus" / "knative-docs"
+
+KNATIVE_REJECTS = "knative-rejects"
+NOT_SERVED = "not-served"
+
+_NAMESPACE = (
+    "metadata.namespace: '<namespace>' is not a valid namespace: lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit, at most 63 characters"
+)
+
+
+class Refusal(NamedTuple):
+    reason: str  # KNATIVE_REJECTS or NOT_SERVED
+    why: str  # why Knative rejects it, or what keventing does not serve
+    message: str  # what `kev apply` prints after "<file>: <Kind> '<name>' is invalid: "
+
+
+EXPECTED_REFUSALS: dict[str, Refusal] = {
+    "create-broker-1.yaml": Refusal(
+        KNATIVE_REJECTS, "template: '<namespace>' is not a namespace name Kubernetes accepts", _NAMESPACE
+    ),
+    "ping-source-1.yaml": Refusal(
+        KNATIVE_REJECTS, "template: '<namespace>' (and '<cron-schedule>') are placeholders", _NAMESPACE
+    ),
+    "ping-source-2.yaml": Refusal(
+        KNATIVE_REJECTS, "template: '<namespace>' (and '<cron-schedule>') are placeholders", _NAMESPACE
+    ),
+    "delivery-timeout-1.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "a Subscription without spec.channel: Knative's webhook says missing field(s): spec.channel",
+        "spec.channel: Field required",
+    ),
+    "kafka-source-3.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "template: retry '<integer>' is not an integer (the CRD schema refuses it)",
+        "spec.delivery.retry: Input should be a valid integer, unable to parse string as an integer",
+    ),
+    "kafka-source-4.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "the docs lost the indentation: metadata is empty (no name) and spec's fields are at the top level",
+        "metadata.name: is required",
+    ),
+    "kafka-source-5.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "the docs lost the indentation: spec is empty (no topics, bootstrapServers or sink) and its fields "
+        "are unknown top-level fields",
+        "spec: Field required",
+    ),
+    "kafka-binding-source-1.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "template: net.sasl.enable / net.tls.enable are the string placeholders KAFKA_SASL_ENABLE / "
+        "KAFKA_TLS_ENABLE where the CRD wants a boolean, and spec.resources is not a KafkaSource field "
+        "(it was eventing-contrib's)",
+        "spec.resources: unknown field: keventing does not serve it for KafkaSource (`kev explain kafkasource`)",
+    ),
+    "triggers-3.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "one filters entry with two dialects (exact and suffix): Knative's webhook says multiple dialects "
+        "found, filters can have only one dialect set",
+        "spec.filters[0]: has 2 dialects (exact, suffix) but a filter takes exactly one; put each in its own "
+        "list entry (entries are ANDed) or combine them with all/any",
+    ),
+    "triggers-5.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "spec.filters written as a mapping: the CRD schema wants a list",
+        "spec.filters: Input should be a valid list",
+    ),
+    "triggers-6.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "subscriber indented under filter: the Trigger has no spec.subscriber (missing field) and "
+        "filter.subscriber is an unknown field",
+        "spec.filter.subscriber: unknown field: keventing does not serve it for Trigger (`kev explain trigger`)",
+    ),
+    "transform-jsonata-2.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "'# Request transformation' is not a JSONata comment (JSONata's are /* */): Knative's webhook does "
+        "not parse JSONata, so it admits the resource and the transform fails at run time; keventing "
+        "compiles the expression at apply",
+        "spec.jsonata.expression: invalid JSONata expression: The symbol # cannot be used as a unary operator",
+    ),
+    "kafka-broker-5.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "template: '<my-topic-name>' is not a legal Kafka topic name; Knative admits the Broker and it never "
+        "becomes Ready (the topic cannot exist), keventing checks the name at apply",
+        "metadata.annotations[kafka.eventing.knative.dev/external.topic]: '<my-topic-name>' is not a legal "
+        "topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'",
+    ),
+    "integration-source-aws-s3-1.yaml": Refusal(
+        NOT_SERVED,
+        "the AWS integrations (keventing's IntegrationSource serves timer only); the docs also mis-indent "
+        "name under auth.secret.ref",
+        "spec.aws: the AWS integrations (auth, s3) are not supported by keventing: only spec.timer is",
+    ),
+}
+
+
+def corpus_files() -> list[Path]:
+    return sorted(CORPUS.glob("*.yaml"))
