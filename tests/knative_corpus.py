@@ -38,6 +38,22 @@ EXPECTED_REFUSALS: dict[str, Refusal] = {
     "ping-source-2.yaml": Refusal(
         KNATIVE_REJECTS, "template: '<namespace>' (and '<cron-schedule>') are placeholders", _NAMESPACE
     ),
+    "create-default-channel-1.yaml": Refusal(
+        KNATIVE_REJECTS, "template: '<namespace>' is not a namespace name Kubernetes accepts", _NAMESPACE
+    ),
+    "create-default-channel-2.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "template: '<namespace>' (and the channelTemplate kind '<channel-template-kind>') are placeholders",
+        _NAMESPACE,
+    ),
+    "event-registry-2.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "the sink's apiVersion, kind and name are written directly under sink, not under sink.ref: unknown "
+        "fields of a Destination, which then has neither ref nor uri (Knative: expected exactly one, got "
+        "neither)",
+        "spec.sink.apiVersion: unknown field: keventing does not serve it for KafkaSource "
+        "(`kev explain kafkasource`)",
+    ),
     "delivery-timeout-1.yaml": Refusal(
         KNATIVE_REJECTS,
         "a Subscription without spec.channel: Knative's webhook says missing field(s): spec.channel",
