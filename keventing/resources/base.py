@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keventing.naming import is_dns_label
+from keventing.naming import is_dns_label, is_dns_subdomain
 
 
 class ResourceInvalid(ValueError):
@@ -171,8 +171,15 @@ class Resource(OpenModel):
         return self.metadata.namespace
 
     def validate_identity(self) -> None:
-        """The namespace is a DNS label, as Kubernetes requires: topic and group names rely on it being one
-        (see :mod:`keventing.naming`)."""
+        """The namespace is a DNS label and the name a DNS subdomain, as Kubernetes requires: topic and group
+        names rely on the namespace being one (see :mod:`keventing.naming`), and a name Kubernetes refuses
+        (a template's ``<name>``) would apply locally and fail on a cluster."""
+        if not is_dns_subdomain(self.metadata.name):
+            raise ResourceInvalid(
+                "metadata.name",
+                f"{self.metadata.name!r} is not a valid name: lower-case letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit, at most 253 characters",
+            )
         if not is_dns_label(self.metadata.namespace):
             raise ResourceInvalid(
                 "metadata.namespace",

@@ -78,3 +78,16 @@ def test_an_empty_spec_is_no_spec_as_kubernetes_prunes_null() -> None:
     with pytest.raises(ResourceInvalid) as err:
         parse_resource(trigger)
     assert err.value.field == "spec"
+
+
+@pytest.mark.parametrize("name", ["<broker-name>", "My-Broker", "my_broker", "-b", "b.", "a" * 254])
+def test_a_name_kubernetes_refuses_is_refused(name: str) -> None:
+    # A template's placeholder name would apply locally and then fail on a cluster.
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(broker_doc(name, "default"))
+    assert err.value.field == "metadata.name"
+
+
+@pytest.mark.parametrize("name", ["b", "dev.knative.source.github.push-34cnb", "a" * 253])
+def test_a_dns_subdomain_name_is_accepted(name: str) -> None:
+    assert parse_resource(broker_doc(name, "default")).name == name
