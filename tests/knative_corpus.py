@@ -1,9 +1,10 @@
 """The Knative documentation corpus (tests/corpus/knative-docs) and what `kev apply --dry-run` must say of it.
 
 Every file is one Knative document copied from knative/docs (its header names the file and commit). All must
-be accepted except EXPECTED_REFUSALS: each is either a manifest Knative itself rejects (a template whose
-placeholders are not valid values, or a typo in the docs) or a field keventing does not serve; the message is
-exactly what `kev apply` prints, so a change of behaviour either way fails the tests.
+be accepted except EXPECTED_REFUSALS: each is a manifest Knative itself rejects (a template whose placeholders
+are not valid values, or a typo in the docs), one Knative admits but that can never work, or a kind or field
+keventing does not serve. The message is exactly what `kev apply` prints, so a change of behaviour either way
+fails the tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import NamedTuple
 CORPUS = Path(__file__).resolve().parent / "corpus" / "knative-docs"
 
 KNATIVE_REJECTS = "knative-rejects"
+# Knative admits it (its webhook does not check this) but the resource can never work: keventing refuses it.
+NEVER_WORKS = "never-works"
 NOT_SERVED = "not-served"
 
 
@@ -24,18 +27,29 @@ def _name(name: str) -> str:
     )
 
 
-_JOBSINK = (
-    "kind: 'JobSink' is not a kind keventing serves (ApiServerSource, Broker, Channel, ConfigMap, "
-    "ContainerSource, EventPolicy, EventTransform, EventType, InMemoryChannel, IntegrationSink, "
-    "IntegrationSource, KafkaChannel, KafkaSink, KafkaSource, Parallel, PingSource, Secret, Sequence, "
-    "SinkBinding, Subscription, Trigger)"
-)
+def _not_a_kind(kind: str) -> str:
+    return (
+        f"kind: '{kind}' is not a kind keventing serves (ApiServerSource, Broker, Channel, ConfigMap, "
+        "ContainerSource, EventPolicy, EventTransform, EventType, InMemoryChannel, IntegrationSink, "
+        "IntegrationSource, KafkaChannel, KafkaSink, KafkaSource, Parallel, PingSource, Secret, Sequence, "
+        "SinkBinding, Subscription, Trigger)"
+    )
+
+
+_JOBSINK = _not_a_kind("JobSink")
 _NO_JOBSINK = "JobSink (sinks.knative.dev/v1alpha1): keventing has no Job runner"
 
 
+_HASH = "spec.jsonata.expression: invalid JSONata expression: The symbol # cannot be used as a unary operator"
+_PLACEHOLDER_EXPRESSION = (
+    "template: the expression '# transformation expression' is a placeholder, not JSONata: Knative's webhook "
+    "does not parse JSONata, so it admits the resource and the transform is never Ready"
+)
+
+
 class Refusal(NamedTuple):
-    reason: str  # KNATIVE_REJECTS or NOT_SERVED
-    why: str  # why Knative rejects it, or what keventing does not serve
+    reason: str  # KNATIVE_REJECTS, NEVER_WORKS or NOT_SERVED
+    why: str  # why Knative rejects it, why it never works, or what keventing does not serve
     message: str  # what `kev apply` prints after "<file>: <Kind> '<name>' is invalid: "
 
 
@@ -130,14 +144,14 @@ EXPECTED_REFUSALS: dict[str, Refusal] = {
         "spec.filter.subscriber: unknown field: keventing does not serve it for Trigger (`kev explain trigger`)",
     ),
     "transform-jsonata-2.yaml": Refusal(
-        KNATIVE_REJECTS,
+        NEVER_WORKS,
         "'# Request transformation' is not a JSONata comment (JSONata's are /* */): Knative's webhook does "
         "not parse JSONata, so it admits the resource and the transform fails at run time; keventing "
         "compiles the expression at apply",
-        "spec.jsonata.expression: invalid JSONata expression: The symbol # cannot be used as a unary operator",
+        _HASH,
     ),
     "kafka-broker-5.yaml": Refusal(
-        KNATIVE_REJECTS,
+        NEVER_WORKS,
         "template: '<my-topic-name>' is not a legal Kafka topic name; Knative admits the Broker and it never "
         "becomes Ready (the topic cannot exist), keventing checks the name at apply",
         "metadata.annotations[kafka.eventing.knative.dev/external.topic]: '<my-topic-name>' is not a legal "
@@ -157,6 +171,33 @@ EXPECTED_REFUSALS: dict[str, Refusal] = {
         "the AWS integrations (keventing's IntegrationSink serves log only); the docs also mis-indent name "
         "under auth.secret.ref",
         "spec.aws: the AWS integrations (auth, sqs) are not supported by keventing: only spec.log is",
+    ),
+    "transforms-4.yaml": Refusal(
+        NEVER_WORKS, "the same request-reply-transform as transform-jsonata-2", _HASH
+    ),
+    "transforms-6.yaml": Refusal(NEVER_WORKS, _PLACEHOLDER_EXPRESSION, _HASH),
+    "transforms-7.yaml": Refusal(NEVER_WORKS, _PLACEHOLDER_EXPRESSION, _HASH),
+    "sugar-2.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "the docs lost the indentation: metadata is empty (no name) and name, namespace and labels are "
+        "unknown top-level fields of the ConfigMap",
+        "metadata.name: is required",
+    ),
+    "rabbitmq-broker-1.yaml": Refusal(
+        NOT_SERVED,
+        "RabbitmqBrokerConfig (eventing-rabbitmq's kind; its name is also a placeholder)",
+        _not_a_kind("RabbitmqBrokerConfig"),
+    ),
+    "rabbitmq-broker-2.yaml": Refusal(
+        KNATIVE_REJECTS,
+        "template: '<broker-name>' is not a name Kubernetes accepts (a RabbitMQBroker class Broker is "
+        "otherwise a Broker keventing serves)",
+        _name("<broker-name>"),
+    ),
+    "integration-source-aws-ddb-1.yaml": Refusal(
+        NOT_SERVED,
+        "the AWS integrations (IntegrationSource serves timer only); name is mis-indented as in aws-s3",
+        "spec.aws: the AWS integrations (auth, ddbStreams) are not supported by keventing: only spec.timer is",
     ),
     "integration-source-aws-s3-1.yaml": Refusal(
         NOT_SERVED,

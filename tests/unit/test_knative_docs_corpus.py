@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from knative_corpus import CORPUS, EXPECTED_REFUSALS, KNATIVE_REJECTS, NOT_SERVED, corpus_files
+from knative_corpus import CORPUS, EXPECTED_REFUSALS, KNATIVE_REJECTS, NEVER_WORKS, NOT_SERVED, corpus_files
 
 from kev.cli.main import read_documents
 from keventing.resources import ResourceInvalid, parse_resource
@@ -22,7 +22,7 @@ def test_the_corpus_is_what_the_report_says() -> None:
         assert len(read_documents([str(path)])) == 1, path.name
         assert path.read_text().startswith("# Source: https://github.com/knative/docs/blob/"), path.name
     assert set(EXPECTED_REFUSALS) <= {p.name for p in FILES}
-    assert {r.reason for r in EXPECTED_REFUSALS.values()} == {KNATIVE_REJECTS, NOT_SERVED}
+    assert {r.reason for r in EXPECTED_REFUSALS.values()} == {KNATIVE_REJECTS, NEVER_WORKS, NOT_SERVED}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
