@@ -199,6 +199,16 @@ EXPECTED_REFUSALS: dict[str, Refusal] = {
         "the AWS integrations (IntegrationSource serves timer only); name is mis-indented as in aws-s3",
         "spec.aws: the AWS integrations (auth, ddbStreams) are not supported by keventing: only spec.timer is",
     ),
+    "integration-sink-aws-s3-1.yaml": Refusal(
+        NOT_SERVED,
+        "the AWS integrations (IntegrationSink serves log only)",
+        "spec.aws: the AWS integrations (auth, s3) are not supported by keventing: only spec.log is",
+    ),
+    "integration-source-aws-sqs-1.yaml": Refusal(
+        NOT_SERVED,
+        "the AWS integrations (IntegrationSource serves timer only)",
+        "spec.aws: the AWS integrations (auth, sqs) are not supported by keventing: only spec.timer is",
+    ),
     "integration-source-aws-s3-1.yaml": Refusal(
         NOT_SERVED,
         "the AWS integrations (keventing's IntegrationSource serves timer only); the docs also mis-indent "
