@@ -32,6 +32,15 @@ def is_dns_label(value: str) -> bool:
     return len(value) <= DNS_LABEL_MAX and DNS_LABEL.fullmatch(value) is not None
 
 
+# Kubernetes' DNS-1123 subdomain: what the name of a Knative resource (or a ConfigMap, Secret) must be.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_SUBDOMAIN_MAX = 253
+
+
+def is_dns_subdomain(value: str) -> bool:
+    return len(value) <= DNS_SUBDOMAIN_MAX and DNS_SUBDOMAIN.fullmatch(value) is not None
+
+
 def _injective(prefix: str, namespace: str, name: str) -> str:
     if "-" in namespace:
         return f"{prefix}.{namespace}.{name}"

@@ -15,6 +15,7 @@ import orjson
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kev.cli.kafka import app as kafka_app
@@ -44,7 +45,8 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    # Escaped: a message naming a field like annotations[kafka.eventing.knative.dev/x] is not rich markup.
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -132,7 +134,7 @@ def _parse_all(filename: list[str], namespace: str | None) -> list[Resource]:
             errors.append(f"{source}: {kind} {name!r} is invalid: {err}")
     if errors:
         for error in errors:
-            err_console.print(f"[red]error:[/red] {error}")
+            err_console.print(f"[red]error:[/red] {escape(error)}")
         raise typer.Exit(1)
     return resources
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keventing.naming import is_dns_label
+from keventing.naming import is_dns_label, is_dns_subdomain
 
 
 class ResourceInvalid(ValueError):
@@ -151,6 +151,15 @@ class Resource(OpenModel):
     spec: Any = None
     status: Status = Field(default_factory=Status)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_spec_is_absent(cls, data: Any) -> Any:
+        """``spec:`` with nothing under it (YAML null) is no spec, as in Kubernetes, which prunes a null
+        non-nullable field before validating: Knative's docs print ``spec:`` followed only by a comment."""
+        if isinstance(data, dict) and "spec" in data and data["spec"] is None:
+            return {k: v for k, v in data.items() if k != "spec"}
+        return data
+
     @property
     def key(self) -> ResourceKey:
         return ResourceKey(self.KIND, self.metadata.namespace, self.metadata.name)
@@ -164,8 +173,15 @@ class Resource(OpenModel):
         return self.metadata.namespace
 
     def validate_identity(self) -> None:
-        """The namespace is a DNS label, as Kubernetes requires: topic and group names rely on it being one
-        (see :mod:`keventing.naming`)."""
+        """The namespace is a DNS label and the name a DNS subdomain, as Kubernetes requires: topic and group
+        names rely on the namespace being one (see :mod:`keventing.naming`), and a name Kubernetes refuses
+        (a template's ``<name>``) would apply locally and fail on a cluster."""
+        if not is_dns_subdomain(self.metadata.name):
+            raise ResourceInvalid(
+                "metadata.name",
+                f"{self.metadata.name!r} is not a valid name: lower-case letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit, at most 253 characters",
+            )
         if not is_dns_label(self.metadata.namespace):
             raise ResourceInvalid(
                 "metadata.namespace",

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from conftest import Kev
 from helpers import broker_doc, trigger_doc
+from knative_corpus import CORPUS, EXPECTED_REFUSALS, corpus_files
 
 
 def test_dry_run_and_diff_say_what_would_change_and_write_nothing(kev: Kev, ns: str, tmp_path: Path) -> None:
@@ -56,3 +57,40 @@ def test_explain_lists_the_fields_served_for_a_kind(kev: Kev) -> None:
     assert "spec.subscriber.uri <string>" in lines
     unknown = kev.cli("explain", "nosuchkind")
     assert unknown.returncode == 1 and "nosuchkind" in unknown.stderr
+
+
+def _dry_run_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.endswith(" (dry run)")]
+
+
+def test_dry_run_accepts_every_example(kev: Kev) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    result = _kev(kev, "apply", "--dry-run", "-f", str(examples))
+    assert result.returncode == 0, result.stderr
+    documents = [d for f in sorted(examples.rglob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    assert len(documents) >= 15 and len(_dry_run_lines(result)) == len(documents)
+
+
+def test_dry_run_on_the_knative_docs_corpus(kev: Kev, tmp_path: Path) -> None:
+    """What `kev apply --dry-run` prints for the documents copied from Knative's docs: every one accepted
+    but the expected refusals, each refused with its message (tests/knative_corpus.py says why)."""
+    accepted = tmp_path / "accepted"
+    accepted.mkdir()
+    files = corpus_files()
+    for path in files:
+        if path.name not in EXPECTED_REFUSALS:
+            (accepted / path.name).write_text(path.read_text())
+    result = _kev(kev, "apply", "--dry-run", "-f", str(accepted))
+    assert result.returncode == 0, result.stderr
+    assert len(_dry_run_lines(result)) == len(files) - len(EXPECTED_REFUSALS)
+
+    # The whole corpus: refused (exit 1, nothing compared), every refusal printed with its message.
+    everything = _kev(kev, "apply", "--dry-run", "-f", str(CORPUS))
+    assert everything.returncode == 1 and _dry_run_lines(everything) == []
+    printed = " ".join(everything.stderr.split())
+    for name, refusal in EXPECTED_REFUSALS.items():
+        document = yaml.safe_load((CORPUS / name).read_text())
+        label = (document.get("metadata") or {}).get("name", "?")
+        expected = f"{CORPUS / name}: {document['kind']} {label!r} is invalid: {refusal.message}"
+        assert " ".join(expected.split()) in printed, name
+    assert printed.count(" is invalid: ") == len(EXPECTED_REFUSALS)

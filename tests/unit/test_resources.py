@@ -56,3 +56,38 @@ def test_kinds_are_named_as_kubectl_names_them(name: str) -> None:
 def test_unknown_kind_lists_the_known_ones() -> None:
     with pytest.raises(UnknownKind, match="brokers"):
         kind_for("gadgets")
+
+
+def test_an_empty_spec_is_no_spec_as_kubernetes_prunes_null() -> None:
+    # Knative's docs print `spec:` with only a comment under it (YAML null): a Broker with its defaults.
+    document = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "b"},
+        "spec": None,
+    }
+    broker = parse_resource(document)
+    assert broker.spec.config is None and broker.to_document()["spec"] == {}
+    # A kind whose spec has required fields still says which is missing.
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "t"},
+        "spec": None,
+    }
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(trigger)
+    assert err.value.field == "spec"
+
+
+@pytest.mark.parametrize("name", ["<broker-name>", "My-Broker", "my_broker", "-b", "b.", "a" * 254])
+def test_a_name_kubernetes_refuses_is_refused(name: str) -> None:
+    # A template's placeholder name would apply locally and then fail on a cluster.
+    with pytest.raises(ResourceInvalid) as err:
+        parse_resource(broker_doc(name, "default"))
+    assert err.value.field == "metadata.name"
+
+
+@pytest.mark.parametrize("name", ["b", "dev.knative.source.github.push-34cnb", "a" * 253])
+def test_a_dns_subdomain_name_is_accepted(name: str) -> None:
+    assert parse_resource(broker_doc(name, "default")).name == name
