@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -65,7 +66,7 @@ def _dry_run_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_dry_run_accepts_every_example(kev: Kev) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
-    result = _kev(kev, "apply", "--dry-run", "-f", str(examples))
+    result = kev.cli("apply", "--dry-run", "-f", str(examples))
     assert result.returncode == 0, result.stderr
     documents = [d for f in sorted(examples.rglob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     assert len(documents) >= 15 and len(_dry_run_lines(result)) == len(documents)
@@ -80,12 +81,12 @@ def test_dry_run_on_the_knative_docs_corpus(kev: Kev, tmp_path: Path) -> None:
     for path in files:
         if path.name not in EXPECTED_REFUSALS:
             (accepted / path.name).write_text(path.read_text())
-    result = _kev(kev, "apply", "--dry-run", "-f", str(accepted))
+    result = kev.cli("apply", "--dry-run", "-f", str(accepted))
     assert result.returncode == 0, result.stderr
     assert len(_dry_run_lines(result)) == len(files) - len(EXPECTED_REFUSALS)
 
     # The whole corpus: refused (exit 1, nothing compared), every refusal printed with its message.
-    everything = _kev(kev, "apply", "--dry-run", "-f", str(CORPUS))
+    everything = kev.cli("apply", "--dry-run", "-f", str(CORPUS))
     assert everything.returncode == 1 and _dry_run_lines(everything) == []
     printed = " ".join(everything.stderr.split())
     for name, refusal in EXPECTED_REFUSALS.items():
