@@ -287,23 +287,30 @@ def test_sigterm_stops_the_receiver_within_seconds_mid_upload(limited: tuple[Sta
     assert elapsed < 10, f"stopped after {elapsed:.1f} s"
 
 
-def test_an_event_kafka_refuses_as_too_large_is_a_413_and_later_events_on_the_partition_still_land(
-    kev: Kev, ns: str, kafka: str
-) -> None:
-    # A topic made outside keventing with a small max.message.bytes (an external-topic Broker's): Kafka's
-    # limit is below the receiver's. The refused record must not leave the producer's sequence broken for
-    # the partition (finding 6: later events answered 503 OutOfOrderSequenceNumber).
+def _small_topic_broker(kev: Kev, ns: str, kafka: str, max_message_bytes: int) -> str:
+    """Broker "default" of ``ns`` on a topic made outside keventing with a small max.message.bytes."""
     topic = f"small-{uuid.uuid4().hex[:8]}"
 
     async def create() -> None:
         async with admin_client(kafka) as admin:
-            await ensure_topic(admin, TopicSpec(topic, 1, 1, {"max.message.bytes": "2000"}))
+            config = {"max.message.bytes": str(max_message_bytes)}
+            await ensure_topic(admin, TopicSpec(topic, 1, 1, config))
 
     asyncio.run(create())
     broker = broker_doc("default", ns)
     broker["metadata"]["annotations"] = {"kafka.eventing.knative.dev/external.topic": topic}
     kev.apply(broker)
     kev.wait_ready("Broker", "default", ns)
+    return topic
+
+
+def test_an_event_kafka_refuses_as_too_large_is_a_413_and_later_events_on_the_partition_still_land(
+    kev: Kev, ns: str, kafka: str
+) -> None:
+    # A topic made outside keventing with a small max.message.bytes (an external-topic Broker's): Kafka's
+    # limit is below the receiver's. The refused record must not leave the producer's sequence broken for
+    # the partition (finding 6: later events answered 503 OutOfOrderSequenceNumber).
+    topic = _small_topic_broker(kev, ns, kafka, 2000)
     big = kev.send(ns, "default", "big-1", data=b'"' + b"x" * 20_000 + b'"')
     assert big.status_code == 413
     assert f"Kafka refused the event as too large for topic {topic}" in big.text
@@ -314,17 +321,7 @@ def test_an_event_kafka_refuses_as_too_large_is_a_413_and_later_events_on_the_pa
 def test_an_event_kafka_refuses_amid_concurrent_small_ones_fails_alone(kev: Kev, ns: str, kafka: str) -> None:
     # The receiver batches concurrent records per partition: Kafka refusing one record of a batch must be a
     # 413 for that event only, and every small event sent at the same moment must be stored (202, on Kafka).
-    topic = f"small-{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        async with admin_client(kafka) as admin:
-            await ensure_topic(admin, TopicSpec(topic, 1, 1, {"max.message.bytes": "4000"}))
-
-    asyncio.run(create())
-    broker = broker_doc("default", ns)
-    broker["metadata"]["annotations"] = {"kafka.eventing.knative.dev/external.topic": topic}
-    kev.apply(broker)
-    kev.wait_ready("Broker", "default", ns)
+    topic = _small_topic_broker(kev, ns, kafka, 4000)
     url = kev.broker_url(ns, "default")
 
     async def burst(round_: int) -> dict[str, int]:
