@@ -158,19 +158,21 @@ class BatchProducer:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> object:
         async with asyncio.timeout(self.timeout):
-            builder = self.producer.create_batch()
-            builder.append(timestamp=None, key=key, value=value, headers=headers)
             partitions = sorted(await self.producer.partitions_for(topic))
             if key is None:
                 partition = random.choice(partitions)
             else:
                 partition = self._partitioner(key, partitions, partitions)
             try:
-                return await self._send_built(topic, partition, builder)
+                return await self._send_built(topic, partition, self._one_record(key, value, headers))
             except OutOfOrderSequenceNumber:  # numbered under the id being renewed: once more, renewed
-                builder = self.producer.create_batch()
-                builder.append(timestamp=None, key=key, value=value, headers=headers)
-                return await self._send_built(topic, partition, builder)
+                return await self._send_built(topic, partition, self._one_record(key, value, headers))
+
+    def _one_record(self, key: bytes | None, value: bytes | None, headers: Headers) -> BatchBuilder:
+        # A sent builder is closed, so a resend builds the batch again.
+        builder = self.producer.create_batch()
+        builder.append(timestamp=None, key=key, value=value, headers=headers)
+        return builder
 
     async def _send_built(self, topic: str, partition: int, builder: BatchBuilder) -> object:
         acknowledged = await self.producer.send_batch(builder, topic, partition=partition)
