@@ -469,7 +469,8 @@ def reconcile_kafka_source(
     if refused is not None:
         conditions.false("Deployed", refused.reason, refused.message)
     elif sink is not None and delivery is not None:
-        conditions.true("Deployed", message=f"consumer group {kafka.consumer_group}")
+        deployed = "; ".join([f"consumer group {kafka.consumer_group}", *kafka.warnings()])
+        conditions.true("Deployed", message=deployed)
     status.conditions = conditions.finish(order)
     if not status.ready or sink is None or delivery is None:
         return status, None

@@ -189,6 +189,13 @@ def apply(
 ) -> None:
     """Create or update resources from Knative YAML."""
     resources = _parse_all(filename, namespace)
+    for resource in resources:
+        for warning in resource.warnings():
+            # As kubectl prints an admission warning: on stderr, the apply goes on.
+            err_console.print(
+                f"[yellow]Warning:[/yellow] {resource.KIND.lower()}.{_group(resource)}/{resource.name}: "
+                f"{escape(warning)}"
+            )
     if dry_run:
         for resource, action, diff in _changes(resources):
             console.print(f"{resource.KIND.lower()}.{_group(resource)}/{resource.name} {action} (dry run)")

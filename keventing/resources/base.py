@@ -192,6 +192,11 @@ class Resource(OpenModel):
     def validate_semantics(self) -> None:
         """Checks beyond the schema (cross-field rules); raise :class:`ResourceInvalid`."""
 
+    def warnings(self) -> list[str]:
+        """Fields accepted, so that Knative YAML applies, but not applied as Knative would: each a message
+        naming the field. ``kev apply`` prints them and the resource's status repeats them."""
+        return []
+
     def display_document(self) -> dict[str, Any]:
         """What ``kev get -o yaml`` and ``kev describe`` show: the document, minus what must never be shown."""
         return self.to_document()

@@ -457,6 +457,14 @@ class KafkaSource(SourceResource):
     def key_type(self) -> str | None:
         return self.metadata.labels.get(KAFKA_KEY_TYPE_LABEL)
 
+    def warnings(self) -> list[str]:
+        if self.spec.consumers is not None and self.spec.consumers != 1:
+            return [
+                f"spec.consumers: {self.spec.consumers} is not applied: the consumer group has one consumer "
+                "per dispatcher replica (scale the dispatcher for more)"
+            ]
+        return []
+
     def validate_semantics(self) -> None:
         super().validate_semantics()
         spec = self.spec

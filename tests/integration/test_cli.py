@@ -84,6 +84,12 @@ def test_dry_run_on_the_knative_docs_corpus(kev: Kev, tmp_path: Path) -> None:
     result = kev.cli("apply", "--dry-run", "-f", str(accepted))
     assert result.returncode == 0, result.stderr
     assert len(_dry_run_lines(result)) == len(files) - len(EXPECTED_REFUSALS)
+    # Accepted but not applied as Knative would: said, not silently ignored (kafka-source-2 has consumers: 12).
+    warned = " ".join(result.stderr.split())
+    assert (
+        "Warning: kafkasource.sources.knative.dev/kafka-source: spec.consumers: 12 is not applied" in warned
+    )
+    assert warned.count("Warning: ") == 1
 
     # The whole corpus: refused (exit 1, nothing compared), every refusal printed with its message.
     everything = kev.cli("apply", "--dry-run", "-f", str(CORPUS))

@@ -184,6 +184,18 @@ def test_kafka_source_becomes_an_ordered_egress_with_discarded_replies() -> None
     assert egress.ce_overrides == {"team": "a"}
 
 
+def test_kafka_source_consumers_it_does_not_apply_are_named_in_its_status() -> None:
+    document = kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=3)
+    source = parse_resource(document)
+    assert [w.split(":")[0] for w in source.warnings()] == ["spec.consumers"]
+    desired = reconcile([source], CONFIG)
+    deployed = desired.statuses[ResourceKey("KafkaSource", "ns", "s")].condition("Deployed")
+    assert deployed.status == "True"
+    assert "spec.consumers: 3 is not applied" in (deployed.message or "")
+    one = parse_resource(kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=1))
+    assert one.warnings() == []
+
+
 def test_kafka_source_with_unknown_key_type_is_not_ready() -> None:
     document = kafka_source_doc(
         "s",
