@@ -420,7 +420,8 @@ class KafkaSourceSpec(Model):
     delivery: DeliverySpec | None = None
     ordering: Literal["ordered", "unordered"] | None = None
     consumers: int | None = None
-    # SASL/TLS settings (Kubernetes secrets); accepted so that Knative YAML applies, not used locally.
+    # Knative's `sasl` and `tls` (each value a secretKeyRef): the credentials for its cluster, read by
+    # controller/connections.py.
     net: dict[str, Any] | None = None
     sink: Destination
     ceOverrides: CloudEventOverrides | None = None
