@@ -262,15 +262,26 @@ def _reconcile_trigger(
     conditions = Conditions()
     status = TriggerStatus(observedGeneration=trigger.metadata.generation)
     order = ["BrokerReady", "SubscriberResolved", "DeadLetterSinkResolved"]
-    broker_key = ResourceKey("Broker", trigger.namespace, trigger.spec.broker)
+    broker_key = ResourceKey("Broker", trigger.broker_namespace, trigger.broker_name)
+    shown = (
+        trigger.broker_name
+        if not trigger.cross_namespace
+        else f"{trigger.broker_namespace}/{trigger.broker_name}"
+    )
     broker = ctx.resources.get(broker_key)
     broker_status = ctx.desired.statuses.get(broker_key)
-    if not isinstance(broker, Broker) or broker_status is None:
+    if trigger.cross_namespace and not ctx.config.cross_namespace_event_links:
+        broker = None  # never read: the Trigger says what it needs instead
         conditions.false(
-            "BrokerReady", "BrokerDoesNotExist", f'Broker "{trigger.spec.broker}" does not exist'
+            "BrokerReady",
+            "CrossNamespaceEventLinksDisabled",
+            f'Broker "{shown}" is in another namespace: enable cross-namespace-event-links in the '
+            f"config-features ConfigMap of {ctx.config.system_namespace} for a Trigger to use it",
         )
+    elif not isinstance(broker, Broker) or broker_status is None:
+        conditions.false("BrokerReady", "BrokerDoesNotExist", f'Broker "{shown}" does not exist')
     elif not broker_status.ready:
-        conditions.false("BrokerReady", "BrokerNotReady", f'Broker "{trigger.spec.broker}" is not ready')
+        conditions.false("BrokerReady", "BrokerNotReady", f'Broker "{shown}" is not ready')
     else:
         conditions.true("BrokerReady")
     try:

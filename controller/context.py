@@ -57,6 +57,9 @@ class ControllerConfig:
     # Knative's authentication-oidc: addresses publish their audience, EventPolicies apply.
     oidc: bool = False
     default_authorization_mode: str = "allow-same-namespace"
+    # Knative's cross-namespace-event-links (config-features, controller.features): Triggers may read a
+    # Broker of another namespace.
+    cross_namespace_event_links: bool = False
 
 
 @dataclass(frozen=True)

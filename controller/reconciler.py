@@ -24,6 +24,7 @@ from controller import (
     transforms,
 )
 from controller.context import Context, Contribution, ControllerConfig, Desired, Published
+from controller.features import with_features
 from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
@@ -84,6 +85,7 @@ def reconcile(
             invalid[resource.key] = _invalid_status(resource, str(err))
             continue
         valid[resource.key] = resource
+    config = with_features(valid, config)
     ctx = Context(
         valid,
         config,

@@ -74,7 +74,7 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
             (
                 annotations.get(naming.GROUP_ANNOTATION) or naming.trigger_group(namespace, resource.name),
                 annotations.get(naming.TOPIC_ANNOTATION)
-                or naming.broker_topic(namespace, resource.spec.broker),
+                or naming.broker_topic(resource.broker_namespace, resource.broker_name),
             )
         ]
     if isinstance(resource, Subscription):

@@ -1,4 +1,4 @@
-"""Following the few ConfigMaps the operator reads: Knative's config-br-defaults and the broker configs
+"""Following the few ConfigMaps the operator reads: Knative's config-br-defaults, config-features and the broker configs
 Brokers reference (``spec.config``, or their default from config-br-defaults).
 
 Each wanted ConfigMap is watched on its own (a list and watch with ``fieldSelector=metadata.name=…`` in its

@@ -31,6 +31,7 @@ from controller.connections import referenced_secrets
 from controller.context import ControllerConfig
 from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
+from controller.features import features_key
 from controller.identities import identity_failed
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
@@ -261,7 +262,7 @@ class KubernetesController(DataPlaneAdapter):
         brokers = [r for r in self.index.resources.values() if isinstance(r, Broker)]
         await self._stamp_classes(brokers)
         # The broker configs the claimed Brokers read; the reconciler finds them among the resources.
-        wanted = {self.defaults_key} | {
+        wanted = {self.defaults_key, features_key(self.config.system_namespace)} | {
             broker_config_key(broker, ref)
             for broker in brokers
             if (ref := broker.spec.config or self.defaults.config(broker.namespace)) is not None

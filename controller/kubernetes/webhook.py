@@ -23,7 +23,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from controller.kubernetes import crossnamespace
 from controller.kubernetes.api import APPLY_PATCH, MERGE_PATCH
 from controller.kubernetes.bindings import (
     SUBJECT_KINDS,
@@ -309,7 +310,10 @@ def conversion_response(review: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview", "response": response}
 
 
-def webhook_app(bindings: Callable[[], Iterable[Binding]]) -> Starlette:
+Validate = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def webhook_app(bindings: Callable[[], Iterable[Binding]], validate: Validate | None = None) -> Starlette:
     async def review(request: Request, kind: str) -> dict[str, Any] | Response:
         try:
             body = orjson.loads(await request.body())
@@ -331,19 +335,31 @@ def webhook_app(bindings: Callable[[], Iterable[Binding]]) -> Starlette:
             return body
         return Response(orjson.dumps(conversion_response(body)), media_type="application/json")
 
-    return Starlette(
-        routes=[
-            Route(WEBHOOK_PATH, admit, methods=["POST"]),
-            Route(CONVERT_PATH, convert, methods=["POST"]),
-        ]
-    )
+    async def cross_namespace(request: Request) -> Response:
+        body = await review(request, "n AdmissionReview")
+        if isinstance(body, Response):
+            return body
+        assert validate is not None
+        return Response(orjson.dumps(await validate(body)), media_type="application/json")
+
+    routes = [
+        Route(WEBHOOK_PATH, admit, methods=["POST"]),
+        Route(CONVERT_PATH, convert, methods=["POST"]),
+    ]
+    if validate is not None:
+        routes.append(Route(crossnamespace.VALIDATE_PATH, cross_namespace, methods=["POST"]))
+    return Starlette(routes=routes)
 
 
 async def serve_webhook(
-    bindings: Callable[[], Iterable[Binding]], certificate: ServingCertificate, host: str, port: int
+    bindings: Callable[[], Iterable[Binding]],
+    certificate: ServingCertificate,
+    host: str,
+    port: int,
+    validate: Validate | None = None,
 ) -> None:
     await serve(
-        webhook_app(bindings),
+        webhook_app(bindings, validate),
         host,
         port,
         ssl_certfile=str(certificate.cert),
@@ -354,23 +370,26 @@ async def serve_webhook(
 # ------------------------------------------------------------------------------------- configuration
 
 
+def client_config(
+    ca_bundle: str, path: str, *, url: str | None, service: tuple[str, str, int] | None
+) -> dict[str, Any]:
+    """Where the API server reaches the webhook's ``path``: at ``url``, else through the Service."""
+    config: dict[str, Any] = {"caBundle": ca_bundle}
+    if url is not None:
+        config["url"] = url.rstrip("/") + path
+    elif service is not None:
+        namespace, service_name, port = service
+        config["service"] = {"namespace": namespace, "name": service_name, "path": path, "port": port}
+    else:
+        raise ValueError("the webhook needs a URL or a Service the API server reaches it at")
+    return config
+
+
 def webhook_configuration(
     name: str, ca_bundle: str, *, url: str | None, service: tuple[str, str, int] | None
 ) -> dict[str, Any]:
     """The MutatingWebhookConfiguration that sends subjects' admissions to the webhook (by URL or Service)."""
-    client_config: dict[str, Any] = {"caBundle": ca_bundle}
-    if url is not None:
-        client_config["url"] = url.rstrip("/") + WEBHOOK_PATH
-    elif service is not None:
-        namespace, service_name, port = service
-        client_config["service"] = {
-            "namespace": namespace,
-            "name": service_name,
-            "path": WEBHOOK_PATH,
-            "port": port,
-        }
-    else:
-        raise ValueError("the webhook needs a URL or a Service the API server reaches it at")
+    subjects_client = client_config(ca_bundle, WEBHOOK_PATH, url=url, service=service)
     groups: dict[tuple[str, str], list[str]] = {}
     for kind in SUBJECT_KINDS.values():
         groups.setdefault((kind.group, kind.version), []).append(kind.plural)
@@ -391,7 +410,7 @@ def webhook_configuration(
         "webhooks": [
             {
                 "name": WEBHOOK_NAME,
-                "clientConfig": client_config,
+                "clientConfig": subjects_client,
                 "rules": rules,
                 "failurePolicy": "Ignore",
                 "sideEffects": "None",
@@ -482,14 +501,30 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
         conversions = conversion_patch(
             certificate.ca_bundle, url=settings.webhook_url, service=(namespace, service, 443)
         )
+        validating = crossnamespace.validating_configuration(
+            settings.webhook_configuration,
+            client_config(
+                certificate.ca_bundle,
+                crossnamespace.VALIDATE_PATH,
+                url=settings.webhook_url,
+                service=(namespace, service, 443),
+            ),
+        )
+
+        async def validate(body: dict[str, Any]) -> dict[str, Any]:
+            return await crossnamespace.review(api, settings.system_namespace, body)
+
         bindings = BindingWatch(api, settings.namespace_list)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(bindings.run())
             await bindings.listed.wait()
             tasks.create_task(
-                serve_webhook(bindings.current, certificate, settings.http_host, settings.webhook_port)
+                serve_webhook(
+                    bindings.current, certificate, settings.http_host, settings.webhook_port, validate
+                )
             )
             await apply_webhook_configuration(api, configuration)
+            await crossnamespace.apply_validating_configuration(api, validating)
             await register_conversions(api, conversions)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -192,10 +192,11 @@ def build_topology(
         ns = resource.namespace
         flow = flows.get(key)
         if isinstance(resource, Trigger):
-            broker = f"Broker/{ns}/{resource.spec.broker}"
+            broker_ns, broker_name = resource.broker_namespace, resource.broker_name
+            broker = f"Broker/{broker_ns}/{broker_name}"
             if broker not in builder.topology.nodes:
                 builder.topology.nodes[broker] = Node(
-                    broker, "Broker", resource.spec.broker, ns, ROUTERS, "False", "does not exist", False
+                    broker, "Broker", broker_name, broker_ns, ROUTERS, "False", "does not exist", False
                 )
             builder.edge(broker, key, "trigger", flow)
             # The lag is the group's, shown once (on the way in); deliveries per second on the way out too.

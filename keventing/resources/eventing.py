@@ -69,7 +69,10 @@ class TriggerStatus(Status):
 
 
 class TriggerSpec(Model):
-    broker: str
+    # Knative requires one of broker and brokerRef; a brokerRef may name a Broker in another namespace
+    # (behind config-features' cross-namespace-event-links, checked where the Trigger is reconciled).
+    broker: str = ""
+    brokerRef: KReference | None = None
     filter: TriggerFilter | None = None
     filters: list[dict[str, Any]] | None = None
     subscriber: Destination
@@ -92,11 +95,42 @@ class Trigger(Resource):
     def paused(self) -> bool:
         return self.metadata.annotations.get(PAUSED_ANNOTATION, "false") == "true"
 
+    @property
+    def broker_name(self) -> str:
+        ref = self.spec.brokerRef
+        return ref.name if ref is not None else self.spec.broker
+
+    @property
+    def broker_namespace(self) -> str:
+        """The Broker's namespace: the brokerRef's, else the Trigger's own."""
+        ref = self.spec.brokerRef
+        return ref.namespace if ref is not None and ref.namespace else self.namespace
+
+    @property
+    def cross_namespace(self) -> bool:
+        return self.broker_namespace != self.namespace
+
     def validate_semantics(self) -> None:
         from keventing.filters import FilterError, validate_attributes_filter, validate_filters
 
-        if not self.spec.broker:
-            raise ResourceInvalid("spec.broker", "must name a Broker")
+        ref = self.spec.brokerRef
+        if ref is None and not self.spec.broker:
+            raise ResourceInvalid("spec", "expected exactly one, got neither: broker, brokerRef")
+        if ref is not None:
+            if self.spec.broker and self.spec.broker != ref.name:
+                raise ResourceInvalid(
+                    "spec",
+                    f"expected exactly one, got both: broker ({self.spec.broker!r}), "
+                    f"brokerRef ({ref.name!r})",
+                )
+            if ref.kind != "Broker":
+                raise ResourceInvalid("spec.brokerRef.kind", f"must be Broker, got {ref.kind!r}")
+            if ref.apiVersion is not None and ref.apiVersion.split("/")[0] != "eventing.knative.dev":
+                raise ResourceInvalid(
+                    "spec.brokerRef.apiVersion", f"must be eventing.knative.dev/v1, got {ref.apiVersion!r}"
+                )
+            if not ref.name:
+                raise ResourceInvalid("spec.brokerRef.name", "must name a Broker")
         self.spec.subscriber.validate_at("spec.subscriber")
         if self.spec.delivery is not None:
             self.spec.delivery.validate_at("spec.delivery")

@@ -1,0 +1,104 @@
+"""Knative's ``config-features``: the feature flags of the ConfigMap in the controller's system namespace that
+change what the controller does.
+
+- ``cross-namespace-event-links``: a Trigger's ``spec.brokerRef`` may name a Broker in another namespace
+  (``enabled``); otherwise such a Trigger is not Ready and says which flag it needs. In Kubernetes mode the
+  admission webhook also checks that whoever creates it may ``knsubscribe`` to that Broker
+  (:mod:`controller.kubernetes.crossnamespace`).
+- ``eventtype-auto-create``: whether ingresses create EventTypes for what they see; the ConfigMap wins over
+  ``KEVENTING_EVENTTYPE_AUTO_CREATE``.
+
+``authentication-oidc``, ``transport-encryption`` and ``default-authorization-mode`` are read by every service
+from its environment (``KEVENTING_AUTHENTICATION_OIDC``, …; the chart sets them from its values) so that the
+receiver and the controller agree; a ConfigMap value that differs from the services' is logged, once, naming
+the variable that decides. Values are Knative's ``enabled``/``disabled``/``allowed`` (``allowed`` counts as not
+enabled, as in Knative); an unknown value is logged and the flag keeps its default. Pure apart from the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+
+from controller.context import ControllerConfig
+from keventing.resources import ConfigMap, Resource, ResourceKey
+
+log = logging.getLogger("keventing.controller.features")
+
+CONFIG_MAP = "config-features"
+CROSS_NAMESPACE_EVENT_LINKS = "cross-namespace-event-links"
+EVENTTYPE_AUTO_CREATE = "eventtype-auto-create"
+FLAG_VALUES = ("enabled", "disabled", "allowed")
+# Flags the services read from their environment: the ConfigMap does not change them (see the module doc).
+SERVICE_FLAGS = {
+    "authentication-oidc": ("KEVENTING_AUTHENTICATION_OIDC", ("enabled", "disabled")),
+    "transport-encryption": ("KEVENTING_TRANSPORT_ENCRYPTION", ("disabled", "permissive", "strict")),
+    "default-authorization-mode": (
+        "KEVENTING_DEFAULT_AUTHORIZATION_MODE",
+        ("allow-same-namespace", "allow-all", "deny-all"),
+    ),
+}
+
+_logged: set[str] = set()
+
+
+def features_key(system_namespace: str) -> ResourceKey:
+    return ResourceKey(ConfigMap.KIND, system_namespace, CONFIG_MAP)
+
+
+def _once(message: str, **extra: object) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.warning(message, extra=extra)
+
+
+def _flag(data: Mapping[str, str], name: str) -> bool | None:
+    """True/False for a valid value, None when the key is absent or its value unknown (logged)."""
+    value = data.get(name)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value not in FLAG_VALUES:
+        _once(
+            f"config-features: {name}: {value!r} is not one of {', '.join(FLAG_VALUES)}; the default applies",
+            flag=name,
+        )
+        return None
+    return value == "enabled"
+
+
+def _service_value(config: ControllerConfig, name: str) -> str:
+    if name == "authentication-oidc":
+        return "enabled" if config.oidc else "disabled"
+    if name == "transport-encryption":
+        return config.transport_encryption
+    return config.default_authorization_mode
+
+
+def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerConfig) -> ControllerConfig:
+    """``config`` as the system namespace's config-features changes it (unchanged without the ConfigMap)."""
+    cm = resources.get(features_key(config.system_namespace))
+    if not isinstance(cm, ConfigMap):
+        return config
+    data = cm.data
+    links = _flag(data, CROSS_NAMESPACE_EVENT_LINKS)
+    auto_create = _flag(data, EVENTTYPE_AUTO_CREATE)
+    for name, (variable, values) in SERVICE_FLAGS.items():
+        wanted = data.get(name)
+        if wanted is None:
+            continue
+        wanted = wanted.strip().lower()
+        actual = _service_value(config, name)
+        if wanted != actual:
+            valid = "" if wanted in values else f" (not one of {', '.join(values)})"
+            _once(
+                f"config-features: {name}: {wanted!r}{valid} is not applied: the services run with "
+                f"{variable}={actual} (set it, or the chart's value, on every service)",
+                flag=name,
+            )
+    return dataclasses.replace(
+        config,
+        cross_namespace_event_links=config.cross_namespace_event_links if links is None else links,
+        event_type_auto_create=config.event_type_auto_create if auto_create is None else auto_create,
+    )
