@@ -19,6 +19,7 @@ from controller import (
     eventtypes,
     flows,
     integrations,
+    requestreply,
     sinks,
     sources,
     transforms,
@@ -49,6 +50,7 @@ PHASES: list[Phase] = [
     # A transform's sink may be any addressable above; Triggers and Subscriptions may name a transform.
     transforms.reconcile_event_transforms,
     brokers.reconcile_triggers,
+    requestreply.reconcile_request_replies,
     channels.reconcile_subscriptions,
     # Flows aggregate the statuses of their channels and subscriptions, so they come after both.
     flows.reconcile_flow_statuses,

@@ -77,6 +77,15 @@ class IngressPolicy(ContractModel):
     filters: list[dict[str, Any]] | None = None
 
 
+class RequestReplyIngress(ContractModel):
+    """A RequestReply: the request is produced to the Broker's topic with a signed correlation id in
+    ``correlation_attribute``; the reply is the event on that topic whose ``reply_attribute`` carries it."""
+
+    correlation_attribute: str
+    reply_attribute: str
+    timeout: float
+
+
 class Ingress(ContractModel):
     id: str
     kind: str
@@ -101,6 +110,8 @@ class Ingress(ContractModel):
     # The EventPolicies that apply (authentication-oidc): a sender must be allowed by one of them. None: no
     # policy applies, the receiver's default authorization mode decides.
     policies: tuple[IngressPolicy, ...] | None = None
+    # A RequestReply: answered with the correlated reply event (or 504), its request produced to ``topic``.
+    request_reply: RequestReplyIngress | None = None
 
 
 class ServiceAccount(ContractModel):

@@ -38,6 +38,7 @@ from receiver.ingress import (
 )
 from receiver.metrics import IngressMetrics, knative_view
 from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
+from receiver.requestreply import RequestReplies
 from receiver.settings import ReceiverSettings
 from receiver.transform import Transformer
 
@@ -91,6 +92,7 @@ class ReceiverApp:
             tracing=tracing,
             event_type_label=settings.metrics_event_type,
             transformer=Transformer(30.0, ClientTrust(settings.trust_bundle()), settings.token_source()),
+            requests=RequestReplies(self.contract_keys, settings.kafka_connection),
         )
         self.ops = ops_app(self.ready)
         self.verifier: OidcVerifier | None = None
@@ -267,6 +269,8 @@ class ReceiverApp:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self.producers.stop(self.settings.shutdown_timeout_seconds)
                 await self.handler.transformer.close()  # EventTransforms' HTTP session to their sinks
+                if self.handler.requests is not None:
+                    self.handler.requests.stop()  # the reply readers
                 if self.verifier is not None:
                     await self.verifier.close()
                 if self.tracing is not None:
@@ -327,7 +331,7 @@ async def _respond_metrics(send: Send) -> None:
 
 
 async def _respond(send: Send, answer: Answer, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")] if answer.body else []
+    headers = [(b"content-type", b"text/plain; charset=utf-8")] if answer.plain_text else []
     headers.extend((k.encode(), v.encode()) for k, v in answer.headers)
     if extra:
         headers.extend(extra)

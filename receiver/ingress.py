@@ -23,6 +23,7 @@ from keventing.topics import reserved_reason
 from keventing.tracing import TRACEPARENT
 from receiver.answer import Answer
 from receiver.metrics import IngressMetrics
+from receiver.requestreply import RequestReplies
 from receiver.transform import Transformer
 
 log = logging.getLogger("keventing.receiver")
@@ -83,11 +84,14 @@ class IngressHandler:
         tracing: trace_context.Tracing | None = None,
         event_type_label: bool = True,
         transformer: Transformer | None = None,
+        requests: RequestReplies | None = None,
     ) -> None:
         self.table = table
         self.tracing = tracing  # None: off, only a sender's trace context is carried through
         # EventTransforms: answered by transforming, never produced (their ingress has no topic).
         self.transformer = transformer or Transformer(timeout=30.0)
+        # RequestReplies: held until their reply comes back through the Broker (receiver.requestreply).
+        self.requests = requests
         self.instance = instance
         # Topic → why it is reserved (None: it is not), computed once per topic, off the hot path.
         self._reserved: dict[str, str | None] = {}
@@ -146,43 +150,59 @@ class IngressHandler:
             if ingress.transform is not None:
                 answer = await self.transformer.handle(ingress.transform, event)
                 return self._count(ingress, event_type, started, answer)
-            if ingress.content_mode == "structured":
-                key_text = event.attributes.get("partitionkey")
-                key = key_text.encode() if key_text is not None else None
-                record_headers = [("content-type", events.STRUCTURED_JSON.encode())]
-                value: bytes | None = events.to_structured_json(event)
-            else:
-                key, record_headers, value = events.to_kafka_binary(event)
-            span = None
-            carried = None
-            if TRACEPARENT in headers or TRACEPARENT in event.attributes:  # no call when there is none
-                carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
-            if self.tracing is not None and not self.tracing.passes_through(carried):
-                span = self._start_span(ingress, event, carried)
-                carried = self.tracing.headers(span)
-            if carried is not None:
-                record_headers.extend(trace_context.record_headers(carried))
-            if self.max_record_bytes is not None:
-                size = record_bytes(key, value, record_headers)
-                if size > self.max_record_bytes:
-                    message = (
-                        f"the event would be a Kafka record of {size} bytes (attributes included), "
-                        f"larger than the limit of {self.max_record_bytes} bytes"
+            if ingress.request_reply is not None:
+                if self.requests is None:
+                    return self._count(
+                        ingress, event_type, started, Answer(501, _text("no RequestReply here"))
                     )
-                    if span is not None:
-                        _end_span(span, 413)
-                    return self._count(ingress, event_type, started, Answer(413, _text(message)))
-            failure = await self._store(ingress, event, key, value, record_headers)
-            if span is not None:
-                _end_span(span, (failure or ACCEPTED).status)
-            if failure is not None:
-                return self._count(ingress, event_type, started, failure)
-            if self.on_event is not None:
-                self.on_event(ingress, event)
-            return self._count(ingress, event_type, started, ACCEPTED)
+                answer = await self.requests.handle(
+                    ingress, event, lambda request: self._produce_event(ingress, request, headers)
+                )
+                return self._count(ingress, event_type, started, answer)
+            failure = await self._produce_event(ingress, event, headers)
+            return self._count(ingress, event_type, started, failure or ACCEPTED)
         except Exception:  # never answer 202 for something that went wrong
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
+
+    async def _produce_event(
+        self, ingress: Ingress, event: events.Event, headers: dict[str, str]
+    ) -> Answer | None:
+        """Put ``event`` on the ingress's topic: None once Kafka acknowledged it, else the answer saying why not."""
+        if ingress.content_mode == "structured":
+            key_text = event.attributes.get("partitionkey")
+            key = key_text.encode() if key_text is not None else None
+            record_headers = [("content-type", events.STRUCTURED_JSON.encode())]
+            value: bytes | None = events.to_structured_json(event)
+        else:
+            key, record_headers, value = events.to_kafka_binary(event)
+        span = None
+        carried = None
+        if TRACEPARENT in headers or TRACEPARENT in event.attributes:  # no call when there is none
+            carried = trace_context.from_request(headers) or trace_context.from_event(event.attributes)
+        if self.tracing is not None and not self.tracing.passes_through(carried):
+            span = self._start_span(ingress, event, carried)
+            carried = self.tracing.headers(span)
+        if carried is not None:
+            record_headers.extend(trace_context.record_headers(carried))
+        if self.max_record_bytes is not None:
+            size = record_bytes(key, value, record_headers)
+            if size > self.max_record_bytes:
+                message = (
+                    f"the event would be a Kafka record of {size} bytes (attributes included), "
+                    f"larger than the limit of {self.max_record_bytes} bytes"
+                )
+                if span is not None:
+                    _end_span(span, 413)
+                return Answer(413, _text(message))
+        failure = await self._store(ingress, event, key, value, record_headers)
+        if span is not None:
+            _end_span(span, (failure or ACCEPTED).status)
+        if failure is not None:
+            return failure
+        if self.on_event is not None:
+            self.on_event(ingress, event)
+        return None
 
     async def _store(
         self,

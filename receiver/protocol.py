@@ -153,7 +153,7 @@ class IngressCycle:
         content = [STATUS_LINE[answer.status]]
         for name, value in self.protocol.server_state.default_headers:
             content += (name, b": ", value, b"\r\n")
-        if answer.body:
+        if answer.plain_text:
             content.append(b"content-type: text/plain; charset=utf-8\r\n")
         for text_name, text_value in answer.headers:
             content += (text_name.encode(), b": ", text_value.encode(), b"\r\n")

@@ -15,6 +15,7 @@ from keventing.resources import (
     integrations,
     kafka,
     messaging,
+    requestreply,
     sources,
     transforms,
 )
@@ -31,6 +32,7 @@ KINDS: dict[str, type[Resource]] = {
         sources,
         integrations,
         transforms,
+        requestreply,
         eventtype,
         eventpolicy,
     )

@@ -40,6 +40,7 @@ KNATIVE_VERSIONS = {
     "IntegrationSource": ("sources.knative.dev", ["v1alpha1"]),
     "IntegrationSink": ("sinks.knative.dev", ["v1alpha1"]),
     "EventTransform": ("eventing.knative.dev", ["v1alpha1"]),
+    "RequestReply": ("eventing.knative.dev", ["v1alpha1"]),
 }
 TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 # Keywords the apiserver rejects in a CRD schema, or that the generator promises to drop.
