@@ -176,6 +176,7 @@ KNATIVE: dict[str, KnativeCrd] = {
     "KafkaSink": KnativeCrd(EVENTING, (URL, AGE, READY, REASON), ADDRESSABLE),
     "EventTransform": KnativeCrd(EVENTING, (URL, SINK, READY, REASON, AGE), ADDRESSABLE),
     "IntegrationSink": KnativeCrd((*EVENTING, "sink"), (URL, AGE, READY, REASON), ADDRESSABLE),
+    "JobSink": KnativeCrd((*EVENTING, "sink"), (URL, AGE, READY, REASON), ADDRESSABLE),
 }
 
 
