@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from controller.addresses import audience, set_address
-from controller.conditions import Conditions
-from controller.context import Context, Contribution, identity
+from controller.context import Context, Contribution
+from controller.topicsinks import TopicSink, reconcile_topic_sink
 from keventing import naming
-from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
-from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
+from keventing.contract import DeliveryPolicy
 from keventing.resources import Status
 from keventing.resources.integrations import IntegrationSink
-
-CONDITIONS = ["TopicReady", "Addressable"]
 
 
 def integration_sink_path(namespace: str, name: str) -> str:
@@ -46,47 +42,13 @@ def log_destination(sink: IntegrationSink) -> str:
 def reconcile_integration_sinks(ctx: Context) -> Contribution:
     out = Contribution()
     for sink in ctx.of(IntegrationSink):
-        topic = TopicSpec(
-            naming.integration_sink_topic(sink.namespace, sink.name),
-            1,
-            ctx.config.default_replication_factor,
-            {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES},
-            owner=str(sink.key),
-            claim_existing=True,
+        plan = TopicSink(
+            topic=naming.integration_sink_topic(sink.namespace, sink.name),
+            path=integration_sink_path(sink.namespace, sink.name),
+            egress="log",
+            destination=log_destination(sink),
+            delivery=DeliveryPolicy(retry=0),
+            topic_message="its events are logged",
         )
-        out.topics[topic.name] = topic
-        conditions = Conditions()
-        status = Status(observedGeneration=sink.metadata.generation)
-        error = ctx.topic_errors.get(topic.name)
-        if error is not None:
-            conditions.false("TopicReady", "TopicCreationFailed", error)
-        else:
-            conditions.true("TopicReady", message=f"topic {topic.name} created; its events are logged")
-            conditions.true("Addressable")
-            set_address(status, ctx.config, integration_sink_path(sink.namespace, sink.name), sink)
-        status.conditions = conditions.finish(CONDITIONS)
-        out.addressable(sink.key, status)
-        if not status.ready:
-            continue
-        ident = identity(sink)
-        out.contract[str(sink.key)] = ContractEntry(
-            ingress=Ingress(
-                **ident,
-                audience=audience(sink),
-                path=integration_sink_path(sink.namespace, sink.name),
-                topic=topic.name,
-            )
-        )
-        out.contract[f"{sink.key}/log"] = ContractEntry(
-            egress=Egress(
-                **{**ident, "id": f"{ident['id']}/log"},
-                topics=(topic.name,),
-                consumer_group=topic.name,
-                destination=log_destination(sink),
-                prefer_reply=False,
-                reply=Reply(strategy="discard"),
-                delivery=DeliveryPolicy(retry=0),
-                delivery_order="ordered",
-            )
-        )
+        reconcile_topic_sink(ctx, out, sink, plan, Status(observedGeneration=sink.metadata.generation))
     return out

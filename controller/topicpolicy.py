@@ -15,6 +15,7 @@ from controller.context import Context
 from keventing import naming
 from keventing.resources import Broker, InMemoryChannel, KafkaChannel, ResourceKey
 from keventing.resources.integrations import IntegrationSink
+from keventing.resources.jobsinks import JobSink
 from keventing.topics import is_resource_topic
 
 TOPIC_RESERVED = "TopicReserved"
@@ -60,6 +61,9 @@ def namespace_topics(ctx: Context, namespace: str) -> set[str]:
         naming.integration_sink_topic(s.namespace, s.name)
         for s in ctx.of(IntegrationSink)
         if s.namespace == namespace
+    )
+    topics.update(
+        naming.job_sink_topic(s.namespace, s.name) for s in ctx.of(JobSink) if s.namespace == namespace
     )
     for kind in (KafkaChannel, InMemoryChannel):
         topics.update(
@@ -107,9 +111,9 @@ def refuse_group(ctx: Context, namespace: str, group: str) -> TopicRefused | Non
     sources runners', Triggers', another namespace's Subscriptions') are not for it."""
     if group.startswith(f"{ctx.config.topic_policy.instance}."):
         return TopicRefused(GROUP_NOT_ALLOWED, f"consumer group {group} is reserved to keventing")
-    if group.startswith((*naming.TRIGGER_GROUP_PREFIXES, naming.INTEGRATION_SINK_PREFIX)) or (
-        group.startswith("kafka.") and not group.startswith(f"kafka.{namespace}.")
-    ):
+    if group.startswith(
+        (*naming.TRIGGER_GROUP_PREFIXES, naming.INTEGRATION_SINK_PREFIX, naming.JOB_SINK_PREFIX)
+    ) or (group.startswith("kafka.") and not group.startswith(f"kafka.{namespace}.")):
         return TopicRefused(
             GROUP_NOT_ALLOWED, f"consumer group {group} is named like a Trigger's or Subscription's group"
         )

@@ -17,6 +17,7 @@ from dispatcher.consumer import EgressConsumer
 from dispatcher.dispatch import RecordDispatcher
 from dispatcher.http1 import Http1Post
 from dispatcher.identity import IdentityPost
+from dispatcher.jobsink import JobPost
 from dispatcher.logsink import LoggingPost
 from dispatcher.metrics import METRICS
 from dispatcher.replies import ReplyPublisher
@@ -29,6 +30,7 @@ from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
+from keventing.kubeapi import KubeApi
 from keventing.serviceaccounttokens import ServiceAccountTokenSource
 from keventing.topics import egress_reserved_reason
 from keventing.tracing import Tracing
@@ -54,6 +56,8 @@ class DispatcherManager:
         self.producers = ProducerPool(settings.kafka_connection)
         self.post: Post | None = None
         self.tokens: ServiceAccountTokenSource | None = None
+        # The API server (Kubernetes mode): TokenRequest, and JobSinks' Jobs. Reached on first use only.
+        self.kube = KubeApi()
         self.shared = SharedFetches(METRICS)
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
@@ -69,6 +73,8 @@ class DispatcherManager:
         )  # a bad setting stops the start
         client = Http1Post(self.settings.max_connections, trust_bundle, tokens)
         self.tokens = tokens
+        if tokens is not None:
+            self.kube = tokens.api  # one client of the API server for tokens and Jobs
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
         self.post = LoggingPost(client)
         event_types = asyncio.create_task(self.event_types.run())
@@ -88,8 +94,7 @@ class DispatcherManager:
             await self.shared.stop()
             await self.producers.stop()
             await client.close()
-            if tokens is not None:
-                await tokens.close()
+            await self.kube.close()
             if self.tracing is not None:
                 self.tracing.shutdown()  # exports the spans still queued
 
@@ -138,6 +143,8 @@ class DispatcherManager:
                 if egress.identity is None
                 else IdentityPost(self.post, self.tokens, egress.identity)
             )
+            if egress.job is not None:  # a JobSink's job: destination becomes a Job per event
+                post = JobPost(post, egress.job, self.kube)
             # Replies go to the topic on the egress's own cluster (a Trigger's Broker's).
             replies = ReplyPublisher(
                 functools.partial(self._produce, egress.connection), post, self.event_types.observe_reply

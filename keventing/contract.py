@@ -121,6 +121,15 @@ class ServiceAccount(ContractModel):
     name: str
 
 
+class JobRun(ContractModel):
+    """A JobSink's work (Kubernetes mode): for each event, a Secret holding it and a Job made from
+    ``template`` (the JobSink's ``spec.job``, a batch/v1 Job), both owned by the JobSink (``uid``)."""
+
+    api_version: str
+    uid: str
+    template: dict[str, Any]
+
+
 class Egress(ContractModel):
     id: str
     kind: str
@@ -149,6 +158,8 @@ class Egress(ContractModel):
     # KafkaSource: how record keys are read (the key-type label) and extensions added to every event.
     key_type: Literal["string", "int", "float", "byte-array"] | None = None
     ce_overrides: dict[str, str] | None = None
+    # A JobSink's: the destination is ``job:<namespace>/<name>`` and each event becomes a Job of this template.
+    job: JobRun | None = None
     # A paused Trigger (keventing.knative.dev/paused): no dispatcher runs it, so its consumer group has no
     # members and its committed offsets can be altered; its group is kept.
     paused: bool = False

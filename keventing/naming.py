@@ -87,15 +87,24 @@ def integration_sink_topic(namespace: str, name: str) -> str:
     return f"{INTEGRATION_SINK_PREFIX}{namespace}.{name}"
 
 
+# A JobSink's topic, and the consumer group that makes its Jobs (injective as the IntegrationSink's).
+JOB_SINK_PREFIX = "knative-jobsink."
+
+
+def job_sink_topic(namespace: str, name: str) -> str:
+    return f"{JOB_SINK_PREFIX}{namespace}.{name}"
+
+
 def is_resource_topic(topic: str) -> bool:
-    """Whether ``topic`` has the form of a Broker's, a Channel's or an IntegrationSink's topic (whether or not
-    that resource exists)."""
+    """Whether ``topic`` has the form of a Broker's, a Channel's, an IntegrationSink's or a JobSink's topic
+    (whether or not that resource exists)."""
     return topic.startswith(
         (
             *BROKER_TOPIC_PREFIXES,
             CHANNEL_TOPIC_PREFIX,
             IN_MEMORY_CHANNEL_TOPIC_PREFIX,
             INTEGRATION_SINK_PREFIX,
+            JOB_SINK_PREFIX,
         )
     )
 

@@ -9,13 +9,11 @@ The API server is reached with the pod's own ServiceAccount (it needs ``create``
 
 from __future__ import annotations
 
-import os
-
 import aiohttp
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
 from keventing.contract import ServiceAccount
+from keventing.kubeapi import KubeApi, KubeConfigUnavailable
 from keventing.tokens import TokenCache, TokenSource, TokenUnavailable
 
 # The lifetime asked for: the API server's minimum (it may grant more); renewed a minute before its end.
@@ -26,9 +24,11 @@ class ServiceAccountTokenSource:
     """Tokens by TokenRequest for a destination whose sender has an identity; ``fallback`` for the others
     (the dispatcher's token command, if configured)."""
 
-    def __init__(self, fallback: TokenSource | None = None, api: k8s.ApiClient | None = None) -> None:
+    def __init__(
+        self, fallback: TokenSource | None = None, api: k8s.ApiClient | KubeApi | None = None
+    ) -> None:
         self.fallback = fallback
-        self._api = api
+        self.api = api if isinstance(api, KubeApi) else KubeApi(api)
         self._cache: TokenCache[tuple[str, str, str]] = TokenCache(self._request)
 
     async def token(self, audience: str, identity: ServiceAccount | None = None) -> str:
@@ -42,7 +42,10 @@ class ServiceAccountTokenSource:
 
     async def _request(self, key: tuple[str, str, str]) -> str:
         namespace, name, audience = key
-        core = k8s.CoreV1Api(await self._client())
+        try:
+            core = k8s.CoreV1Api(await self.api.client())
+        except KubeConfigUnavailable as err:
+            raise TokenUnavailable(f"TokenRequest: {err}") from None
         request = k8s.AuthenticationV1TokenRequest(
             spec=k8s.V1TokenRequestSpec(audiences=[audience], expiration_seconds=EXPIRATION_SECONDS)
         )
@@ -60,19 +63,5 @@ class ServiceAccountTokenSource:
             raise TokenUnavailable(f'TokenRequest for ServiceAccount "{name}" returned no token')
         return str(token)
 
-    async def _client(self) -> k8s.ApiClient:
-        if self._api is None:
-            configuration = k8s.Configuration()
-            try:
-                if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-                    k8s_config.load_incluster_config(client_configuration=configuration)
-                else:
-                    await k8s_config.load_kube_config(client_configuration=configuration)
-            except (k8s_config.ConfigException, OSError) as err:
-                raise TokenUnavailable(f"no Kubernetes configuration for TokenRequest: {err}") from None
-            self._api = k8s.ApiClient(configuration)
-        return self._api
-
     async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
+        await self.api.close()

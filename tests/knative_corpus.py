@@ -31,13 +31,10 @@ def _not_a_kind(kind: str) -> str:
     return (
         f"kind: '{kind}' is not a kind keventing serves (ApiServerSource, Broker, Channel, ConfigMap, "
         "ContainerSource, EventPolicy, EventTransform, EventType, InMemoryChannel, IntegrationSink, "
-        "IntegrationSource, KafkaChannel, KafkaSink, KafkaSource, Parallel, PingSource, Secret, Sequence, "
+        "IntegrationSource, JobSink, KafkaChannel, KafkaSink, KafkaSource, Parallel, PingSource, RequestReply, "
+        "Secret, Sequence, "
         "SinkBinding, Subscription, Trigger)"
     )
-
-
-_JOBSINK = _not_a_kind("JobSink")
-_NO_JOBSINK = "JobSink (sinks.knative.dev/v1alpha1): keventing has no Job runner"
 
 
 _HASH = "spec.jsonata.expression: invalid JSONata expression: The symbol # cannot be used as a unary operator"
@@ -157,10 +154,6 @@ EXPECTED_REFUSALS: dict[str, Refusal] = {
         "metadata.annotations[kafka.eventing.knative.dev/external.topic]: '<my-topic-name>' is not a legal "
         "topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'",
     ),
-    "job-sink-1.yaml": Refusal(NOT_SERVED, _NO_JOBSINK, _JOBSINK),
-    "job-sink-5.yaml": Refusal(NOT_SERVED, _NO_JOBSINK, _JOBSINK),
-    "job-sink-6.yaml": Refusal(NOT_SERVED, _NO_JOBSINK, _JOBSINK),
-    "job-sink-7.yaml": Refusal(NOT_SERVED, _NO_JOBSINK, _JOBSINK),
     "job-sink-3.yaml": Refusal(
         KNATIVE_REJECTS,
         "subscriber indented under filter (as in triggers-6): no spec.subscriber",

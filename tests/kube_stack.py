@@ -41,9 +41,10 @@ def running_stack(
         stack.stop_all()
 
 
-def send_event(stack: Stack, url: str, event_type: str) -> str:
-    """POST a binary-mode event to ``url`` (an address in a status) at the local receiver; its id."""
-    event_id = uuid.uuid4().hex
+def send_event(stack: Stack, url: str, event_type: str, event_id: str | None = None) -> str:
+    """POST a binary-mode event to ``url`` (an address in a status) at the local receiver; its id (a new one
+    unless given)."""
+    event_id = event_id or uuid.uuid4().hex
     headers = {
         "ce-specversion": "1.0",
         "ce-id": event_id,

@@ -177,6 +177,13 @@ def _changes(resources: list[Resource]) -> list[tuple[Resource, str, str]]:
     return _client_call(compare)
 
 
+def _kubernetes_only(resource: Resource) -> str:
+    return (
+        f"{resource.KIND} runs in Kubernetes mode only: the local store keeps it, but it is never Ready here "
+        "(reason KubernetesOnly); apply it to a cluster instead (kev --kubeconfig PATH apply -f ...)"
+    )
+
+
 @app.command()
 def apply(
     filename: list[str] = typer.Option(..., "-f", "--filename", help="File, directory or - for stdin."),
@@ -190,7 +197,10 @@ def apply(
     """Create or update resources from Knative YAML."""
     resources = _parse_all(filename, namespace)
     for resource in resources:
-        for warning in resource.warnings():
+        warnings = resource.warnings()
+        if resource.KUBERNETES_ONLY and not settings.kubernetes:
+            warnings = [*warnings, _kubernetes_only(resource)]
+        for warning in warnings:
             # As kubectl prints an admission warning: on stderr, the apply goes on.
             err_console.print(
                 f"[yellow]Warning:[/yellow] {resource.KIND.lower()}.{_group(resource)}/{resource.name}: "

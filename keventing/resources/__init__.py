@@ -18,6 +18,7 @@ from keventing.resources.eventing import Broker, ConfigMap, Secret, Trigger
 from keventing.resources.eventtype import EventType
 from keventing.resources.flows import Parallel, Sequence
 from keventing.resources.integrations import IntegrationSink, IntegrationSource
+from keventing.resources.jobsinks import JobSink
 from keventing.resources.kafka import KafkaSink
 from keventing.resources.messaging import Channel, InMemoryChannel, KafkaChannel, Subscription
 from keventing.resources.registry import KINDS, UnknownKind, kind_for, parse_resource
@@ -39,6 +40,7 @@ __all__ = [
     "InMemoryChannel",
     "IntegrationSink",
     "IntegrationSource",
+    "JobSink",
     "KReference",
     "KafkaChannel",
     "KafkaSink",

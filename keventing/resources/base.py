@@ -144,6 +144,8 @@ class Resource(OpenModel):
     PLURAL: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
     ADDRESSABLE: ClassVar[bool] = False
+    # Served in Kubernetes mode only (JobSink): `kev apply` warns in local mode, where it is never Ready.
+    KUBERNETES_ONLY: ClassVar[bool] = False
 
     apiVersion: str
     kind: str

@@ -177,6 +177,7 @@ KNATIVE: dict[str, KnativeCrd] = {
     "EventTransform": KnativeCrd(EVENTING, (URL, SINK, READY, REASON, AGE), ADDRESSABLE),
     "RequestReply": KnativeCrd(EVENTING, (URL, READY, REASON, AGE), ADDRESSABLE),
     "IntegrationSink": KnativeCrd((*EVENTING, "sink"), (URL, AGE, READY, REASON), ADDRESSABLE),
+    "JobSink": KnativeCrd((*EVENTING, "sink"), (URL, AGE, READY, REASON), ADDRESSABLE),
 }
 
 

@@ -89,7 +89,14 @@ def test_dry_run_on_the_knative_docs_corpus(kev: Kev, tmp_path: Path) -> None:
     assert (
         "Warning: kafkasource.sources.knative.dev/kafka-source: spec.consumers: 12 is not applied" in warned
     )
-    assert warned.count("Warning: ") == 1
+    # JobSinks are accepted, and said to run in Kubernetes mode only (this store is the local one).
+    job_sinks = ("job-sink-logger", "job-sink-custom-mount-path", "job-sink-success", "job-sink-failure")
+    for name in job_sinks:
+        assert (
+            f"Warning: jobsink.sinks.knative.dev/{name}: JobSink runs in Kubernetes mode only: the local store "
+            "keeps it, but it is never Ready here (reason KubernetesOnly)"
+        ) in warned
+    assert warned.count("Warning: ") == 1 + len(job_sinks)
 
     # The whole corpus: refused (exit 1, nothing compared), every refusal printed with its message.
     everything = kev.cli("apply", "--dry-run", "-f", str(CORPUS))

@@ -39,6 +39,7 @@ KNATIVE_VERSIONS = {
     "KafkaSource": ("sources.knative.dev", ["v1beta1", "v1"]),
     "IntegrationSource": ("sources.knative.dev", ["v1alpha1"]),
     "IntegrationSink": ("sinks.knative.dev", ["v1alpha1"]),
+    "JobSink": ("sinks.knative.dev", ["v1alpha1"]),
     "EventTransform": ("eventing.knative.dev", ["v1alpha1"]),
     "RequestReply": ("eventing.knative.dev", ["v1alpha1"]),
 }
