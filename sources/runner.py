@@ -13,13 +13,13 @@ from keventing import events
 from keventing.contract import Source
 from keventing.contractstream import ContractFollower
 from keventing.kafka.compacted import CompactedTopic
+from keventing.ownership import Ownership
 from keventing.restarting import retrying
 from keventing.sourcereports import SourceReport
 from keventing.tls import ClientTrust
 from sources.apiserver import ApiServerAccess, ApiServerSources
 from sources.clock import Clock
 from sources.containers import Backoff, ContainerSupervisor
-from sources.ownership import Ownership
 from sources.ping import PingScheduler
 from sources.sender import EventSender
 from sources.settings import SourcesSettings

@@ -18,10 +18,10 @@ from keventing import events
 from keventing.binding import binding_env, expand
 from keventing.contract import ContainerProcess, ContractEntry, PingSchedule, Source, TimerSchedule
 from keventing.cron import InvalidSchedule, parse_schedule
+from keventing.ownership import partition_for
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
 from sources.clock import ManualClock
 from sources.containers import Backoff
-from sources.ownership import partition_for
 from sources.ping import PingScheduler, ping_event
 from sources.runner import SourceRunner
 from sources.settings import SourcesSettings

@@ -1,10 +1,11 @@
-"""Which sources this runner runs: membership in the runners' consumer group on the assignment topic.
+"""Which share of the work this process does: membership in its replicas' consumer group on an assignment topic.
 
-Every source hashes to one partition of ``<instance>.source-assignments``; Kafka's group protocol gives each
-partition to exactly one live runner. The topic carries no records: the group is only used to agree on
-who owns what. ``on_change(final)`` is awaited inside the rebalance: with ``final=False`` when partitions
-are revoked (the group protocol revokes them all, even those that will come back), with ``final=True``
-once the new assignment is known or the membership is lost.
+Every piece of work (a source for the sources runners, a KafkaSource's consumer for the dispatchers) hashes to
+one partition of an assignment topic (``<instance>.source-assignments``, ``<instance>.dispatcher-assignments``);
+Kafka's group protocol gives each partition to exactly one live replica. The topic carries no records: the
+group is only used to agree on who owns what. ``on_change(final)`` is awaited inside the rebalance: with
+``final=False`` when partitions are revoked (the group protocol revokes them all, even those that will come
+back), with ``final=True`` once the new assignment is known or the membership is lost.
 """
 
 from __future__ import annotations
@@ -21,14 +22,27 @@ from keventing.kafka.connection import Connectable
 from keventing.kafka.rebalance import RebalanceListener
 from keventing.restarting import restarting
 
-log = logging.getLogger("keventing.sources")
+log = logging.getLogger("keventing.ownership")
 
 OnChange = Callable[[bool], Awaitable[None]]
 
 
-def partition_for(source_id: str, partitions: int) -> int:
-    """The assignment partition of a source: stable across processes and restarts."""
-    return zlib.crc32(source_id.encode()) % partitions
+def partition_for(work_id: str, partitions: int) -> int:
+    """The assignment partition of a piece of work: stable across processes and restarts."""
+    return zlib.crc32(work_id.encode()) % partitions
+
+
+def owned_slots(work_id: str, slots: int, partitions: int, owned: frozenset[int]) -> list[int]:
+    """Which of ``slots`` numbered pieces of one work (a KafkaSource's consumers) the owner of ``owned`` runs.
+
+    Slot ``k`` is on the partition after the work's own by ``k``: consecutive slots are on consecutive
+    partitions, which the group's round-robin assignment gives to different replicas, so the slots spread
+    evenly; each is on exactly one partition, so the replicas run exactly ``slots`` between them.
+    """
+    if partitions <= 0:
+        return []
+    first = partition_for(work_id, partitions)
+    return [slot for slot in range(slots) if (first + slot) % partitions in owned]
 
 
 class Ownership:
@@ -42,8 +56,11 @@ class Ownership:
         self.owned: frozenset[int] = frozenset()
         self.joined = False
 
-    def owns(self, source_id: str) -> bool:
-        return self.partitions > 0 and partition_for(source_id, self.partitions) in self.owned
+    def owns(self, work_id: str) -> bool:
+        return self.partitions > 0 and partition_for(work_id, self.partitions) in self.owned
+
+    def slots(self, work_id: str, slots: int) -> list[int]:
+        return owned_slots(work_id, slots, self.partitions, self.owned)
 
     async def run(self) -> None:
         await restarting(self._member, log, "assignment group failed; rejoining", on_failure=self._lost)
@@ -61,7 +78,7 @@ class Ownership:
                 await consumer.getmany(timeout_ms=1000)  # keeps the membership alive; nothing to read
         finally:
             await self._set(frozenset(), final=True)
-            # Leaving the group at once lets the other runners take over without waiting for a timeout.
+            # Leaving the group at once lets the other replicas take over without waiting for a timeout.
             await asyncio.shield(consumer.stop())
 
     async def _ensure_topic(self) -> int:
@@ -75,7 +92,7 @@ class Ownership:
         changed = owned != self.owned
         self.owned = owned
         if changed and final:
-            log.info("source assignment changed", extra={"owned_partitions": sorted(owned)})
+            log.info("assignment changed", extra={"topic": self.topic, "owned_partitions": sorted(owned)})
         await self.on_change(final)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
