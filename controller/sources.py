@@ -469,11 +469,14 @@ def reconcile_kafka_source(
     if refused is not None:
         conditions.false("Deployed", refused.reason, refused.message)
     elif sink is not None and delivery is not None:
-        deployed = "; ".join([f"consumer group {kafka.consumer_group}", *kafka.warnings()])
+        deployed = f"consumer group {kafka.consumer_group}; {kafka.consumers} consumer(s)"
         conditions.true("Deployed", message=deployed)
     status.conditions = conditions.finish(order)
     if not status.ready or sink is None or delivery is None:
         return status, None
+    # The dispatchers run exactly these between them (dispatcher/manager.py), as Knative's scheduler places
+    # its virtual replicas.
+    status.consumers = kafka.consumers
     return status, kafka_source_egress(kafka, sink, delivery, connection)
 
 
@@ -495,4 +498,5 @@ def kafka_source_egress(
         connection=connection,
         key_type=key_type if key_type in KAFKA_KEY_TYPES else None,  # type: ignore[arg-type]
         ce_overrides=kafka.ce_overrides or None,
+        consumers=kafka.consumers,
     )

@@ -108,7 +108,8 @@ def first_refusal(ctx: Context, namespace: str, topics: list[str]) -> TopicRefus
 
 def refuse_group(ctx: Context, namespace: str, group: str) -> TopicRefused | None:
     """Why a KafkaSource in ``namespace`` may not join consumer group ``group``: keventing's own groups (the
-    sources runners', Triggers', another namespace's Subscriptions') are not for it."""
+    sources runners' and dispatchers' assignment groups, Triggers', another namespace's Subscriptions') are
+    not for it."""
     if group.startswith(f"{ctx.config.topic_policy.instance}."):
         return TopicRefused(GROUP_NOT_ALLOWED, f"consumer group {group} is reserved to keventing")
     if group.startswith(

@@ -1,4 +1,9 @@
-"""Follows the contract and keeps one running EgressConsumer per egress, restarting it when it changes.
+"""Follows the contract and keeps each egress's EgressConsumers running, restarting them when it changes.
+
+A Trigger or Subscription has one member of its consumer group on every dispatcher replica. A KafkaSource has
+exactly ``spec.consumers`` members between all the replicas (Knative's virtual replicas): each is a slot on
+the dispatchers' assignment topic, run by the replica that owns it (``keventing.ownership``), and moves to
+another when that replica leaves.
 
 It also owns what the egresses share: the HTTP transport and the Kafka producers (one per cluster that
 replies go to: the dispatcher's own, and a Broker's own cluster when its kafka-broker-config names one), and
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 
@@ -31,6 +37,7 @@ from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.kubeapi import KubeApi
+from keventing.ownership import Ownership
 from keventing.serviceaccounttokens import ServiceAccountTokenSource
 from keventing.topics import egress_reserved_reason
 from keventing.tracing import Tracing
@@ -39,9 +46,34 @@ log = logging.getLogger("keventing.dispatcher")
 
 
 class Running:
-    def __init__(self, consumer: EgressConsumer, task: asyncio.Task[None]) -> None:
-        self.consumer = consumer
-        self.task = task
+    """An egress's members of its consumer group in this dispatcher, by slot (a KafkaSource may have several).
+
+    Each member has its own partitions, schedule and commits, so ordering, retries and at-least-once hold per
+    partition as with one; they share the delivery (``make`` builds them alike) and its metrics.
+    """
+
+    def __init__(self, egress: Egress, make: Callable[[], EgressConsumer]) -> None:
+        self.egress = egress
+        self.make = make
+        self.members: dict[int, tuple[EgressConsumer, asyncio.Task[None]]] = {}
+
+    async def place(self, slots: Iterable[int]) -> None:
+        """Run the members of ``slots``, and only those: the others stop, the ones kept are not disturbed."""
+        wanted = set(slots)
+        stopping = [self.members.pop(slot)[1] for slot in list(self.members) if slot not in wanted]
+        for slot in sorted(wanted - self.members.keys()):
+            consumer = self.make()
+            self.members[slot] = (consumer, asyncio.create_task(consumer.run()))
+        await _cancel(stopping)
+
+    async def stop(self) -> None:
+        await self.place(())
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class DispatcherManager:
@@ -62,9 +94,17 @@ class DispatcherManager:
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
+        # Which KafkaSource consumer slots this replica runs.
+        self.ownership = Ownership(
+            settings.kafka_connection,
+            settings.assignment_topic,
+            settings.assignment_group,
+            settings.assignment_partitions,
+            self._on_ownership,
+        )
 
     def ready(self) -> bool:
-        return self.contract.synced and self.producer is not None
+        return self.contract.synced and self.producer is not None and self.ownership.joined
 
     async def run(self) -> None:
         trust_bundle, tokens = (
@@ -78,6 +118,7 @@ class DispatcherManager:
         # IntegrationSinks' log: destinations are written to the log, never sent over the network.
         self.post = LoggingPost(client)
         event_types = asyncio.create_task(self.event_types.run())
+        ownership = asyncio.create_task(self.ownership.run())
         try:
             self.producer = await self.producers.start_default()
             await self.contract.follow(
@@ -87,6 +128,8 @@ class DispatcherManager:
                 self.settings.control_plane_replication_factor,
             )
         finally:
+            # Leaving the assignment group first stops this replica's slots and hands them over at once.
+            await _cancel([ownership])
             event_types.cancel()
             await asyncio.gather(
                 event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
@@ -124,7 +167,7 @@ class DispatcherManager:
 
     async def _apply(self, key: str, egress: Egress | None) -> None:
         current = self.running.get(key)
-        if current is not None and egress is not None and current.consumer.egress == egress:
+        if current is not None and egress is not None and current.egress == egress:
             return
         if current is not None:
             await self._stop(key)
@@ -161,7 +204,8 @@ class DispatcherManager:
             shared = None
             if egress.kind == "Trigger" and self.settings.shared_fetch:
                 shared = self.shared.get(egress.connection or self.settings.kafka_connection)
-            consumer = EgressConsumer(
+            make = functools.partial(
+                EgressConsumer,
                 egress,
                 self.settings.kafka_connection,
                 dispatcher,
@@ -169,11 +213,25 @@ class DispatcherManager:
                 self.settings.max_in_flight,
                 shared,
             )
-            self.running[key] = Running(consumer, asyncio.create_task(consumer.run()))
+            running = self.running[key] = Running(egress, make)
+            await running.place(self._slots(egress))
+
+    def _slots(self, egress: Egress) -> list[int]:
+        """The members of ``egress``'s group this replica runs: its one, or the KafkaSource slots it owns."""
+        if egress.consumers is None:
+            return [0]
+        return self.ownership.slots(egress.id, egress.consumers)
+
+    async def _on_ownership(self, final: bool) -> None:
+        # A revocation starts every rebalance, and most slots come back: they run on until it is known.
+        if not final:
+            return
+        for key, running in list(self.running.items()):
+            # Checked right before placing: one replaced or stopped meanwhile must not start members again.
+            if self.running.get(key) is running and running.egress.consumers is not None:
+                await running.place(self._slots(running.egress))
 
     async def _stop(self, key: str) -> None:
         running = self.running.pop(key, None)
-        if running is None:
-            return
-        running.task.cancel()
-        await asyncio.gather(running.task, return_exceptions=True)
+        if running is not None:
+            await running.stop()

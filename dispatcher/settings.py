@@ -17,3 +17,14 @@ class DispatcherSettings(CommonSettings):
     max_connections: int = Field(default=1000, alias="KEVENTING_MAX_CONNECTIONS")
     # Triggers on one Broker share one fetch and decode per partition (see dispatcher/sharedfetch.py).
     shared_fetch: bool = Field(default=True, alias="KEVENTING_SHARED_FETCH")
+    # Partitions of the dispatchers' assignment topic, which spreads KafkaSources' consumers over the
+    # replicas: the most replicas that run any.
+    assignment_partitions: int = Field(default=12, ge=1, alias="KEVENTING_DISPATCHER_PARTITIONS")
+
+    @property
+    def assignment_topic(self) -> str:
+        return f"{self.instance}.dispatcher-assignments"
+
+    @property
+    def assignment_group(self) -> str:
+        return f"{self.instance}.dispatchers"

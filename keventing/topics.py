@@ -1,10 +1,10 @@
 """Which Kafka topics a user's resource may name: the policy that keeps tenants and the control plane apart.
 
-keventing's own topics (``<instance>.*``: the contract, the resource store, statuses, source reports and
-assignments, the topic ledger) and Kafka's internal ones (``__*``) are *reserved*: no KafkaSink writes to
-them, no KafkaSource reads them, and the receiver and the dispatcher refuse to produce to or consume from
-them whatever the contract says. Kafka
-treats ``.`` and ``_`` in topic names as the same (their metric names collide), so the checks do too.
+keventing's own topics (``<instance>.*``: the contract, the resource store, statuses, source reports, the
+sources' and dispatchers' assignments, the topic ledger) and Kafka's internal ones (``__*``) are *reserved*:
+no KafkaSink writes to them, no KafkaSource reads them, and the receiver and the dispatcher refuse to produce
+to or consume from them whatever the contract says. Kafka treats ``.`` and ``_`` in topic names as the same
+(their metric names collide), so the checks do too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ CONTROL_PLANE_SUFFIXES = (
     "contract",
     "source-reports",
     "source-assignments",
+    "dispatcher-assignments",
     "topics",
 )
 NAMESPACE_PLACEHOLDER = "{namespace}"

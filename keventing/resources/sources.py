@@ -406,6 +406,9 @@ class SinkBinding(SourceResource):
 # --------------------------------------------------------------------------------------- KafkaSource
 
 KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
+# The most consumers one KafkaSource's group may have: each is a Kafka client with its own connections and
+# fetch buffers in a dispatcher, and a group larger than its topics' partitions gives the extra ones nothing.
+KAFKA_SOURCE_MAX_CONSUMERS = 100
 
 
 def kafka_event_source(namespace: str, name: str, topic: str) -> str:
@@ -419,6 +422,8 @@ class KafkaSourceSpec(Model):
     initialOffset: Literal["earliest", "latest", ""] = "latest"
     delivery: DeliverySpec | None = None
     ordering: Literal["ordered", "unordered"] | None = None
+    # Knative's number of consumers in the source's consumer group (default 1); the dispatcher replicas
+    # run them between them (dispatcher/manager.py).
     consumers: int | None = None
     # Knative's `sasl` and `tls` (each value a secretKeyRef): the credentials for its cluster, read by
     # controller/connections.py.
@@ -428,6 +433,8 @@ class KafkaSourceSpec(Model):
 
 
 class KafkaSourceStatus(SourceStatus):
+    # Knative's "total number of consumers actually running in the consumer group" (the scale subresource's
+    # status replicas): what the dispatcher replicas run between them.
     consumers: int | None = None
 
 
@@ -458,13 +465,9 @@ class KafkaSource(SourceResource):
     def key_type(self) -> str | None:
         return self.metadata.labels.get(KAFKA_KEY_TYPE_LABEL)
 
-    def warnings(self) -> list[str]:
-        if self.spec.consumers is not None and self.spec.consumers != 1:
-            return [
-                f"spec.consumers: {self.spec.consumers} is not applied: the consumer group has one consumer "
-                "per dispatcher replica (scale the dispatcher for more)"
-            ]
-        return []
+    @property
+    def consumers(self) -> int:
+        return 1 if self.spec.consumers is None else self.spec.consumers  # Knative's default
 
     def validate_semantics(self) -> None:
         super().validate_semantics()
@@ -475,6 +478,12 @@ class KafkaSource(SourceResource):
             raise ResourceInvalid("spec.topics", "missing field(s)")
         if spec.delivery is not None:
             spec.delivery.validate_at("spec.delivery")
+        if not 1 <= self.consumers <= KAFKA_SOURCE_MAX_CONSUMERS:
+            raise ResourceInvalid(
+                "spec.consumers",
+                f"must be between 1 and {KAFKA_SOURCE_MAX_CONSUMERS} (the consumers in the source's "
+                f"consumer group), got {self.consumers}",
+            )
 
 
 KINDS: tuple[type[Resource], ...] = (PingSource, ApiServerSource, ContainerSource, SinkBinding, KafkaSource)

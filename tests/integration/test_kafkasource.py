@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from conftest import Kev, RecordingSink
 from helpers import kafka_source_doc
 
+from kev.kafka.embedded import free_port
+from kev.stack import Stack
 from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, group_positioned
 from keventing.resources import KafkaSource
 
 
 def _create_topic(kafka: str, topic: str) -> None:
+    _create_partitioned_topic(kafka, topic, 1)
+
+
+def _create_partitioned_topic(kafka: str, topic: str, partitions: int) -> None:
     async def create() -> None:
         async with admin_client(kafka) as admin:
-            await ensure_topic(admin, TopicSpec(topic, 1, 1))
+            await ensure_topic(admin, TopicSpec(topic, partitions, 1))
 
     asyncio.run(create())
 
@@ -134,3 +142,152 @@ def test_initial_offset_earliest_reads_what_was_there_and_latest_does_not(
     assert [r.body for r in sink.wait_for(f"{ns}/late", 1)] == [b"after"]
     time.sleep(0.5)
     assert len(sink.requests(f"{ns}/late")) == 1
+
+
+def _members_partitions(kafka: str, group: str, topic: str) -> list[list[int]]:
+    """What ``kafka-consumer-groups --describe --members --verbose`` shows: each member's partitions of
+    ``topic``, sorted (a member without any is ``[]``)."""
+
+    async def describe() -> list[list[int]]:
+        async with admin_client(kafka) as admin:
+            [response] = await admin.describe_consumer_groups([group])
+        members: list[list[int]] = []
+        for described in response.groups:
+            if described[1] != group or described[0]:
+                continue
+            for member in described[5]:
+                raw = member[-1]
+                owned = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else []
+                members.append(sorted(tp.partition for tp in owned if tp.topic == topic))
+        return sorted(members)
+
+    try:
+        return asyncio.run(describe())
+    except Exception:  # a coordinator being elected: nothing to see yet
+        return []
+
+
+def _produce_to_partitions(kafka: str, topic: str, count: int, partitions: int, tag: str) -> None:
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5)
+        await producer.start()
+        try:
+            for i in range(count):
+                await producer.send(topic, f"{tag}-{i}".encode(), partition=i % partitions)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
+def _lag_partitions(kev: Kev, port: int, namespace: str, name: str) -> set[int]:
+    """The partitions of a KafkaSource whose consumer lag the dispatcher on ``port`` reports."""
+    text = kev.http.get(f"http://127.0.0.1:{port}/metrics").text
+    labels = (f'namespace_name="{namespace}"', 'kind="KafkaSource"', f'name="{name}"')
+    return {
+        int(line.split('partition="', 1)[1].split('"', 1)[0])
+        for line in text.splitlines()
+        if line.startswith("keventing_consumer_lag{") and all(label in line for label in labels)
+    }
+
+
+def _bodies(sink: RecordingSink, path: str) -> set[bytes]:
+    return {r.body for r in sink.requests(path)}
+
+
+def test_consumers_are_members_of_the_group_sharing_the_partitions_and_shrink_when_lowered(
+    kev: Kev, sink: RecordingSink, ns: str, kafka: str
+) -> None:
+    topic, path = f"{ns}-parallel", f"{ns}/parallel"
+    _create_partitioned_topic(kafka, topic, 3)
+    document = kafka_source_doc("parallel", ns, kafka, [topic], {"uri": sink.url(path)}, consumers=3)
+    kev.apply(document)
+    source = _ready_and_positioned(kev, kafka, "parallel", ns, topic)
+    assert source.status.consumers == 3
+    group = source.consumer_group
+    # Three members, each owning one partition: the dispatcher runs all three.
+    kev.wait_for(
+        lambda: _members_partitions(kafka, group, topic) == [[0], [1], [2]],
+        timeout=60,
+        what="three members with a partition each",
+    )
+
+    _produce_to_partitions(kafka, topic, 90, 3, "three")
+    wanted = {f"three-{i}".encode() for i in range(90)}
+    kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="every record, once or more")
+    # Ordered (the KafkaSource default): each member delivers its partition one record after the other.
+    by_partition: dict[int, list[int]] = {}
+    for received in sink.requests(path):
+        assert received.event is not None
+        partition, offset = received.event.attributes["id"].removeprefix("partition:").split("/offset:")
+        by_partition.setdefault(int(partition), []).append(int(offset))
+    assert sorted(by_partition) == [0, 1, 2]
+    for offsets in by_partition.values():
+        assert offsets == sorted(offsets)
+
+    # Lowered to one: the group shrinks to a single member that owns every partition, and nothing is lost.
+    kev.apply({**document, "spec": {**document["spec"], "consumers": 1}})
+    kev.wait_for(
+        lambda: _members_partitions(kafka, group, topic) == [[0, 1, 2]],
+        timeout=60,
+        what="one member owning the three partitions",
+    )
+    kev.wait_for(
+        lambda: (s := kev.get("KafkaSource", "parallel", ns)) is not None and s.status.consumers == 1,
+        what="status.consumers 1",
+    )
+    _produce_to_partitions(kafka, topic, 30, 3, "one")
+    wanted |= {f"one-{i}".encode() for i in range(30)}
+    kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="the records after shrinking")
+
+
+def test_two_dispatchers_run_exactly_the_consumers_between_them_and_one_takes_all_when_the_other_stops(
+    sink: RecordingSink, ns: str, kafka: str, tmp_path: Path
+) -> None:
+    stack = Stack.on_free_ports(kafka, tmp_path / "logs", "consumers", {})
+    try:
+        stack.start_all(("controller",))
+        ports = {"dispatcher-a": free_port(), "dispatcher-b": free_port()}
+        for name, port in ports.items():
+            service = stack.service("dispatcher", port=port)
+            service.name = name
+            stack.start(service)
+        stack.wait_ready(90)
+        kev = Kev(stack)
+        topic, path = f"{ns}-pair", f"{ns}/pair"
+        _create_partitioned_topic(kafka, topic, 3)
+        document = kafka_source_doc(
+            "pair", ns, kafka, [topic], {"uri": sink.url(path)}, consumers=3, initialOffset="earliest"
+        )
+        kev.apply(document)
+        source = _ready_and_positioned(kev, kafka, "pair", ns, topic)
+        # Three members in all, not three on each dispatcher.
+        kev.wait_for(
+            lambda: _members_partitions(kafka, source.consumer_group, topic) == [[0], [1], [2]],
+            timeout=90,
+            what="three members between the two dispatchers",
+        )
+        # Shared out: each dispatcher reports the lag of the partitions its own members own.
+        kev.wait_for(
+            lambda: sorted(map(len, (_lag_partitions(kev, p, ns, "pair") for p in ports.values()))) == [1, 2],
+            timeout=30,
+            what="the members on both dispatchers",
+        )
+        assert set().union(*(_lag_partitions(kev, p, ns, "pair") for p in ports.values())) == {0, 1, 2}
+        _produce_to_partitions(kafka, topic, 60, 3, "both")
+        wanted = {f"both-{i}".encode() for i in range(60)}
+        kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="every record")
+
+        stack.stop("dispatcher-b")  # its consumers move to the other dispatcher
+        time.sleep(1)
+        kev.wait_for(
+            lambda: _members_partitions(kafka, source.consumer_group, topic) == [[0], [1], [2]],
+            timeout=90,
+            what="the three members, all on the remaining dispatcher",
+        )
+        _produce_to_partitions(kafka, topic, 30, 3, "one")
+        wanted |= {f"one-{i}".encode() for i in range(30)}
+        kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="the records after the stop")
+    finally:
+        stack.stop_all()

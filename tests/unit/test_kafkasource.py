@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import pytest
@@ -11,8 +12,11 @@ from helpers import broker_doc, kafka_source_doc, sink_ref
 from controller.reconciler import ControllerConfig, reconcile
 from dispatcher.decode import record_decoder
 from dispatcher.kafkasource import read_key, record_to_event
+from dispatcher.manager import Running
 from keventing.contract import Egress
+from keventing.ownership import owned_slots, partition_for
 from keventing.resources import ResourceInvalid, ResourceKey, parse_resource
+from keventing.resources.sources import KAFKA_SOURCE_MAX_CONSUMERS
 
 CONFIG = ControllerConfig(ingress_url="http://localhost:8080")
 
@@ -184,16 +188,62 @@ def test_kafka_source_becomes_an_ordered_egress_with_discarded_replies() -> None
     assert egress.ce_overrides == {"team": "a"}
 
 
-def test_kafka_source_consumers_it_does_not_apply_are_named_in_its_status() -> None:
-    document = kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=3)
-    source = parse_resource(document)
-    assert [w.split(":")[0] for w in source.warnings()] == ["spec.consumers"]
+def test_kafka_source_consumers_are_run_by_the_dispatcher_and_reported_in_its_status() -> None:
+    source = parse_resource(kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=3))
+    assert source.warnings() == []  # applied, nothing to warn about
     desired = reconcile([source], CONFIG)
-    deployed = desired.statuses[ResourceKey("KafkaSource", "ns", "s")].condition("Deployed")
-    assert deployed.status == "True"
-    assert "spec.consumers: 3 is not applied" in (deployed.message or "")
-    one = parse_resource(kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=1))
-    assert one.warnings() == []
+    status = desired.statuses[ResourceKey("KafkaSource", "ns", "s")]
+    assert status.consumers == 3
+    assert "3 consumer(s)" in (status.condition("Deployed").message or "")
+    assert desired.contract["KafkaSource/ns/s"].egress.consumers == 3
+
+
+def test_kafka_source_without_consumers_has_knatives_one() -> None:
+    source = parse_resource(kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}))
+    desired = reconcile([source], CONFIG)
+    assert desired.statuses[ResourceKey("KafkaSource", "ns", "s")].consumers == 1
+    assert desired.contract["KafkaSource/ns/s"].egress.consumers == 1
+
+
+def _round_robin(partitions: int, replicas: int) -> list[frozenset[int]]:
+    """What Kafka's round-robin assignor gives each of ``replicas`` members of the assignment group."""
+    return [frozenset(p for p in range(partitions) if p % replicas == r) for r in range(replicas)]
+
+
+@pytest.mark.parametrize(
+    ("consumers", "replicas"), [(1, 1), (3, 1), (3, 2), (3, 3), (7, 3), (12, 4), (2, 5), (30, 4), (100, 12)]
+)
+def test_kafka_source_consumers_are_run_exactly_once_between_the_dispatcher_replicas(
+    consumers: int, replicas: int
+) -> None:
+    partitions = 12
+    shares = [
+        owned_slots("KafkaSource/ns/s", consumers, partitions, owned)
+        for owned in _round_robin(partitions, replicas)
+    ]
+    assert sorted(slot for share in shares for slot in share) == list(range(consumers))
+    if consumers <= partitions:  # consecutive slots on consecutive partitions: an even spread
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_kafka_source_consumers_all_run_on_a_lone_dispatcher_and_none_before_it_owns_anything() -> None:
+    everything = frozenset(range(12))
+    assert owned_slots("KafkaSource/ns/s", 5, 12, everything) == [0, 1, 2, 3, 4]
+    assert owned_slots("KafkaSource/ns/s", 5, 12, frozenset()) == []
+    assert owned_slots("KafkaSource/ns/s", 5, 0, everything) == []  # the topic not known yet
+
+
+def test_kafka_source_consumers_start_on_different_partitions_for_different_sources() -> None:
+    firsts = {partition_for(f"KafkaSource/ns/s{i}", 12) for i in range(50)}
+    assert len(firsts) > 6  # slot 0 of every source is not on one replica
+
+
+@pytest.mark.parametrize("consumers", [0, -1, KAFKA_SOURCE_MAX_CONSUMERS + 1])
+def test_kafka_source_with_consumers_out_of_bounds_is_invalid(consumers: int) -> None:
+    document = kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=consumers)
+    with pytest.raises(ResourceInvalid, match="spec.consumers") as raised:
+        parse_resource(document)
+    assert f"got {consumers}" in str(raised.value)
 
 
 def test_kafka_source_with_unknown_key_type_is_not_ready() -> None:
@@ -229,3 +279,46 @@ def test_a_v1_kafka_source_is_the_same_resource_as_a_v1beta1_one() -> None:
     assert desired.statuses[ResourceKey("KafkaSource", "ns", "s")].ready
     with pytest.raises(ResourceInvalid):
         parse_resource({**doc, "apiVersion": "sources.knative.dev/v2"})
+
+
+class _Member:
+    """Stands in for an EgressConsumer: it runs until cancelled, and says whether it is running."""
+
+    def __init__(self, live: set[_Member]) -> None:
+        self.live = live
+
+    async def run(self) -> None:
+        self.live.add(self)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.live.discard(self)
+
+
+def test_a_new_share_of_consumers_starts_and_stops_only_the_members_that_changed() -> None:
+    async def scenario() -> None:
+        live: set[_Member] = set()
+        egress = Egress(
+            id="KafkaSource/ns/s",
+            kind="KafkaSource",
+            namespace="ns",
+            name="s",
+            uid="u",
+            topics=("t",),
+            consumer_group="g",
+            consumers=4,
+        )
+        running = Running(egress, lambda: _Member(live))
+        await running.place([0, 1, 2])
+        await asyncio.sleep(0)
+        assert len(live) == 3
+        kept = {slot: running.members[slot][0] for slot in (1, 2)}
+        await running.place([1, 2, 3])  # slot 0 went to another dispatcher, slot 3 came here
+        await asyncio.sleep(0)
+        assert sorted(running.members) == [1, 2, 3]
+        assert all(running.members[slot][0] is member for slot, member in kept.items())  # undisturbed
+        assert live == {member for member, _ in running.members.values()}
+        await running.stop()
+        assert live == set() and running.members == {}
+
+    asyncio.run(scenario())

@@ -24,6 +24,7 @@ RESERVED = [
     "keventing.status",
     "keventing.source-reports",
     "keventing.source-assignments",
+    "keventing.dispatcher-assignments",
     "keventing.topics",
     "keventing_contract",  # Kafka treats '.' and '_' alike
     "__consumer_offsets",
@@ -119,7 +120,8 @@ def test_a_topic_keventing_created_for_another_namespace_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "group", ["knative-trigger-victim-t", "knative-trigger.vic-tim.t", "keventing.sources"]
+    "group",
+    ["knative-trigger-victim-t", "knative-trigger.vic-tim.t", "keventing.sources", "keventing.dispatchers"],
 )
 def test_kafka_source_may_not_join_keventing_consumer_groups(group: str) -> None:
     desired = _reconcile(_source(["orders"], consumerGroup=group))
