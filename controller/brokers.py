@@ -17,8 +17,9 @@ from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.identities import CONDITION as OIDC_CONDITION
 from controller.identities import oidc_identity
+from controller.kafkafeatures import kafka_features
 from controller.resolver import Resolver, Unresolvable
-from controller.topicpolicy import broker_topics, refuse_topic
+from controller.topicpolicy import broker_topics, name_taken, refuse_topic, trigger_groups
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, FilterSpec, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
@@ -50,26 +51,42 @@ def reconcile_brokers(ctx: Context) -> Contribution:
             out.addressable(broker.key, _unclaimed_broker(broker, claimed, ctx.config))
             continue
         topic = None
+        topic_name = topics[broker.key]
         if broker.external_topic is not None:
             status = _reconcile_external_broker(broker, ctx)
+        elif topic_name is None:
+            status = _nameless_broker(broker, ctx)
         else:
-            status, topic = _reconcile_broker(broker, ctx, topics[broker.key], defaults, defaults_error)
+            status, topic = _reconcile_broker(broker, ctx, topic_name, defaults, defaults_error)
             parsed = status.condition("ConfigParsed")
             if topic is None and parsed is not None and parsed.reason in UNKNOWN_CLUSTER:
                 # Which cluster the topic is on is unknown until the Secret is back: keep it, touch nothing.
-                out.topics[topics[broker.key]] = TopicSpec(
-                    topics[broker.key], owner=str(broker.key), create=False
-                )
+                out.topics[topic_name] = TopicSpec(topic_name, owner=str(broker.key), create=False)
             if topic is not None:
                 out.topics[topic.name] = topic
         out.addressable(broker.key, status)
-        if status.ready:
+        if status.ready and topic_name is not None:
             out.contract[str(broker.key)] = ContractEntry(
                 ingress=_broker_ingress(
-                    broker, topics[broker.key], ctx.config, topic.connection if topic is not None else None
+                    broker, topic_name, ctx.config, topic.connection if topic is not None else None
                 )
             )
     return out
+
+
+def _nameless_broker(broker: Broker, ctx: Context) -> Status:
+    """A Broker whose topic, as config-kafka-features' template names it, is another resource's."""
+    template = kafka_features(ctx.resources, ctx.config.system_namespace).broker_topic
+    name = (
+        template.render(broker)
+        if template is not None
+        else naming.broker_topic(broker.namespace, broker.name)
+    )
+    conditions = Conditions()
+    conditions.false("TopicReady", "TopicNameTaken", name_taken("topic", name))
+    status = Status(observedGeneration=broker.metadata.generation)
+    status.conditions = conditions.finish(["TopicReady", "ConfigParsed", "Addressable"])
+    return status
 
 
 # The ConfigParsed reasons that leave a Broker's cluster unknown (controller.connections).
@@ -86,7 +103,11 @@ def reconcile_triggers(ctx: Context) -> Contribution:
     except BrokerDefaultsInvalid:
         defaults = BrokerDefaults()  # the Brokers that rely on it are not Ready, and say why
     for trigger in ctx.of(Trigger):
-        status, egress = _reconcile_trigger(trigger, ctx, resolver, topics, groups[trigger.key], defaults)
+        group = groups[trigger.key]
+        if group is None:
+            out.statuses[trigger.key] = _groupless_trigger(trigger, ctx)
+            continue
+        status, egress = _reconcile_trigger(trigger, ctx, resolver, topics, group, defaults)
         out.statuses[trigger.key] = status
         if egress is not None:
             out.contract[str(trigger.key)] = ContractEntry(egress=egress)
@@ -96,19 +117,18 @@ def reconcile_triggers(ctx: Context) -> Contribution:
 # ------------------------------------------------------------------------------------------- names
 
 
-def trigger_groups(ctx: Context) -> dict[ResourceKey, str]:
-    """Every Trigger's consumer group, as :func:`broker_topics` names topics: the injective name, or the
-    Knative name the Trigger was published with before, unless another Trigger's injective name is that."""
-    published = ctx.published.consumer_groups
-    triggers = ctx.of(Trigger)
-    injective = {t.key: naming.trigger_group(t.namespace, t.name) for t in triggers}
-    taken = set(injective.values())
-    groups = {}
-    for trigger in triggers:
-        legacy = naming.legacy_trigger_group(trigger.namespace, trigger.name)
-        kept = legacy not in taken and published.get(str(trigger.key)) == legacy
-        groups[trigger.key] = legacy if kept else injective[trigger.key]
-    return groups
+def _groupless_trigger(trigger: Trigger, ctx: Context) -> TriggerStatus:
+    template = kafka_features(ctx.resources, ctx.config.system_namespace).trigger_group
+    name = (
+        template.render(trigger)
+        if template is not None
+        else naming.trigger_group(trigger.namespace, trigger.name)
+    )
+    conditions = Conditions()
+    conditions.false("BrokerReady", "ConsumerGroupNameTaken", name_taken("consumer group", name))
+    status = TriggerStatus(observedGeneration=trigger.metadata.generation)
+    status.conditions = conditions.finish(["BrokerReady", "SubscriberResolved", "DeadLetterSinkResolved"])
+    return status
 
 
 # ------------------------------------------------------------------------------------------- Broker
@@ -255,7 +275,7 @@ def _reconcile_trigger(
     trigger: Trigger,
     ctx: Context,
     resolver: Resolver,
-    broker_topics: Mapping[ResourceKey, str],
+    broker_topics: Mapping[ResourceKey, str | None],
     group: str,
     defaults: BrokerDefaults,
 ) -> tuple[TriggerStatus, Egress | None]:
@@ -304,9 +324,9 @@ def _reconcile_trigger(
         order.append(OIDC_CONDITION)
         status.auth = oidc.auth
     status.conditions = conditions.finish(order)
-    if not status.ready or not isinstance(broker, Broker) or delivery is None:
+    topic = broker_topics.get(broker_key)
+    if not status.ready or not isinstance(broker, Broker) or delivery is None or topic is None:
         return status, None
-    topic = broker_topics[broker.key]
     # The Broker's own cluster (its kafka-broker-config's), where its topic is and replies go.
     broker_entry = ctx.desired.contract.get(str(broker.key))
     connection = broker_entry.ingress.connection if broker_entry and broker_entry.ingress else None

@@ -20,7 +20,9 @@ from controller.conditions import Conditions, ready_of
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.identities import CONDITION as OIDC_CONDITION
 from controller.identities import oidc_identity
+from controller.kafkafeatures import kafka_features
 from controller.resolver import Resolver, Unresolvable
+from controller.topicpolicy import channel_topics, name_taken
 from keventing import naming
 from keventing.contract import ContractEntry, DeliveryPolicy, Egress, Ingress, Reply
 from keventing.kafka.client import TOPIC_MAX_MESSAGE_BYTES, TopicSpec
@@ -115,8 +117,13 @@ def reconcile_kafka_channels(ctx: Context) -> Contribution:
     """KafkaChannels and InMemoryChannels: each a topic and an ingress."""
     out = Contribution()
     topic_channels: list[TopicChannel] = [*ctx.of(KafkaChannel), *ctx.of(InMemoryChannel)]
+    names = channel_topics(ctx)
     for kafka_channel in topic_channels:
-        status, topic = _reconcile_kafka_channel(kafka_channel, ctx.config, ctx.topic_errors)
+        name = names[kafka_channel.key]
+        if name is None:  # config-kafka-features' template gives it another resource's topic
+            out.addressable(kafka_channel.key, _nameless_channel(kafka_channel, ctx))
+            continue
+        status, topic = _reconcile_kafka_channel(kafka_channel, name, ctx.config, ctx.topic_errors)
         out.addressable(kafka_channel.key, status)
         out.topics[topic.name] = topic
         if status.ready:
@@ -165,14 +172,24 @@ def reconcile_subscriptions(ctx: Context) -> Contribution:
 # -------------------------------------------------------------------------------------- KafkaChannel
 
 
+def _nameless_channel(channel: TopicChannel, ctx: Context) -> ChannelableStatus:
+    template = kafka_features(ctx.resources, ctx.config.system_namespace).channel_topic
+    name = template.render(channel) if template is not None else channel.name
+    conditions = Conditions()
+    conditions.false("TopicReady", "TopicNameTaken", name_taken("topic", name))
+    status = ChannelableStatus(observedGeneration=channel.metadata.generation)
+    status.conditions = conditions.finish(KAFKA_CHANNEL_CONDITIONS)
+    return status
+
+
 def _reconcile_kafka_channel(
-    channel: TopicChannel, config: ControllerConfig, topic_errors: Mapping[str, str]
+    channel: TopicChannel, topic_name: str, config: ControllerConfig, topic_errors: Mapping[str, str]
 ) -> tuple[ChannelableStatus, TopicSpec]:
     conditions = Conditions()
     status = ChannelableStatus(observedGeneration=channel.metadata.generation)
     spec = channel_spec(channel)
     topic = TopicSpec(
-        naming.channel_topic(channel.namespace, channel.name, channel.KIND),
+        topic_name,
         spec.numPartitions,
         spec.replicationFactor,
         {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES, "retention.ms": str(spec.retention_ms)},
@@ -287,7 +304,9 @@ def _reconcile_subscription(
     if not status.ready or channel is None or delivery is None:
         return status, channel, None
     ident = identity(subscription)
-    topic = naming.channel_topic(channel.namespace, channel.name, channel.KIND)
+    channel_status = ctx.desired.statuses.get(channel.key)
+    topic = (channel_status.annotations or {}).get(naming.TOPIC_ANNOTATION) if channel_status else None
+    topic = topic or naming.channel_topic(channel.namespace, channel.name, channel.KIND)
     group = naming.subscription_group(channel.namespace, channel.name, ident["uid"])
     # Which group and topic serve it (kev's readiness check waits for the group's position on that topic).
     status.annotations = {naming.GROUP_ANNOTATION: group, naming.TOPIC_ANNOTATION: topic}

@@ -1,5 +1,6 @@
-"""Following the few ConfigMaps the operator reads: Knative's config-br-defaults, config-features and the broker configs
-Brokers reference (``spec.config``, or their default from config-br-defaults).
+"""Following the few ConfigMaps the operator reads: Knative's config-br-defaults, config-features and
+config-kafka-features, and the broker configs Brokers reference (``spec.config``, or their default from
+config-br-defaults).
 
 Each wanted ConfigMap is watched on its own (a list and watch with ``fieldSelector=metadata.name=…`` in its
 namespace), so the operator holds those ConfigMaps and no other, whatever the cluster stores. A change calls

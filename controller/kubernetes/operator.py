@@ -33,6 +33,7 @@ from controller.dataplane import DataPlaneAdapter, KafkaDataPlane
 from controller.driver import Driver
 from controller.features import features_key
 from controller.identities import identity_failed
+from controller.kafkafeatures import CONFIG_MAP as KAFKA_FEATURES
 from controller.kubernetes.access import KubeAccess
 from controller.kubernetes.addressables import AddressableLookup
 from controller.kubernetes.api import JSON_PATCH, MERGE_PATCH, apply_custom_object
@@ -262,7 +263,12 @@ class KubernetesController(DataPlaneAdapter):
         brokers = [r for r in self.index.resources.values() if isinstance(r, Broker)]
         await self._stamp_classes(brokers)
         # The broker configs the claimed Brokers read; the reconciler finds them among the resources.
-        wanted = {self.defaults_key, features_key(self.config.system_namespace)} | {
+        system = self.config.system_namespace
+        wanted = {
+            self.defaults_key,
+            features_key(system),
+            ResourceKey(ConfigMap.KIND, system, KAFKA_FEATURES),
+        } | {
             broker_config_key(broker, ref)
             for broker in brokers
             if (ref := broker.spec.config or self.defaults.config(broker.namespace)) is not None
