@@ -340,9 +340,15 @@ def _reply(url: str | None, subscription: Subscription, resolver: Resolver) -> R
 def _subscribed_channel(subscription: Subscription, ctx: Context) -> TopicChannel:
     """The channel whose topic the Subscription reads: the one it names, or a Channel's backing one."""
     ref = subscription.spec.channel
-    key = ResourceKey(ref.kind, subscription.namespace, ref.name)
+    key = ResourceKey(ref.kind, subscription.channel_namespace, ref.name)
+    described = f'{ref.kind} "{ref.name}" in namespace "{subscription.channel_namespace}"'
+    if subscription.cross_namespace and not ctx.config.cross_namespace_event_links:
+        raise _NotResolved(
+            "CrossNamespaceEventLinksDisabled",
+            f"{described} is in another namespace: enable cross-namespace-event-links in the config-features "
+            f"ConfigMap of {ctx.config.system_namespace} for a Subscription to use it",
+        )
     found = ctx.resources.get(key)
-    described = f'{ref.kind} "{ref.name}" in namespace "{subscription.namespace}"'
     if found is None:
         raise _NotResolved(
             "ChannelReferenceFailed", f"Failed to get spec.channel: {described} does not exist"
@@ -381,7 +387,7 @@ def _listing_channels(subscription: Subscription, channel: TopicChannel) -> set[
     """The channels whose ``status.subscribers`` list the Subscription: the channel it names, and the
     backing channel it reads when that is a Channel."""
     ref = subscription.spec.channel
-    return {ResourceKey(ref.kind, subscription.namespace, ref.name), channel.key}
+    return {ResourceKey(ref.kind, subscription.channel_namespace, ref.name), channel.key}
 
 
 def _subscriber_status(subscription: Subscription, status: SubscriptionStatus) -> SubscriberStatus:

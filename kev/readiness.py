@@ -86,9 +86,9 @@ async def _egress_placements(store: ResourceStore, resource: Resource) -> list[t
         return [
             (
                 annotations.get(naming.GROUP_ANNOTATION)
-                or naming.subscription_group(namespace, channel, uid),
+                or naming.subscription_group(resource.channel_namespace, channel, uid),
                 annotations.get(naming.TOPIC_ANNOTATION)
-                or naming.channel_topic(namespace, channel, resource.spec.channel.kind),
+                or naming.channel_topic(resource.channel_namespace, channel, resource.spec.channel.kind),
             )
         ]
     if isinstance(resource, Sequence | Parallel):

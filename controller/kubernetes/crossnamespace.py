@@ -1,17 +1,19 @@
 """Knative's cross-namespace event links, admitted: a Trigger whose ``spec.brokerRef`` names a Broker in another
-namespace is created (or re-pointed) only by someone who may ``knsubscribe`` to that Broker.
+namespace, or a Subscription whose ``spec.channel`` names a channel in another, is created (or re-pointed) only
+by someone who may ``knsubscribe`` to that Broker or channel.
 
-The operator's webhook server serves ``/crossnamespace``; a ``ValidatingWebhookConfiguration`` with a CEL match
-condition sends the API server only the Triggers that reference another namespace's Broker and are created or
-change their ``brokerRef`` (so the operator's own finalizer patches, and every same-namespace Trigger, never
-reach it). Failure policy Fail: when the webhook cannot answer, such a Trigger is not admitted.
+The operator's webhook server serves ``/crossnamespace``; a ``ValidatingWebhookConfiguration`` with CEL match
+conditions sends the API server only the Triggers and Subscriptions that reference another namespace and are
+created or change that reference (so the operator's own finalizer patches, and everything within one namespace,
+never reach it). Failure policy Fail: when the webhook cannot answer, such a resource is not admitted.
 
 For each, the webhook reads ``config-features`` (the flag off: denied, naming the flag) and asks the API server
 with a ``SubjectAccessReview`` whether the requesting user (``request.userInfo``: name, groups, uid, extra) may
-``knsubscribe`` to ``brokers`` (group ``eventing.knative.dev``) named so in the Broker's namespace — the verb a
-Role grants, as in Knative's documentation. Denied: 403 with who, what and where.
+``knsubscribe`` to the target (``brokers`` in ``eventing.knative.dev``; ``channels``, ``kafkachannels`` or
+``inmemorychannels`` in ``messaging.knative.dev``) named so in its namespace — the verb a Role grants, as in
+Knative's documentation. Denied: 403 with who, what and where.
 
-The reconciler checks the flag again (controller.features): a Trigger admitted while the flag was on stops
+The reconciler checks the flag again (controller.features): a resource admitted while the flag was on stops
 reading the other namespace once it is turned off.
 """
 
@@ -29,15 +31,46 @@ log = logging.getLogger("keventing.controller.webhook")
 
 VALIDATE_PATH = "/crossnamespace"
 WEBHOOK_NAME = "crossnamespace.webhook.eventing.knative.dev"
+SUBSCRIPTIONS_WEBHOOK_NAME = "crossnamespace.webhook.messaging.knative.dev"
 VERB = "knsubscribe"
 FIELD_MANAGER = "keventing-controller"
-# Only Triggers naming another namespace's Broker, on creation or when their brokerRef changes.
-MATCH = (
-    "has(object.spec) && has(object.spec.brokerRef) && has(object.spec.brokerRef.namespace)"
-    " && object.spec.brokerRef.namespace != '' && object.spec.brokerRef.namespace != request.namespace"
-    " && (request.operation == 'CREATE' || !has(oldObject.spec) || !has(oldObject.spec.brokerRef)"
-    " || oldObject.spec.brokerRef != object.spec.brokerRef)"
-)
+# The channel kinds a Subscription may name, as the resources a Role grants knsubscribe on.
+CHANNEL_RESOURCES = {
+    "Channel": "channels",
+    "KafkaChannel": "kafkachannels",
+    "InMemoryChannel": "inmemorychannels",
+}
+
+
+def _match(field: str) -> str:
+    """Only objects whose ``spec.<field>`` names another namespace, on creation or when that reference changes."""
+    ref = f"object.spec.{field}"
+    return (
+        f"has(object.spec) && has({ref}) && has({ref}.namespace) && {ref}.namespace != ''"
+        f" && {ref}.namespace != request.namespace && (request.operation == 'CREATE'"
+        f" || !has(oldObject.spec) || !has(oldObject.spec.{field}) || oldObject.spec.{field} != {ref})"
+    )
+
+
+def _webhook(name: str, client_config: dict[str, Any], group: str, plural: str, field: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "clientConfig": client_config,
+        "rules": [
+            {
+                "apiGroups": [group],
+                "apiVersions": ["v1"],
+                "resources": [plural],
+                "operations": ["CREATE", "UPDATE"],
+                "scope": "Namespaced",
+            }
+        ],
+        "matchConditions": [{"name": "references-another-namespace", "expression": _match(field)}],
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 10,
+    }
 
 
 def validating_configuration(name: str, client_config: dict[str, Any]) -> dict[str, Any]:
@@ -47,24 +80,10 @@ def validating_configuration(name: str, client_config: dict[str, Any]) -> dict[s
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
         "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "clientConfig": client_config,
-                "rules": [
-                    {
-                        "apiGroups": ["eventing.knative.dev"],
-                        "apiVersions": ["v1"],
-                        "resources": ["triggers"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "matchConditions": [{"name": "references-another-namespace", "expression": MATCH}],
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 10,
-            }
+            _webhook(WEBHOOK_NAME, client_config, "eventing.knative.dev", "triggers", "brokerRef"),
+            _webhook(
+                SUBSCRIPTIONS_WEBHOOK_NAME, client_config, "messaging.knative.dev", "subscriptions", "channel"
+            ),
         ],
     }
 
@@ -102,13 +121,27 @@ async def review(api: k8s.ApiClient, system_namespace: str, body: dict[str, Any]
     request = body.get("request") or {}
     uid = str(request.get("uid", ""))
     obj = request.get("object") or {}
-    ref = (obj.get("spec") or {}).get("brokerRef") or {}
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Subscription":
+        ref = spec.get("channel") or {}
+        kind = str(ref.get("kind") or "")
+        group, resource, field = (
+            "messaging.knative.dev",
+            CHANNEL_RESOURCES.get(kind, ""),
+            "spec.channel.namespace",
+        )
+        target = str(ref.get("name") or "")
+        if not resource:
+            return _answer(uid, False, f"spec.channel.kind: {kind!r} is not a channel keventing serves")
+    else:
+        ref = spec.get("brokerRef") or {}
+        group, resource, field = "eventing.knative.dev", "brokers", "spec.brokerRef.namespace"
+        target = str(ref.get("name") or spec.get("broker") or "")
     namespace = str(request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or "")
     target_ns = str(ref.get("namespace") or namespace)
-    broker = str(ref.get("name") or (obj.get("spec") or {}).get("broker") or "")
     if not target_ns or target_ns == namespace:
         return _answer(uid, True)
-    field = "spec.brokerRef.namespace"
+    what = f"the {'Broker' if resource == 'brokers' else ref.get('kind')} {target_ns}/{target}"
     try:
         enabled = await _flag_enabled(api, system_namespace)
     except k8s.ApiException as err:
@@ -117,41 +150,37 @@ async def review(api: k8s.ApiClient, system_namespace: str, body: dict[str, Any]
         return _answer(
             uid,
             False,
-            f"{field}: the Broker {target_ns}/{broker} is in another namespace; a Trigger may reference it "
+            f"{field}: {what} is in another namespace; a {obj.get('kind') or 'Trigger'} may reference it "
             f"only with {CROSS_NAMESPACE_EVENT_LINKS} enabled in the {CONFIG_MAP} ConfigMap of "
             f"{system_namespace}",
         )
     user = request.get("userInfo") or {}
     username = str(user.get("username") or "")
-    spec = k8s.V1SubjectAccessReviewSpec(
+    review_spec = k8s.V1SubjectAccessReviewSpec(
         user=username,
         groups=user.get("groups") or None,
         uid=user.get("uid") or None,
         extra=user.get("extra") or None,
         resource_attributes=k8s.V1ResourceAttributes(
-            namespace=target_ns,
-            verb=VERB,
-            group="eventing.knative.dev",
-            resource="brokers",
-            name=broker or None,
+            namespace=target_ns, verb=VERB, group=group, resource=resource, name=target or None
         ),
     )
     try:
         answer = await k8s.AuthorizationV1Api(api).create_subject_access_review(
-            k8s.V1SubjectAccessReview(spec=spec)
+            k8s.V1SubjectAccessReview(spec=review_spec)
         )
     except k8s.ApiException as err:
         log.error("SubjectAccessReview failed", extra={"status": err.status, "reason": err.reason})
         return _answer(uid, False, f"{field}: cannot check access to {target_ns}: {err.reason}")
     if not answer.status.allowed:
         log.info(
-            "cross-namespace Trigger denied",
-            extra={"user": username, "namespace": namespace, "broker": f"{target_ns}/{broker}"},
+            "cross-namespace reference denied",
+            extra={"user": username, "namespace": namespace, "target": f"{target_ns}/{target}"},
         )
         return _answer(
             uid,
             False,
-            f'{field}: user "{username}" may not {VERB} to brokers in namespace "{target_ns}" '
-            f"(a Role there granting the {VERB} verb on brokers allows it)",
+            f'{field}: user "{username}" may not {VERB} to {resource} in namespace "{target_ns}" '
+            f"(a Role there granting the {VERB} verb on {resource} allows it)",
         )
     return _answer(uid, True)

@@ -207,10 +207,18 @@ def build_topology(
                 builder.edge(key, builder.target(delivery.deadLetterSink, ns), "dead-letter")
         elif isinstance(resource, Subscription):
             channel = resource.spec.channel
-            channel_id = f"{channel.kind}/{ns}/{channel.name}"
+            channel_ns = resource.channel_namespace
+            channel_id = f"{channel.kind}/{channel_ns}/{channel.name}"
             if channel_id not in builder.topology.nodes:
                 builder.topology.nodes[channel_id] = Node(
-                    channel_id, channel.kind, channel.name, ns, ROUTERS, "False", "does not exist", False
+                    channel_id,
+                    channel.kind,
+                    channel.name,
+                    channel_ns,
+                    ROUTERS,
+                    "False",
+                    "does not exist",
+                    False,
                 )
             builder.edge(channel_id, key, "subscription", flow)
             out = Flow(rate=flow.rate) if flow else None

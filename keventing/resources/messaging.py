@@ -226,14 +226,20 @@ class Subscription(Resource):
         # KafkaChannel subscriptions are ordered by default in Knative's Kafka implementation.
         return self.metadata.annotations.get(DELIVERY_ORDER_ANNOTATION, "ordered")
 
+    @property
+    def channel_namespace(self) -> str:
+        """The channel's namespace: ``spec.channel.namespace`` (another one behind config-features'
+        cross-namespace-event-links), else the Subscription's own."""
+        return self.spec.channel.namespace or self.namespace
+
+    @property
+    def cross_namespace(self) -> bool:
+        return self.channel_namespace != self.namespace
+
     def validate_semantics(self) -> None:
         channel = self.spec.channel
         if not channel.name:
             raise ResourceInvalid("spec.channel.name", "the Subscription must reference a channel")
-        if channel.namespace and channel.namespace != self.namespace:
-            raise ResourceInvalid(
-                "spec.channel.namespace", "a Subscription's channel is in the Subscription's own namespace"
-            )
         if channel.kind not in ("Channel", *CHANNEL_TEMPLATE_KINDS):
             raise ResourceInvalid(
                 "spec.channel.kind",

@@ -218,3 +218,93 @@ def test_a_trigger_reads_another_namespaces_broker_only_with_the_flag_and_knsubs
     stopped = kubectl.wait_for_condition("Trigger", "audit", namespace, "Ready", "False", timeout=60)
     ready_condition = next(c for c in stopped["status"]["conditions"] if c["type"] == "Ready")
     assert ready_condition["reason"] == "CrossNamespaceEventLinksDisabled"
+
+
+def test_a_subscription_to_another_namespaces_channel_needs_knsubscribe_on_that_channel(
+    crossnamespace_stack: Stack, kubectl: Kubectl, kube_cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    infra = f"infra-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", infra)
+    kubectl.apply(
+        {
+            "apiVersion": "messaging.knative.dev/v1beta1",
+            "kind": "KafkaChannel",
+            "metadata": {"name": "audit", "namespace": infra},
+            "spec": {"numPartitions": 1, "replicationFactor": 1},
+        },
+        _features(enabled=True),
+    )
+    kubectl.wait_ready("KafkaChannel", "audit", infra, timeout=90)
+    user, developer = _developer(kubectl, kube_cluster, namespace, tmp_path)
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "subscription-author", "namespace": namespace},
+            "rules": [
+                {
+                    "apiGroups": ["messaging.knative.dev"],
+                    "resources": ["subscriptions"],
+                    "verbs": ["get", "list", "create", "update", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "subscription-author", "namespace": namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "subscription-author",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
+        },
+    )
+    subscription = {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "Subscription",
+        "metadata": {"name": "audit-reader", "namespace": namespace},
+        "spec": {
+            "channel": {
+                "apiVersion": "messaging.knative.dev/v1beta1",
+                "kind": "KafkaChannel",
+                "name": "audit",
+                "namespace": infra,
+            },
+            "subscriber": {"uri": "http://reader.example.svc.cluster.local/"},
+        },
+    }
+    refused = developer.run("apply", "-f", "-", stdin=json.dumps(subscription), check=False)
+    assert refused.returncode != 0
+    assert f'user "{user}" may not knsubscribe to kafkachannels in namespace "{infra}"' in refused.stderr, (
+        refused.stderr
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "subscribe-audit", "namespace": infra},
+            "rules": [
+                {
+                    "apiGroups": ["messaging.knative.dev"],
+                    "resources": ["kafkachannels"],
+                    "resourceNames": ["audit"],
+                    "verbs": ["knsubscribe"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "subscribe-audit", "namespace": infra},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "subscribe-audit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
+        },
+    )
+    developer.run("apply", "-f", "-", stdin=json.dumps(subscription))
+    ready = kubectl.wait_ready("Subscription", "audit-reader", namespace, timeout=90)
+    assert (
+        ready["status"]["annotations"]["kafka.eventing.knative.dev/topic"]
+        == f"knative-messaging-kafka.{infra}.audit"
+    )

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from helpers import broker_doc
+from helpers import broker_doc, kafka_channel_doc
 
 from controller import features
 from controller.reconciler import ControllerConfig, reconcile
@@ -140,3 +140,39 @@ def test_a_service_flag_the_configmap_cannot_change_is_logged_with_the_variable_
     assert len(messages) == 1, messages  # once, not every pass
     assert "KEVENTING_AUTHENTICATION_OIDC=disabled" in messages[0]
     assert "authentication-oidc" in messages[0]
+
+
+def _cross_subscription() -> dict[str, Any]:
+    return {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "Subscription",
+        "metadata": {"name": "s", "namespace": "team-a"},
+        "spec": {
+            "channel": {
+                "apiVersion": "messaging.knative.dev/v1beta1",
+                "kind": "KafkaChannel",
+                "name": "c",
+                "namespace": "infra",
+            },
+            "subscriber": {"uri": "http://sink.example/"},
+        },
+    }
+
+
+def test_a_subscription_reads_a_channel_of_another_namespace_only_with_the_flag() -> None:
+    channel = kafka_channel_doc("c", "infra")
+    desired = _reconcile(
+        _features(**{"cross-namespace-event-links": "enabled"}), channel, _cross_subscription()
+    )
+    assert desired.statuses[ResourceKey("Subscription", "team-a", "s")].ready
+    egress = desired.contract["Subscription/team-a/s"].egress
+    assert egress is not None and egress.topics == ("knative-messaging-kafka.infra.c",)
+    # The channel lists it among its subscribers.
+    subscribers = desired.statuses[ResourceKey("KafkaChannel", "infra", "c")].subscribers
+    assert [s.ready for s in subscribers or []] == ["True"]
+
+    desired = _reconcile(channel, _cross_subscription())
+    ready = desired.statuses[ResourceKey("Subscription", "team-a", "s")].condition("Ready")
+    assert (ready.status, ready.reason) == ("False", "CrossNamespaceEventLinksDisabled")
+    assert 'KafkaChannel "c" in namespace "infra"' in ready.message
+    assert "Subscription/team-a/s" not in desired.contract
