@@ -148,6 +148,7 @@ def reconcile_channels(ctx: Context) -> Contribution:
         ctx.resources,
         ctx.addressables,
         ChainMap(out.statuses, ctx.desired.statuses),
+        oidc=ctx.config.oidc,
     )
     for channel in ctx.of(Channel):
         out.addressable(channel.key, _reconcile_channel(channel, ctx, resolver))

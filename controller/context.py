@@ -126,7 +126,9 @@ class Context:
 
     @property
     def resolver(self) -> Resolver:
-        return Resolver(self.addresses, self.resources, self.addressables, self.desired.statuses)
+        return Resolver(
+            self.addresses, self.resources, self.addressables, self.desired.statuses, oidc=self.config.oidc
+        )
 
 
 def identity(resource: Resource) -> dict[str, Any]:

@@ -7,12 +7,17 @@ change what the controller does.
   (:mod:`controller.kubernetes.crossnamespace`).
 - ``eventtype-auto-create``: whether ingresses create EventTypes for what they see; the ConfigMap wins over
   ``KEVENTING_EVENTTYPE_AUTO_CREATE``.
+- ``authentication-oidc``: addresses publish their audience, senders' tokens are asked for and checked,
+  EventPolicies apply. The controller puts the flag on every ingress and leaves destinations without an
+  audience when it is off, so the receiver, the dispatcher and the sources runner follow the controller
+  (each still needs its side configured: the receiver an issuer, the senders a token source).
+- ``default-authorization-mode``: who may send where no EventPolicy applies; on every ingress too.
 
-``authentication-oidc``, ``transport-encryption`` and ``default-authorization-mode`` are read by every service
-from its environment (``KEVENTING_AUTHENTICATION_OIDC``, …; the chart sets them from its values) so that the
-receiver and the controller agree; a ConfigMap value that differs from the services' is logged, once, naming
-the variable that decides. Values are Knative's ``enabled``/``disabled``/``allowed`` (``allowed`` counts as not
-enabled, as in Knative); an unknown value is logged and the flag keeps its default. Pure apart from the log.
+The ConfigMap wins over the services' environment (``KEVENTING_AUTHENTICATION_OIDC``, …), which is the default.
+``transport-encryption`` stays the environment's, because serving HTTPS needs each service's certificate: a
+ConfigMap value that differs is logged, once, naming the variable that decides. Values are Knative's
+``enabled``/``disabled``/``allowed`` (``allowed`` counts as not enabled, as in Knative); an unknown value is
+logged and the flag keeps its default. Pure apart from the log.
 """
 
 from __future__ import annotations
@@ -30,14 +35,12 @@ CONFIG_MAP = "config-features"
 CROSS_NAMESPACE_EVENT_LINKS = "cross-namespace-event-links"
 EVENTTYPE_AUTO_CREATE = "eventtype-auto-create"
 FLAG_VALUES = ("enabled", "disabled", "allowed")
+AUTHENTICATION_OIDC = "authentication-oidc"
+DEFAULT_AUTHORIZATION_MODE = "default-authorization-mode"
+AUTHORIZATION_MODES = ("allow-same-namespace", "allow-all", "deny-all")
 # Flags the services read from their environment: the ConfigMap does not change them (see the module doc).
 SERVICE_FLAGS = {
-    "authentication-oidc": ("KEVENTING_AUTHENTICATION_OIDC", ("enabled", "disabled")),
     "transport-encryption": ("KEVENTING_TRANSPORT_ENCRYPTION", ("disabled", "permissive", "strict")),
-    "default-authorization-mode": (
-        "KEVENTING_DEFAULT_AUTHORIZATION_MODE",
-        ("allow-same-namespace", "allow-all", "deny-all"),
-    ),
 }
 
 _logged: set[str] = set()
@@ -69,11 +72,7 @@ def _flag(data: Mapping[str, str], name: str) -> bool | None:
 
 
 def _service_value(config: ControllerConfig, name: str) -> str:
-    if name == "authentication-oidc":
-        return "enabled" if config.oidc else "disabled"
-    if name == "transport-encryption":
-        return config.transport_encryption
-    return config.default_authorization_mode
+    return config.transport_encryption
 
 
 def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerConfig) -> ControllerConfig:
@@ -84,6 +83,15 @@ def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerC
     data = cm.data
     links = _flag(data, CROSS_NAMESPACE_EVENT_LINKS)
     auto_create = _flag(data, EVENTTYPE_AUTO_CREATE)
+    oidc = _flag(data, AUTHENTICATION_OIDC)
+    mode = data.get(DEFAULT_AUTHORIZATION_MODE, "").strip().lower() or None
+    if mode is not None and mode not in AUTHORIZATION_MODES:
+        _once(
+            f"config-features: {DEFAULT_AUTHORIZATION_MODE}: {mode!r} is not one of "
+            f"{', '.join(AUTHORIZATION_MODES)}; the default applies",
+            flag=DEFAULT_AUTHORIZATION_MODE,
+        )
+        mode = None
     for name, (variable, values) in SERVICE_FLAGS.items():
         wanted = data.get(name)
         if wanted is None:
@@ -101,4 +109,6 @@ def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerC
         config,
         cross_namespace_event_links=config.cross_namespace_event_links if links is None else links,
         event_type_auto_create=config.event_type_auto_create if auto_create is None else auto_create,
+        oidc=config.oidc if oidc is None else oidc,
+        default_authorization_mode=config.default_authorization_mode if mode is None else mode,
     )

@@ -102,6 +102,13 @@ def reconcile(
     for phase in PHASES:
         merge(ctx, phase(ctx))
     ctx.desired.statuses.update(invalid)
+    # config-features as applied, on every ingress: the receiver authenticates and authorizes by them.
+    stamp = {"oidc": config.oidc, "default_authorization_mode": config.default_authorization_mode}
+    for key, entry in ctx.desired.contract.items():
+        if entry.ingress is not None:
+            ctx.desired.contract[key] = entry.model_copy(
+                update={"ingress": entry.ingress.model_copy(update=stamp)}
+            )
     for public, internal in (
         (config.ingress_url, config.internal_ingress_url),
         (config.ingress_https_url, config.internal_ingress_https_url),

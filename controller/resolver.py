@@ -83,6 +83,7 @@ class Resolver:
         resources: Mapping[ResourceKey, Resource],
         addressables: Mapping[ObjectRef, str | None] | None = None,
         statuses: Mapping[ResourceKey, Status] | None = None,
+        oidc: bool = True,
     ):
         # addresses: every addressable resource keventing serves → its URL (None while it is not ready)
         self.addresses = addresses
@@ -92,6 +93,8 @@ class Resolver:
         self.addressables = addressables
         # The statuses of the resources keventing serves: their addresses' CACerts and audience.
         self.statuses = statuses or {}
+        # authentication-oidc: without it no destination has an audience (a token is never asked for).
+        self.oidc = oidc
 
     def trust(self, destination: Destination, namespace: str) -> tuple[str | None, str | None]:
         """The CA certificates (PEM) and the OIDC audience to deliver to ``destination`` with: its own
@@ -104,7 +107,7 @@ class Resolver:
             if address is not None:
                 ca_certs = ca_certs or address.CACerts
                 audience = audience or address.audience
-        return ca_certs, audience
+        return ca_certs, audience if self.oidc else None
 
     def resolve(self, destination: Destination, namespace: str) -> str:
         if destination.ref is None:

@@ -112,6 +112,11 @@ class Ingress(ContractModel):
     policies: tuple[IngressPolicy, ...] | None = None
     # A RequestReply: answered with the correlated reply event (or 504), its request produced to ``topic``.
     request_reply: RequestReplyIngress | None = None
+    # config-features as the controller applies them (its environment, or the ConfigMap): whether senders
+    # must present a token for ``audience`` (authentication-oidc), and who may send when no EventPolicy
+    # applies. None (a contract from before): the receiver's own settings decide.
+    oidc: bool | None = None
+    default_authorization_mode: Literal["allow-same-namespace", "allow-all", "deny-all"] | None = None
 
 
 class ServiceAccount(ContractModel):

@@ -108,14 +108,15 @@ class CommonSettings(BaseSettings):
         except ContractKeyInvalid as err:
             raise SystemExit(f"{variable}: {err}") from None
 
-    def token_source(self) -> ServiceAccountTokenSource | None:
+    def token_source(self) -> ServiceAccountTokenSource:
         """Where OIDC tokens come from when authentication-oidc is enabled: TokenRequest for a sender with a
         ServiceAccount of its own (Kubernetes mode), the token command for the others."""
         from keventing.serviceaccounttokens import ServiceAccountTokenSource
         from keventing.tokens import CommandTokenSource
 
-        if not self.oidc_enabled:
-            return None
+        # Made whatever authentication-oidc says here: the controller decides (a destination has an audience
+        # only while the flag is on, in config-features or the environment), and a token it cannot get is a
+        # failed attempt, never a send without one.
         command = CommandTokenSource(self.oidc_token_command) if self.oidc_token_command else None
         return ServiceAccountTokenSource(command)
 

@@ -96,7 +96,9 @@ class ReceiverApp:
         )
         self.ops = ops_app(self.ready)
         self.verifier: OidcVerifier | None = None
-        if settings.oidc_enabled and settings.oidc_issuer:
+        # The issuer is configured where tokens may be asked for; each ingress says whether they are
+        # (authentication-oidc as the controller applies it: the environment, or config-features).
+        if settings.oidc_issuer:
             self.verifier = OidcVerifier(
                 settings.oidc_issuer,
                 settings.oidc_issuer_ca_file,
@@ -127,9 +129,13 @@ class ReceiverApp:
         ingress = self.handler.lookup(path)
         if ingress is None:
             return None  # the ASGI path says why: no such resource, or the contract is not loaded yet
-        if self.verifier is None:
+        if not self._requires_token(ingress):
             return functools.partial(self.handler.handle, ingress)
         return functools.partial(self._handle_authenticated, ingress)
+
+    def _requires_token(self, ingress: Ingress) -> bool:
+        """authentication-oidc for this ingress: the controller's, else (an older contract) this receiver's."""
+        return ingress.oidc if ingress.oidc is not None else self.settings.oidc_enabled
 
     async def _handle_authenticated(self, ingress: Ingress, headers: dict[str, str], body: bytes) -> Answer:
         """The direct path with OIDC on: the sender's token and the EventPolicies first, as on the ASGI path."""
@@ -206,7 +212,7 @@ class ReceiverApp:
             if name == "content-length" and value.isdigit():
                 content_length = int(value)
         check: EventCheck | None = None
-        if self.verifier is not None:
+        if self._requires_token(ingress):
             refusal, check = await self._authenticate(headers.get("authorization"), ingress)
             if refusal is not None:
                 await _respond(send, refusal)
@@ -233,7 +239,12 @@ class ReceiverApp:
     ) -> tuple[Answer | None, EventCheck | None]:
         """(None, what the event must pass) when the sender's token is valid for the ingress's audience and
         an EventPolicy (or the default authorization mode) allows it; else (the answer to give, None)."""
-        assert self.verifier is not None
+        if self.verifier is None:  # fail closed: no token can be checked, so none is accepted
+            message = (
+                f"{ingress.kind} {ingress.namespace}/{ingress.name} requires an OIDC token "
+                "(authentication-oidc), and this receiver has no issuer to verify it (KEVENTING_OIDC_ISSUER)"
+            )
+            return self.handler.unavailable(message), None
         if ingress.audience is None:
             message = f"{ingress.kind} {ingress.namespace}/{ingress.name} has no audience published yet"
             return self.handler.unavailable(message), None

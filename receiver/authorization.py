@@ -43,7 +43,8 @@ class Authorizer:
     def decide(self, ingress: Ingress, subject: str) -> Decision:
         described = f"{ingress.kind} {ingress.namespace}/{ingress.name}"
         if ingress.policies is None:
-            return self._default(described, ingress.namespace, subject)
+            mode = ingress.default_authorization_mode or self.default_mode  # the controller's, if it says
+            return self._default(described, ingress.namespace, subject, mode)
         allowing = [p for p in ingress.policies if any(subject_matches(s, subject) for s in p.subs)]
         if not allowing:
             names = ", ".join(p.name for p in ingress.policies)
@@ -62,16 +63,14 @@ class Authorizer:
 
         return Decision(check=check)
 
-    def _default(self, described: str, namespace: str, subject: str) -> Decision:
-        if self.default_mode == "allow-all":
+    def _default(self, described: str, namespace: str, subject: str, mode: str) -> Decision:
+        if mode == "allow-all":
             return Decision()
-        if self.default_mode == "allow-same-namespace" and subject.startswith(
-            f"system:serviceaccount:{namespace}:"
-        ):
+        if mode == "allow-same-namespace" and subject.startswith(f"system:serviceaccount:{namespace}:"):
             return Decision()
         return Decision(
             refusal=f"{subject} is not allowed to send to {described}: no EventPolicy applies and the default "
-            f"authorization mode is {self.default_mode}"
+            f"authorization mode is {mode}"
         )
 
     def _filter(self, policy: IngressPolicy) -> Filter:

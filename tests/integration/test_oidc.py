@@ -27,8 +27,7 @@ from helpers import (
 )
 from oidc_issuer import JwksIssuer, SigningKey
 
-from kev.kafka.embedded import free_port
-from kev.stack import ALL_SERVICES, Service, Stack, kev_command
+from kev.stack import ALL_SERVICES, Stack, kev_command
 from keventing import naming
 
 pytestmark = pytest.mark.integration
@@ -424,34 +423,83 @@ def test_a_policy_naming_a_sender_without_an_oidc_identity_is_not_ready_and_allo
     assert ready is not None and ready.status == "False" and ready.reason == "EventPoliciesNotReady"
 
 
+def _config_features(**data: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "config-features", "namespace": "knative-eventing"},
+        "data": data,
+    }
+
+
+def _policies_condition(kev: Kev, ns: str, text: str) -> object:
+    broker = kev.get("Broker", "default", ns)
+    condition = broker.status.condition("EventPoliciesReady") if broker else None
+    return condition if condition is not None and text in (condition.message or "") else None
+
+
 @pytest.mark.parametrize(
     ("mode", "same_namespace", "other_namespace"),
     [("allow-same-namespace", 202, 403), ("allow-all", 202, 202), ("deny-all", 403, 403)],
 )
-def test_the_default_authorization_modes(
+def test_the_default_authorization_modes_of_config_features_apply_at_the_receiver(
     oidc_kev: Kev, issuer: JwksIssuer, ns: str, mode: str, same_namespace: int, other_namespace: int
 ) -> None:
     kev = oidc_kev
     kev.apply(broker_doc("default", ns))
-    broker = kev.wait_ready("Broker", "default", ns)
-    condition = broker.status.condition("EventPoliciesReady")
-    assert condition is not None and condition.reason == "DefaultAuthorizationMode"
-    port = free_port()
-    receiver = Service(f"receiver-{mode}", [*kev_command(), "receiver"], f"http://127.0.0.1:{port}/readyz",
-                       {"KEVENTING_RECEIVER_PORT": str(port), "KEVENTING_DEFAULT_AUTHORIZATION_MODE": mode})  # fmt: skip
-    kev.stack.start(receiver)
+    kev.wait_ready("Broker", "default", ns)
+    # The receiver's environment says allow-same-namespace; config-features, as the controller applies it, wins.
+    kev.apply(_config_features(**{"default-authorization-mode": mode}))
     try:
-        kev.stack.wait_ready(timeout=60, names=[receiver.name])
-        url = f"http://127.0.0.1:{port}/{ns}/default"
+        condition = kev.wait_for(
+            lambda: _policies_condition(kev, ns, f"default authorization mode {mode} decides"),
+            what="the Broker's EventPoliciesReady to name the mode",
+        )
+        assert condition.reason == "DefaultAuthorizationMode"
 
         def post(event_id: str, authorization: str) -> httpx.Response:
             headers = {**HEADERS, "ce-id": event_id, "authorization": authorization}
-            return kev.http.post(url, headers=headers, content=b"{}")
+            return kev.http.post(kev.broker_url(ns, "default"), headers=headers, content=b"{}")
 
-        assert post("same", _as(issuer, ns, "app")).status_code == same_namespace
+        # The contract reaches the receiver a moment after the status: wait for the mode to hold there.
+        same = kev.wait_for(
+            lambda: (r := post("same", _as(issuer, ns, "app"))).status_code == same_namespace and r,
+            what=f"the receiver to apply {mode}",
+        )
+        assert same.status_code == same_namespace
         other = post("other", _as(issuer, "elsewhere", "app", audience_ns=ns))
         assert other.status_code == other_namespace
         if other_namespace == 403:
             assert f"default authorization mode is {mode}" in other.text
     finally:
-        kev.stack.stop(receiver.name)
+        kev.delete("ConfigMap", "config-features", "knative-eventing")
+        kev.wait_for(
+            lambda: _policies_condition(kev, ns, "default authorization mode allow-same-namespace decides"),
+            what="the default mode to come back",
+        )
+
+
+def test_authentication_oidc_turned_off_in_config_features_is_followed_by_every_service(
+    oidc_kev: Kev, issuer: JwksIssuer, ns: str
+) -> None:
+    kev = oidc_kev
+    kev.apply(broker_doc("default", ns))
+    kev.wait_ready("Broker", "default", ns)
+    assert _post(kev, ns, "refused", None).status_code == 401
+    kev.apply(_config_features(**{"authentication-oidc": "disabled"}))
+    try:
+        # No audience published, and the receiver takes events without a token.
+        kev.wait_for(
+            lambda: (
+                (b := kev.get("Broker", "default", ns))
+                and b.status.address
+                and b.status.address.audience is None
+            ),
+            what="the Broker's address without an audience",
+        )
+        kev.wait_for(lambda: _post(kev, ns, "open", None).status_code == 202, what="the receiver to follow")
+    finally:
+        kev.delete("ConfigMap", "config-features", "knative-eventing")
+    kev.wait_for(
+        lambda: _post(kev, ns, "closed-again", None).status_code == 401, what="tokens required again"
+    )

@@ -135,11 +135,45 @@ def test_a_service_flag_the_configmap_cannot_change_is_logged_with_the_variable_
     features._logged.clear()
     with caplog.at_level(logging.WARNING, logger="keventing.controller.features"):
         for _ in range(3):
-            _reconcile(_features(**{"authentication-oidc": "enabled"}), broker_doc("b", "ns1"))
+            _reconcile(_features(**{"transport-encryption": "strict"}), broker_doc("b", "ns1"))
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1, messages  # once, not every pass
-    assert "KEVENTING_AUTHENTICATION_OIDC=disabled" in messages[0]
-    assert "authentication-oidc" in messages[0]
+    assert "KEVENTING_TRANSPORT_ENCRYPTION=disabled" in messages[0]
+    assert "transport-encryption" in messages[0]
+
+
+def test_authentication_oidc_and_the_authorization_mode_in_config_features_reach_every_ingress() -> None:
+    sink_ref = {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "other"}}
+    documents = [
+        broker_doc("b", "ns1"),
+        broker_doc("other", "ns1"),
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "t", "namespace": "ns1"},
+            "spec": {"broker": "b", "subscriber": sink_ref},
+        },
+    ]
+    on = _reconcile(
+        _features(**{"authentication-oidc": "enabled", "default-authorization-mode": "deny-all"}), *documents
+    )
+    ingress = on.contract["Broker/ns1/b"].ingress
+    assert ingress is not None and ingress.oidc is True and ingress.default_authorization_mode == "deny-all"
+    assert on.statuses[ResourceKey("Broker", "ns1", "b")].address.audience == ingress.audience
+    # A Trigger delivering to a Broker sends a token for the Broker's audience.
+    egress = on.contract["Trigger/ns1/t"].egress
+    assert (
+        egress is not None and egress.destination_audience == on.contract["Broker/ns1/other"].ingress.audience
+    )
+
+    # Off in the ConfigMap, on in the environment: the ConfigMap wins, nothing asks for a token.
+    config = ControllerConfig(ingress_url="http://localhost:8080", oidc=True)
+    off = reconcile(
+        [parse_resource(d) for d in [_features(**{"authentication-oidc": "disabled"}), *documents]], config
+    )
+    assert off.contract["Broker/ns1/b"].ingress.oidc is False
+    assert off.statuses[ResourceKey("Broker", "ns1", "b")].address.audience is None
+    assert off.contract["Trigger/ns1/t"].egress.destination_audience is None
 
 
 def _cross_subscription() -> dict[str, Any]:
