@@ -101,6 +101,7 @@ class DispatcherManager:
             settings.assignment_group,
             settings.assignment_partitions,
             self._on_ownership,
+            settings.control_plane_replication_factor,
         )
 
     def ready(self) -> bool:

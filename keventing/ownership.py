@@ -46,8 +46,19 @@ def owned_slots(work_id: str, slots: int, partitions: int, owned: frozenset[int]
 
 
 class Ownership:
-    def __init__(self, connection: Connectable, topic: str, group: str, partitions: int, on_change: OnChange):
+    def __init__(
+        self,
+        connection: Connectable,
+        topic: str,
+        group: str,
+        partitions: int,
+        on_change: OnChange,
+        replication_factor: int = 1,
+    ):
         self.connection = connection
+        # As the other control-plane topics' (3 on a production cluster): its partitions stay led when a
+        # broker is down, so the group keeps assigning them.
+        self.replication_factor = replication_factor
         self.topic = topic
         self.group = group
         self.wanted_partitions = partitions
@@ -83,7 +94,7 @@ class Ownership:
 
     async def _ensure_topic(self) -> int:
         async with admin_client(self.connection) as admin:
-            await ensure_topic(admin, TopicSpec(self.topic, self.wanted_partitions, 1))
+            await ensure_topic(admin, TopicSpec(self.topic, self.wanted_partitions, self.replication_factor))
             described = await admin.describe_topics([self.topic])
         count = sum(len(d.get("partitions", [])) for d in described if d.get("topic") == self.topic)
         return count or self.wanted_partitions

@@ -47,6 +47,7 @@ class SourceRunner:
             settings.assignment_group,
             settings.assignment_partitions,
             self._reconcile,
+            settings.control_plane_replication_factor,
         )
         self.sender: EventSender | None = None
         self.scheduler = PingScheduler(clock, self._send)

@@ -25,7 +25,6 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 
 from controller.features import CONFIG_MAP, CROSS_NAMESPACE_EVENT_LINKS
-from controller.kubernetes.api import APPLY_PATCH
 
 log = logging.getLogger("keventing.controller.webhook")
 
@@ -33,7 +32,6 @@ VALIDATE_PATH = "/crossnamespace"
 WEBHOOK_NAME = "crossnamespace.webhook.eventing.knative.dev"
 SUBSCRIPTIONS_WEBHOOK_NAME = "crossnamespace.webhook.messaging.knative.dev"
 VERB = "knsubscribe"
-FIELD_MANAGER = "keventing-controller"
 # The channel kinds a Subscription may name, as the resources a Role grants knsubscribe on.
 CHANNEL_RESOURCES = {
     "Channel": "channels",
@@ -86,16 +84,6 @@ def validating_configuration(name: str, client_config: dict[str, Any]) -> dict[s
             ),
         ],
     }
-
-
-async def apply_validating_configuration(api: k8s.ApiClient, configuration: dict[str, Any]) -> None:
-    await k8s.AdmissionregistrationV1Api(api).patch_validating_webhook_configuration(
-        configuration["metadata"]["name"],
-        configuration,
-        field_manager=FIELD_MANAGER,
-        force=True,
-        **APPLY_PATCH,
-    )
 
 
 def _answer(uid: str, allowed: bool, message: str = "") -> dict[str, Any]:

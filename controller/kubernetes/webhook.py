@@ -468,7 +468,14 @@ async def register_conversions(api: k8s.ApiClient, patch: dict[str, Any]) -> Non
 
 
 async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[str, Any]) -> None:
-    await k8s.AdmissionregistrationV1Api(api).patch_mutating_webhook_configuration(
+    """Server-side apply a Mutating- or ValidatingWebhookConfiguration."""
+    admission = k8s.AdmissionregistrationV1Api(api)
+    patch = (
+        admission.patch_validating_webhook_configuration
+        if configuration["kind"] == "ValidatingWebhookConfiguration"
+        else admission.patch_mutating_webhook_configuration
+    )
+    await patch(
         configuration["metadata"]["name"],
         configuration,
         field_manager=FIELD_MANAGER,
@@ -524,7 +531,7 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
                 )
             )
             await apply_webhook_configuration(api, configuration)
-            await crossnamespace.apply_validating_configuration(api, validating)
+            await apply_webhook_configuration(api, validating)
             await register_conversions(api, conversions)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -86,33 +86,37 @@ def _wait(check: Any, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.3)
 
 
+def _grant(kubectl: Kubectl, name: str, namespace: str, account_namespace: str, rule: dict[str, Any]) -> None:
+    """A Role ``name`` in ``namespace`` with ``rule``, bound to the developer ServiceAccount of
+    ``account_namespace``."""
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": [rule],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": account_namespace}],
+        },
+    )
+
+
 def _developer(
     kubectl: Kubectl, cluster: LocalCluster, namespace: str, directory: Path
 ) -> tuple[str, Kubectl]:
     """A ServiceAccount in ``namespace`` that may create Triggers there and nothing else; its kubectl."""
     account = "developer"
     kubectl.run("create", "serviceaccount", account, "-n", namespace)
-    kubectl.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "trigger-author", "namespace": namespace},
-            "rules": [
-                {
-                    "apiGroups": ["eventing.knative.dev"],
-                    "resources": ["triggers"],
-                    "verbs": ["get", "list", "create", "update", "patch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "trigger-author", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trigger-author"},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-        },
-    )
+    verbs = ["get", "list", "create", "update", "patch"]
+    _grant(
+        kubectl, "trigger-author", namespace, namespace,
+        {"apiGroups": ["eventing.knative.dev"], "resources": ["triggers"], "verbs": verbs},
+    )  # fmt: skip
     token = kubectl.run("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
     path = write_kubeconfig(
         directory / "developer-kubeconfig",
@@ -190,22 +194,12 @@ def test_a_trigger_reads_another_namespaces_broker_only_with_the_flag_and_knsubs
     developer.run("apply", "-f", "-", stdin=json.dumps(own))
 
     # A Role in the Broker's namespace grants knsubscribe: admitted, Ready, and it delivers.
-    kubectl.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "subscribe-shared", "namespace": infra},
-            "rules": [
-                {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["knsubscribe"]}
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "subscribe-shared", "namespace": infra},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "subscribe-shared"},
-            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
-        },
+    _grant(
+        kubectl,
+        "subscribe-shared",
+        infra,
+        namespace,
+        {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["knsubscribe"]},
     )
     developer.run("apply", "-f", "-", stdin=json.dumps(trigger))
     ready = kubectl.wait_ready("Trigger", "audit", namespace, timeout=90)
@@ -236,29 +230,15 @@ def test_a_subscription_to_another_namespaces_channel_needs_knsubscribe_on_that_
     )
     kubectl.wait_ready("KafkaChannel", "audit", infra, timeout=90)
     user, developer = _developer(kubectl, kube_cluster, namespace, tmp_path)
-    kubectl.apply(
+    _grant(
+        kubectl,
+        "subscription-author",
+        namespace,
+        namespace,
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "subscription-author", "namespace": namespace},
-            "rules": [
-                {
-                    "apiGroups": ["messaging.knative.dev"],
-                    "resources": ["subscriptions"],
-                    "verbs": ["get", "list", "create", "update", "patch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "subscription-author", "namespace": namespace},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "subscription-author",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
+            "apiGroups": ["messaging.knative.dev"],
+            "resources": ["subscriptions"],
+            "verbs": ["get", "list", "create", "update", "patch"],
         },
     )
     subscription = {
@@ -280,26 +260,16 @@ def test_a_subscription_to_another_namespaces_channel_needs_knsubscribe_on_that_
     assert f'user "{user}" may not knsubscribe to kafkachannels in namespace "{infra}"' in refused.stderr, (
         refused.stderr
     )
-    kubectl.apply(
+    _grant(
+        kubectl,
+        "subscribe-audit",
+        infra,
+        namespace,
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "subscribe-audit", "namespace": infra},
-            "rules": [
-                {
-                    "apiGroups": ["messaging.knative.dev"],
-                    "resources": ["kafkachannels"],
-                    "resourceNames": ["audit"],
-                    "verbs": ["knsubscribe"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "subscribe-audit", "namespace": infra},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "subscribe-audit"},
-            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
+            "apiGroups": ["messaging.knative.dev"],
+            "resources": ["kafkachannels"],
+            "resourceNames": ["audit"],
+            "verbs": ["knsubscribe"],
         },
     )
     developer.run("apply", "-f", "-", stdin=json.dumps(subscription))
