@@ -17,7 +17,7 @@ from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.identities import CONDITION as OIDC_CONDITION
 from controller.identities import oidc_identity
-from controller.kafkafeatures import kafka_features
+from controller.kafkafeatures import kafka_features, rendered
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import broker_topics, name_taken, refuse_topic, trigger_groups
 from keventing import naming
@@ -77,11 +77,7 @@ def reconcile_brokers(ctx: Context) -> Contribution:
 def _nameless_broker(broker: Broker, ctx: Context) -> Status:
     """A Broker whose topic, as config-kafka-features' template names it, is another resource's."""
     template = kafka_features(ctx.resources, ctx.config.system_namespace).broker_topic
-    name = (
-        template.render(broker)
-        if template is not None
-        else naming.broker_topic(broker.namespace, broker.name)
-    )
+    name = rendered(template, broker, naming.broker_topic(broker.namespace, broker.name))
     conditions = Conditions()
     conditions.false("TopicReady", "TopicNameTaken", name_taken("topic", name))
     status = Status(observedGeneration=broker.metadata.generation)
@@ -119,11 +115,7 @@ def reconcile_triggers(ctx: Context) -> Contribution:
 
 def _groupless_trigger(trigger: Trigger, ctx: Context) -> TriggerStatus:
     template = kafka_features(ctx.resources, ctx.config.system_namespace).trigger_group
-    name = (
-        template.render(trigger)
-        if template is not None
-        else naming.trigger_group(trigger.namespace, trigger.name)
-    )
+    name = rendered(template, trigger, naming.trigger_group(trigger.namespace, trigger.name))
     conditions = Conditions()
     conditions.false("BrokerReady", "ConsumerGroupNameTaken", name_taken("consumer group", name))
     status = TriggerStatus(observedGeneration=trigger.metadata.generation)

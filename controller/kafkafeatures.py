@@ -130,6 +130,11 @@ def kafka_features(resources: Mapping[ResourceKey, Resource], system_namespace: 
     return KafkaFeatures(**templates)
 
 
+def rendered(template: NameTemplate | None, resource: Resource, default: str) -> str:
+    """The name ``template`` gives ``resource``, or ``default`` without one."""
+    return template.render(resource) if template is not None else default
+
+
 def assign_names(
     wanted: Iterable[tuple[ResourceKey, str | None, str]], kept: Mapping[ResourceKey, str]
 ) -> dict[ResourceKey, str | None]:
