@@ -120,11 +120,12 @@ class IngressCycle:
     async def run_asgi(self, _app: object) -> None:
         """Named as uvicorn's cycle's, which the protocol starts: wait for the body, handle it, answer."""
         try:
-            length = self.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
-                self._answer(too_large(self.app.max_event_bytes))
-                return
             if self.more_body and not self._too_large:
+                # Refused before the body arrives if it says it is too large (a whole body was counted in feed).
+                length = self.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
+                    self._answer(too_large(self.app.max_event_bytes))
+                    return
                 await self._await_body()
             if self.disconnected:
                 return  # nothing to answer, and nothing half-received is produced
