@@ -2,11 +2,13 @@
 
 ``python -m bench.ingress_ab --tree A=/path/to/old --tree B=/path/to/new --rounds 3`` starts one Kafka and
 stack (from this tree), creates one Broker, then per round restarts the receiver from each tree in turn
-(``PYTHONPATH`` and working directory set to that tree), pins it to core 0 and Kafka, wrk and this process to
-the rest (as ``bench.per_core`` does), and measures CPU-seconds per 10,000 accepted 1 KiB binary events at
-32 connections from ``/proc``. Alternating the trees inside each round is what makes the comparison fair
-on a machine others share: a change in background load hits both alike. ``--paced`` adds the p99 at 1,000
-events/s (``bench.loadgen``); ``--profile DIR`` records a py-spy flame graph of each tree's first round.
+(``PYTHONPATH`` set to that tree, ``python -P`` so that the working directory does not come first), pins it
+to core 0 and Kafka, wrk and this process to the rest (as ``bench.per_core`` does), and measures CPU-seconds
+per 10,000 accepted 1 KiB binary events at 32 connections from ``/proc``. Alternating the trees inside each
+round is what makes the comparison fair on a machine others share: a change in background load hits both
+alike. ``--paced`` adds the p99 at 1,000 events/s (``bench.loadgen``); ``--profile DIR`` records a py-spy
+flame graph of each tree's first round and its collapsed stacks (``receiver-<name>.txt``, for
+``bench.profile_groups``). A tree is a checkout, or a ``git archive`` of a commit unpacked somewhere.
 """
 
 from __future__ import annotations
