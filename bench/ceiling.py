@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from receiver.answer import Answer
+from receiver.ingress import ACCEPTED
 from receiver.main import uvicorn_options
 from receiver.settings import ReceiverSettings
 
@@ -23,7 +24,6 @@ Message = MutableMapping[str, Any]
 
 _START = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
 _BODY = {"type": "http.response.body", "body": b""}
-_ACCEPTED = Answer(202)
 
 
 class Ceiling:
@@ -37,7 +37,7 @@ class Ceiling:
         return self.accept
 
     async def accept(self, headers: dict[str, str], body: bytes) -> Answer:
-        return _ACCEPTED
+        return ACCEPTED
 
     async def __call__(
         self,

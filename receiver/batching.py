@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from functools import partial
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
@@ -163,8 +163,18 @@ class BatchProducer:
                 partition = random.choice(partitions)
             else:
                 partition = self._partitioner(key, partitions, partitions)
+            builder = self._one_record(key, value, headers)
+            while True:
+                try:
+                    acknowledged = await self.producer.send_batch(builder, topic, partition=partition)
+                    break
+                except KafkaTimeoutError:
+                    # Still queued behind the partition's earlier batch (the records of a refused batch,
+                    # resent alone, queue one by one, and aiokafka's wait counts its time more than once):
+                    # nothing was sent, so queue it again, within this call's own bound.
+                    continue
             try:
-                return await self._send_built(topic, partition, self._one_record(key, value, headers))
+                return await self._acknowledged(acknowledged)
             except OutOfOrderSequenceNumber:  # numbered under the id being renewed: once more, renewed
                 return await self._send_built(topic, partition, self._one_record(key, value, headers))
 
@@ -175,6 +185,8 @@ class BatchProducer:
         return builder
 
     async def _send_built(self, topic: str, partition: int, builder: BatchBuilder) -> object:
-        acknowledged = await self.producer.send_batch(builder, topic, partition=partition)
+        return await self._acknowledged(await self.producer.send_batch(builder, topic, partition=partition))
+
+    async def _acknowledged(self, acknowledged: asyncio.Future[object]) -> object:
         acknowledged.add_done_callback(partial(_renew_producer_id, self.producer))
         return await acknowledged

@@ -45,8 +45,10 @@ class NotConnected(ConnectionError):
 
 def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
     """An upper bound of the size of one record in a produce request, headers included."""
-    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-    return size + sum(HEADER_OVERHEAD + len(name) + len(data) for name, data in headers)
+    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"") + HEADER_OVERHEAD * len(headers)
+    for name, data in headers:
+        size += len(name) + len(data)
+    return size
 
 
 ACCEPTED = Answer(202)
@@ -135,7 +137,7 @@ class IngressHandler:
             if len(body) > self.max_event_bytes:
                 return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
             try:
-                event = events.from_http(headers, body)
+                event, record = events.from_http_with_record(headers, body)
             except events.UnsupportedMediaType as err:
                 return self._count(ingress, event_type, started, Answer(415, _text(str(err))))
             except events.InvalidEvent as err:
@@ -159,21 +161,31 @@ class IngressHandler:
                     ingress, event, lambda request: self._produce_event(ingress, request, headers)
                 )
                 return self._count(ingress, event_type, started, answer)
-            failure = await self._produce_event(ingress, event, headers)
+            failure = await self._produce_event(ingress, event, headers, record)
             return self._count(ingress, event_type, started, failure or ACCEPTED)
         except Exception:  # never answer 202 for something that went wrong
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
 
     async def _produce_event(
-        self, ingress: Ingress, event: events.Event, headers: dict[str, str]
+        self,
+        ingress: Ingress,
+        event: events.Event,
+        headers: dict[str, str],
+        record: tuple[bytes | None, list[tuple[str, bytes]], bytes] | None = None,
     ) -> Answer | None:
-        """Put ``event`` on the ingress's topic: None once Kafka acknowledged it, else the answer saying why not."""
+        """Put ``event`` on the ingress's topic: None once Kafka acknowledged it, else the answer saying why not.
+
+        ``record``: the binary-mode record already made of ``event`` from the request (``from_http_with_record``).
+        """
+        value: bytes | None
         if ingress.content_mode == "structured":
             key_text = event.attributes.get("partitionkey")
             key = key_text.encode() if key_text is not None else None
             record_headers = [("content-type", events.STRUCTURED_JSON.encode())]
-            value: bytes | None = events.to_structured_json(event)
+            value = events.to_structured_json(event)
+        elif record is not None:
+            key, record_headers, value = record
         else:
             key, record_headers, value = events.to_kafka_binary(event)
         span = None

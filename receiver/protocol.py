@@ -34,7 +34,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from receiver.answer import Answer
-from receiver.ingress import body_timed_out, too_large
+from receiver.ingress import ACCEPTED, body_timed_out, too_large
 from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
@@ -78,7 +78,7 @@ class IngressCycle:
         self.keep_alive = keep_alive
         self.expect_100_continue = expect_100_continue
         self.on_response: Callable[[], None] = protocol.on_response_complete
-        self.message_event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made only when the body has to be waited for
         self.disconnected = False
         self.more_body = True
         self.response_complete = False
@@ -87,6 +87,17 @@ class IngressCycle:
         self._too_large = False
         self._timed_out = False
 
+    @property
+    def message_event(self) -> asyncio.Event:
+        """Set when more of the body arrived or the connection was lost (uvicorn's protocol sets it too)."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
     def feed(self, chunk: bytes) -> None:
         if self.response_complete or self._too_large:
             return
@@ -94,26 +105,27 @@ class IngressCycle:
         if self._size > self.app.max_event_bytes:
             self._too_large = True  # answered at once; the rest of the body is discarded by the parser
             self._chunks.clear()
-            self.message_event.set()
+            self._wake()
             return
         self._chunks.append(chunk)
 
     def complete(self) -> None:
         self.more_body = False
-        self.message_event.set()
+        self._wake()
 
     def _body_timeout(self) -> None:
         self._timed_out = True
-        self.message_event.set()
+        self._wake()
 
     async def run_asgi(self, _app: object) -> None:
         """Named as uvicorn's cycle's, which the protocol starts: wait for the body, handle it, answer."""
         try:
-            length = self.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
-                self._answer(too_large(self.app.max_event_bytes))
-                return
             if self.more_body and not self._too_large:
+                # Refused before the body arrives if it says it is too large (a whole body was counted in feed).
+                length = self.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
+                    self._answer(too_large(self.app.max_event_bytes))
+                    return
                 await self._await_body()
             if self.disconnected:
                 return  # nothing to answer, and nothing half-received is produced
@@ -138,10 +150,11 @@ class IngressCycle:
         if self.expect_100_continue and not transport.is_closing():
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         timer = asyncio.get_running_loop().call_later(self.app.body_timeout_seconds, self._body_timeout)
+        event = self.message_event
         try:
             while self.more_body and not (self.disconnected or self._too_large or self._timed_out):
-                self.message_event.clear()
-                await self.message_event.wait()
+                event.clear()
+                await event.wait()
         finally:
             timer.cancel()
 
@@ -149,6 +162,10 @@ class IngressCycle:
         self.response_complete = True
         transport = self.protocol.transport
         if self.disconnected or transport.is_closing():
+            return
+        if answer is ACCEPTED and self.keep_alive:
+            transport.write(_accepted(self.protocol.server_state.default_headers))
+            self.on_response()
             return
         content = [STATUS_LINE[answer.status]]
         for name, value in self.protocol.server_state.default_headers:
@@ -165,6 +182,21 @@ class IngressCycle:
         if not self.keep_alive:
             transport.close()
         self.on_response()
+
+
+# The bytes of the keep-alive 202, by the default headers they were built with (uvicorn replaces its list, with
+# the date header, once a second): most answers are this one, and joining it per request was measurable.
+_accepted_for: list[object] = [None, b""]
+
+
+def _accepted(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    if _accepted_for[0] is not default_headers:
+        content = [STATUS_LINE[ACCEPTED.status]]
+        for name, value in default_headers:
+            content += (name, b": ", value, b"\r\n")
+        content.append(b"content-length: 0\r\n\r\n")
+        _accepted_for[:] = [default_headers, b"".join(content)]
+    return _accepted_for[1]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,57 @@ def _process_limits() -> ConnectionLimits:
     return ConnectionLimits.of(ReceiverSettings())
 
 
+class Deadline:
+    """A deadline started and stopped with every request but rarely reached: one timer, re-armed for what is
+    left when it fires, instead of a timer armed and cancelled per request (the header and keep-alive
+    timeouts of a busy connection cost a clock reading per request)."""
+
+    __slots__ = ("_loop", "_timeout", "_expired", "_since", "_running", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, expired: Callable[[], None]) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._expired = expired
+        self._since = 0.0
+        self._running = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self, restart: bool = False) -> None:
+        """Start the clock now (``restart``: even if it is already running)."""
+        if self._running and not restart:
+            return
+        self._running = True
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._timeout, self._fire)
+
+    def stop(self) -> None:
+        """Not expiring: the timer may stay armed, and does nothing when it fires."""
+        self._running = False
+
+    def cancel(self) -> None:
+        """Stopped for good (the connection is closing): the timer goes too."""
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self._running:
+            return
+        left = self._since + self._timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._fire)
+            return
+        self._running = False
+        self._expired()
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the answer is in ``IngressProtocol._refusal``."""
 
@@ -206,24 +289,44 @@ class IngressProtocol(HttpToolsProtocol):
         self._buffered = 0  # bytes received since the request began, while its headers are incomplete
         self._header_bytes = 0  # bytes of the request line and headers the parser passed on
         self._header_count = 0
-        self._header_timer: asyncio.TimerHandle | None = None
+        # Headers are awaited against this from the request's first byte (or the connection's start).
+        self._header_clock = Deadline(self.loop, self.limits.header_timeout_seconds, self._header_timeout)
+        # uvicorn arms a keep-alive timer per response: the same clock instead (``on_response_complete``).
+        self._idle_clock = Deadline(self.loop, self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     # ------------------------------------------------------------------------------- connection events
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._header_clock.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        self._header_clock.cancel()
+        self._idle_clock.cancel()
         super().connection_lost(exc)
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_clock.stop()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive timeout on :class:`Deadline` instead of a timer per response."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_clock.stop()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_clock.start(restart=True)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self.parser is None:
             return
         self._unset_keepalive_if_required()
         if self._awaiting_headers:
-            self._arm_header_timer()
+            self._header_clock.start()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -248,24 +351,31 @@ class IngressProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's own begins with an ASGI scope, which only the ASGI path needs: built in on_headers_complete.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._awaiting_headers = True
         self._buffered = 0
         self._header_bytes = 0
         self._header_count = 0
-        self._arm_header_timer()
+        self._header_clock.start()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url), 0)
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4, 1)  # ": " and CRLF
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        limits = self.limits
+        if self._header_count > limits.max_header_count or self._header_bytes > limits.max_header_bytes:
+            self._count(0, 0)  # refuses, saying which limit
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._cancel_header_timer()
+        self._header_clock.stop()
         if (
             len(self.connections) > self.limits.max_concurrency
             or len(self.tasks) >= self.limits.max_concurrency
@@ -274,7 +384,15 @@ class IngressProtocol(HttpToolsProtocol):
             message = "the receiver is at its limit of concurrent requests: retry later"
             self._refuse(503, message, ((b"retry-after", str(self.limits.retry_after_seconds).encode()),))
         if not self._direct():
+            self._begin_scope()
             super().on_headers_complete()
+
+    def _begin_scope(self) -> None:
+        """uvicorn's message begin (the ASGI scope), keeping the request line and headers already parsed."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
 
     def _direct(self) -> bool:
         """Start (or queue behind a pipelined request) an :class:`IngressCycle` if the app routes this POST."""
@@ -348,24 +466,13 @@ class IngressProtocol(HttpToolsProtocol):
                 body,
             ]
         )
-        self._cancel_header_timer()
+        self._header_clock.cancel()
         if not self.transport.is_closing():
             self.transport.write(b"".join(content))
             self.transport.close()
 
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(
-                self.limits.header_timeout_seconds, self._header_timeout
-            )
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
     def _header_timeout(self) -> None:
-        self._header_timer = None
+        # Behind a request still being answered, nothing is refused: the clock starts again with more data.
         if self._awaiting_headers and (self.cycle is None or self.cycle.response_complete):
             timeout = self.limits.header_timeout_seconds
             self._refusal = (408, f"the request headers did not arrive within {timeout:g} seconds", ())

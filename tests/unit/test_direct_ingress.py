@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,8 +13,10 @@ import pytest
 import uvicorn
 
 from kev.kafka.embedded import free_port
+from receiver import protocol
 from receiver.answer import Answer
-from receiver.protocol import IngressProtocol
+from receiver.ingress import ACCEPTED
+from receiver.protocol import ConnectionLimits, IngressProtocol
 
 
 class App:
@@ -32,6 +37,10 @@ class App:
     async def handle(self, headers: dict[str, str], body: bytes) -> Answer:
         if headers.get("x-fail"):
             raise RuntimeError("boom")
+        if headers.get("x-answer") == "accepted":
+            return ACCEPTED  # the receiver's own 202, whose bytes the protocol keeps
+        if headers.get("x-answer") == "202":
+            return Answer(202)
         self.handled.append((headers, body))
         return Answer(202, b"", (("x-seen", str(len(body))),))
 
@@ -46,12 +55,21 @@ class App:
         await send({"type": "http.response.body", "body": b""})
 
 
+HEADER_TIMEOUT = 0.5
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[App, int]]:
+def short_header_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = ConnectionLimits(100, 64 * 1024, HEADER_TIMEOUT, 1000, 1)
+    monkeypatch.setattr(protocol, "_process_limits", lambda: limits)
+
+
+@contextlib.asynccontextmanager
+async def serve(**options: Any) -> AsyncIterator[tuple[App, int]]:
     app, port = App(), free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, http=IngressProtocol, lifespan="off", log_config=None,
-        proxy_headers=False, access_log=False,
+        proxy_headers=False, access_log=False, **options,
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -60,6 +78,12 @@ async def served() -> AsyncIterator[tuple[App, int]]:
     yield app, port
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[App, int]]:
+    async with serve() as served:
+        yield served
 
 
 def post(path: str, body: bytes = b"", extra: str = "", version: str = "1.1") -> bytes:
@@ -176,3 +200,66 @@ async def test_a_client_gone_before_the_whole_body_is_never_handled(served: tupl
     writer.close()
     await asyncio.sleep(0.8)  # past the body timeout too
     assert app.handled == []
+
+
+async def test_the_kept_202_is_the_bytes_of_any_other_202(served: tuple[App, int]) -> None:
+    _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    heads = []
+    for answer in ("accepted", "202", "accepted"):
+        writer.write(post("/direct/a", b"x", extra=f"x-answer: {answer}\r\n"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        heads.append(re.sub(rb"date: [^\r]*\r\n", b"", head))
+    writer.close()
+    assert heads[0] == heads[1] == heads[2]
+    assert heads[0].startswith(b"HTTP/1.1 202 Accepted\r\n") and b"content-length: 0\r\n" in heads[0]
+
+
+async def test_headers_started_late_on_a_kept_alive_connection_get_their_whole_timeout(
+    short_header_timeout: None, served: tuple[App, int]
+) -> None:
+    """The headers' clock is one timer per connection, re-armed for what is left: a request begun after an
+    earlier one still has the whole timeout, and is refused once it passes."""
+    app, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/direct/a", b"first"))
+    assert (await read_answer(reader))[0] == 202
+    await asyncio.sleep(HEADER_TIMEOUT * 0.6)
+    writer.write(b"POST /direct/a HTTP/1.1\r\nhost: x\r\n")  # and no more
+    begun = time.monotonic()
+    status, headers, body = await read_answer(reader)
+    elapsed = time.monotonic() - begun
+    assert status == 408 and headers["connection"] == "close" and b"did not arrive" in body
+    assert HEADER_TIMEOUT * 0.9 <= elapsed < HEADER_TIMEOUT + 2, f"refused after {elapsed:.2f} s"
+    assert [body for _, body in app.handled] == [b"first"]
+
+
+async def test_a_busy_kept_alive_connection_outlives_the_header_timeout(
+    short_header_timeout: None, served: tuple[App, int]
+) -> None:
+    app, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    deadline = time.monotonic() + HEADER_TIMEOUT * 3
+    sent = 0
+    while time.monotonic() < deadline:
+        writer.write(post("/direct/a", b"x"))
+        assert (await read_answer(reader))[0] == 202
+        sent += 1
+        await asyncio.sleep(HEADER_TIMEOUT / 4)
+    writer.close()
+    assert len(app.handled) == sent >= 8
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    async with serve(timeout_keep_alive=1) as (app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(6):  # busy past the timeout: kept open
+            writer.write(post("/direct/a", b"x"))
+            assert (await read_answer(reader))[0] == 202
+            await asyncio.sleep(0.3)
+        idle = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # then idle: closed
+        elapsed = time.monotonic() - idle
+        writer.close()
+    assert 0.6 <= elapsed < 3, f"closed after {elapsed:.2f} s idle"
+    assert len(app.handled) == 6

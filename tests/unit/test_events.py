@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keventing import events
@@ -123,3 +123,111 @@ def test_http_to_kafka_to_http_round_trip_is_lossless(subject: str, extension: s
     back = events.from_kafka(kafka_headers, value)
     assert back.attributes == original.attributes
     assert (back.data or b"") == (original.data or b"")
+
+
+# ------------------------------------------------------------------ the ingress's one-pass record mapping
+
+
+def _validate_before(attributes: dict[str, str]) -> None:
+    """validate() as it was before its fast paths (name cache, printable-ASCII check): the reference."""
+    missing = [name for name in events.REQUIRED if not attributes.get(name)]
+    if missing:
+        raise events.InvalidEvent(f"missing required attribute(s): {', '.join(missing)}")
+    if attributes["specversion"] != events.SPECVERSION:
+        raise events.InvalidEvent(
+            f"unsupported specversion {attributes['specversion']!r}: only 1.0 is accepted"
+        )
+    for name, value in attributes.items():
+        if not events._NAME.fullmatch(name):
+            raise events.InvalidEvent(
+                f"invalid attribute name {name!r}: names use only lower-case letters a-z and digits 0-9"
+            )
+        control = events._CONTROL.search(value)
+        if control:
+            raise events.InvalidEvent(
+                f"attribute {name} contains the control character {control.group()!r}: "
+                "CloudEvents attribute values must not contain control characters"
+            )
+    time = attributes.get("time")
+    if time is not None and not events._is_rfc3339(time):
+        raise events.InvalidEvent(f"attribute time {time!r} is not an RFC 3339 timestamp")
+    for name in ("dataschema", "datacontenttype", "subject"):
+        if name in attributes and attributes[name] == "":
+            raise events.InvalidEvent(f"attribute {name} must not be empty when present")
+
+
+def _outcome(call: object) -> object:
+    try:
+        return ("ok", call())  # type: ignore[operator]
+    except events.InvalidEvent as err:
+        return (type(err).__name__, str(err))
+
+
+# Header values as a latin-1-decoded HTTP header can hold them: ASCII, percent escapes, controls, high bytes.
+_values = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    st.text(alphabet=st.characters(min_codepoint=0xA0, max_codepoint=0xFF), max_size=4),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xFF), max_size=12),
+    st.sampled_from(
+        ["1.0", "0.3", "", "%20", "%0A", "%E2%82%AC", "a%zz", "2023-12-01T11:35:56Z", "2023-13-01T00:00:00Z"]
+    ),
+)
+_names = st.one_of(
+    st.sampled_from(["id", "source", "type", "specversion", "subject", "time", "datacontenttype", "partitionkey",
+                     "traceparent", "dataschema"]),
+    st.text(alphabet="abcXYZ09_-é", min_size=0, max_size=6),
+)  # fmt: skip
+_requests = st.tuples(
+    st.dictionaries(_names, _values, max_size=8),
+    st.dictionaries(
+        st.sampled_from(["content-type", "host", "ce", "ce-", "user-agent"]), _values, max_size=3
+    ),
+    st.booleans(),
+    st.binary(max_size=8),
+)
+
+
+@settings(max_examples=400)
+@given(_requests)
+def test_the_one_pass_record_is_the_record_of_the_decoded_event(request: tuple) -> None:
+    """from_http_with_record's record is byte for byte to_kafka_binary(from_http(...)), for every request."""
+    ce, other, required, body = request
+    headers = {f"ce-{name}": value for name, value in ce.items()}
+    if required:  # the required attributes valid, the others as drawn (so that most requests are events)
+        headers = {**headers, "ce-specversion": "1.0", "ce-id": "1", "ce-type": "t", "ce-source": "/s"}
+    headers.update(other)
+    result = _outcome(lambda: events.from_http_with_record(headers, body))
+    if result[0] != "ok":
+        assert result == _outcome(lambda: events.from_http(headers, body))
+        return
+    event, record = result[1]  # type: ignore[index]
+    assert record is not None
+    assert record == events.to_kafka_binary(event)
+    assert [type(value) for _, value in record[1]] == [bytes] * len(record[1])
+
+
+def test_content_type_takes_the_place_of_ce_datacontenttype_in_the_record() -> None:
+    headers = {**BINARY, "ce-datacontenttype": "text/plain", "ce-subject": "s"}
+    headers = {"ce-datacontenttype": "text/plain", **headers}
+    event, record = events.from_http_with_record(headers, b"x")
+    assert record is not None
+    assert record[1][0] == ("content-type", b"application/json")
+    assert [name for name, _ in record[1]].count("content-type") == 1
+    assert record == events.to_kafka_binary(event)
+
+
+def test_a_structured_request_has_no_one_pass_record() -> None:
+    body = b'{"specversion":"1.0","id":"1","type":"t","source":"/s"}'
+    event, record = events.from_http_with_record({"content-type": events.STRUCTURED_JSON}, body)
+    assert record is None and event.attributes["id"] == "1"
+
+
+@given(st.dictionaries(_names, _values, max_size=8), st.booleans())
+def test_validate_accepts_and_refuses_as_before_its_fast_paths(
+    attributes: dict[str, str], required: bool
+) -> None:
+    if required:
+        attributes = {"specversion": "1.0", "id": "1", "type": "t", "source": "/s", **attributes}
+    assert _outcome(lambda: events.validate(attributes)) == _outcome(lambda: _validate_before(attributes))
+    # Twice: the second time every valid name is in the cache.
+    assert _outcome(lambda: events.validate(attributes)) == _outcome(lambda: _validate_before(attributes))
