@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from controller.addresses import audience, set_address
 from controller.brokerdefaults import (
@@ -17,7 +18,7 @@ from controller.connections import ConnectionUnresolvable, broker_connection
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.identities import CONDITION as OIDC_CONDITION
 from controller.identities import oidc_identity
-from controller.kafkafeatures import kafka_features, rendered
+from controller.kafkafeatures import rendered
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import broker_topics, name_taken, refuse_topic, trigger_groups
 from keventing import naming
@@ -36,6 +37,8 @@ from keventing.resources import (
     Trigger,
 )
 from keventing.resources.eventing import PAUSED_ANNOTATION, TriggerStatus
+
+S = TypeVar("S", bound=Status)
 
 
 def reconcile_brokers(ctx: Context) -> Contribution:
@@ -76,12 +79,27 @@ def reconcile_brokers(ctx: Context) -> Contribution:
 
 def _nameless_broker(broker: Broker, ctx: Context) -> Status:
     """A Broker whose topic, as config-kafka-features' template names it, is another resource's."""
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).broker_topic
-    name = rendered(template, broker, naming.broker_topic(broker.namespace, broker.name))
+    name = rendered(
+        ctx.config.kafka_features.broker_topic, broker, naming.broker_topic(broker.namespace, broker.name)
+    )
+    return _name_taken(
+        Status,
+        broker,
+        "TopicReady",
+        "TopicNameTaken",
+        name_taken("topic", name),
+        ["ConfigParsed", "Addressable"],
+    )
+
+
+def _name_taken(
+    status_type: type[S], resource: Resource, condition: str, reason: str, message: str, others: list[str]
+) -> S:
+    """The status of a resource not reconciled because its name is another's: ``condition`` False first."""
     conditions = Conditions()
-    conditions.false("TopicReady", "TopicNameTaken", name_taken("topic", name))
-    status = Status(observedGeneration=broker.metadata.generation)
-    status.conditions = conditions.finish(["TopicReady", "ConfigParsed", "Addressable"])
+    conditions.false(condition, reason, message)
+    status = status_type(observedGeneration=resource.metadata.generation)
+    status.conditions = conditions.finish([condition, *others])
     return status
 
 
@@ -114,13 +132,12 @@ def reconcile_triggers(ctx: Context) -> Contribution:
 
 
 def _groupless_trigger(trigger: Trigger, ctx: Context) -> TriggerStatus:
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).trigger_group
+    """A Trigger whose consumer group, as config-kafka-features' template names it, is another Trigger's."""
+    template = ctx.config.kafka_features.trigger_group
     name = rendered(template, trigger, naming.trigger_group(trigger.namespace, trigger.name))
-    conditions = Conditions()
-    conditions.false("BrokerReady", "ConsumerGroupNameTaken", name_taken("consumer group", name))
-    status = TriggerStatus(observedGeneration=trigger.metadata.generation)
-    status.conditions = conditions.finish(["BrokerReady", "SubscriberResolved", "DeadLetterSinkResolved"])
-    return status
+    message = name_taken("consumer group", name)
+    others = ["SubscriberResolved", "DeadLetterSinkResolved"]
+    return _name_taken(TriggerStatus, trigger, "BrokerReady", "ConsumerGroupNameTaken", message, others)
 
 
 # ------------------------------------------------------------------------------------------- Broker

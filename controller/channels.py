@@ -20,7 +20,7 @@ from controller.conditions import Conditions, ready_of
 from controller.context import Context, Contribution, ControllerConfig, delivery_policy, identity
 from controller.identities import CONDITION as OIDC_CONDITION
 from controller.identities import oidc_identity
-from controller.kafkafeatures import kafka_features, rendered
+from controller.kafkafeatures import rendered
 from controller.resolver import Resolver, Unresolvable
 from controller.topicpolicy import channel_topics, name_taken
 from keventing import naming
@@ -174,7 +174,7 @@ def reconcile_subscriptions(ctx: Context) -> Contribution:
 
 
 def _nameless_channel(channel: TopicChannel, ctx: Context) -> ChannelableStatus:
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).channel_topic
+    template = ctx.config.kafka_features.channel_topic
     name = rendered(template, channel, naming.channel_topic(channel.namespace, channel.name, channel.KIND))
     conditions = Conditions()
     conditions.false("TopicReady", "TopicNameTaken", name_taken("topic", name))

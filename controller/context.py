@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from controller.kafkafeatures import KafkaFeatures
 from controller.resolver import ObjectRef, Resolver
 from keventing.contract import ContractEntry, DeliveryPolicy
 from keventing.durations import parse_duration
@@ -60,6 +61,8 @@ class ControllerConfig:
     # Knative's cross-namespace-event-links (config-features, controller.features): Triggers may read a
     # Broker of another namespace.
     cross_namespace_event_links: bool = False
+    # Knative's config-kafka-features name templates (controller.kafkafeatures), read once per pass.
+    kafka_features: KafkaFeatures = KafkaFeatures()
 
 
 @dataclass(frozen=True)

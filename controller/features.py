@@ -38,10 +38,9 @@ FLAG_VALUES = ("enabled", "disabled", "allowed")
 AUTHENTICATION_OIDC = "authentication-oidc"
 DEFAULT_AUTHORIZATION_MODE = "default-authorization-mode"
 AUTHORIZATION_MODES = ("allow-same-namespace", "allow-all", "deny-all")
-# Flags the services read from their environment: the ConfigMap does not change them (see the module doc).
-SERVICE_FLAGS = {
-    "transport-encryption": ("KEVENTING_TRANSPORT_ENCRYPTION", ("disabled", "permissive", "strict")),
-}
+# The flag the services read from their environment only (see the module doc).
+TRANSPORT_ENCRYPTION = "transport-encryption"
+TRANSPORT_ENCRYPTION_MODES = ("disabled", "permissive", "strict")
 
 _logged: set[str] = set()
 
@@ -71,10 +70,6 @@ def _flag(data: Mapping[str, str], name: str) -> bool | None:
     return value == "enabled"
 
 
-def _service_value(config: ControllerConfig, name: str) -> str:
-    return config.transport_encryption
-
-
 def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerConfig) -> ControllerConfig:
     """``config`` as the system namespace's config-features changes it (unchanged without the ConfigMap)."""
     cm = resources.get(features_key(config.system_namespace))
@@ -92,19 +87,19 @@ def with_features(resources: Mapping[ResourceKey, Resource], config: ControllerC
             flag=DEFAULT_AUTHORIZATION_MODE,
         )
         mode = None
-    for name, (variable, values) in SERVICE_FLAGS.items():
-        wanted = data.get(name)
-        if wanted is None:
-            continue
-        wanted = wanted.strip().lower()
-        actual = _service_value(config, name)
-        if wanted != actual:
-            valid = "" if wanted in values else f" (not one of {', '.join(values)})"
-            _once(
-                f"config-features: {name}: {wanted!r}{valid} is not applied: the services run with "
-                f"{variable}={actual} (set it, or the chart's value, on every service)",
-                flag=name,
-            )
+    wanted = data.get(TRANSPORT_ENCRYPTION, "").strip().lower()
+    if wanted and wanted != config.transport_encryption:
+        valid = (
+            ""
+            if wanted in TRANSPORT_ENCRYPTION_MODES
+            else f" (not one of {', '.join(TRANSPORT_ENCRYPTION_MODES)})"
+        )
+        _once(
+            f"config-features: {TRANSPORT_ENCRYPTION}: {wanted!r}{valid} is not applied: the services run with "
+            f"KEVENTING_TRANSPORT_ENCRYPTION={config.transport_encryption} (set it, or the chart's value, on "
+            "every service)",
+            flag=TRANSPORT_ENCRYPTION,
+        )
     return dataclasses.replace(
         config,
         cross_namespace_event_links=config.cross_namespace_event_links if links is None else links,

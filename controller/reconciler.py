@@ -9,6 +9,7 @@ signature ``Phase``: it reads the context and returns its :class:`~controller.co
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
 from controller import (
@@ -27,6 +28,7 @@ from controller import (
 )
 from controller.context import Context, Contribution, ControllerConfig, Desired, Published
 from controller.features import with_features
+from controller.kafkafeatures import kafka_features
 from controller.resolver import ObjectRef
 from keventing.binding import K_SINK
 from keventing.contract import ContractEntry
@@ -89,7 +91,9 @@ def reconcile(
             invalid[resource.key] = _invalid_status(resource, str(err))
             continue
         valid[resource.key] = resource
-    config = with_features(valid, config)
+    config = dataclasses.replace(
+        with_features(valid, config), kafka_features=kafka_features(valid, config.system_namespace)
+    )
     ctx = Context(
         valid,
         config,

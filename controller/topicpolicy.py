@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from controller.context import Context
-from controller.kafkafeatures import assign_names, kafka_features
+from controller.kafkafeatures import assign_names
 from keventing import naming
 from keventing.resources import Broker, InMemoryChannel, KafkaChannel, ResourceKey, Trigger
 from keventing.resources.integrations import IntegrationSink
@@ -66,7 +66,7 @@ def broker_topics(ctx: Context) -> dict[ResourceKey, str | None]:
     brokers = [b for b in ctx.of(Broker) if b.external_topic is None]
     injective = {b.key: naming.broker_topic(b.namespace, b.name) for b in brokers}
     taken = set(injective.values())
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).broker_topic
+    template = ctx.config.kafka_features.broker_topic
     wanted = []
     for broker in brokers:
         legacy = naming.legacy_broker_topic(broker.namespace, broker.name)
@@ -84,7 +84,7 @@ def broker_topics(ctx: Context) -> dict[ResourceKey, str | None]:
 def channel_topics(ctx: Context) -> dict[ResourceKey, str | None]:
     """Every KafkaChannel's and InMemoryChannel's topic, named as :func:`broker_topics` names Brokers' (with
     ``channels.topic.template``)."""
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).channel_topic
+    template = ctx.config.kafka_features.channel_topic
     wanted = []
     for kind in (KafkaChannel, InMemoryChannel):
         for c in ctx.of(kind):
@@ -103,7 +103,7 @@ def trigger_groups(ctx: Context) -> dict[ResourceKey, str | None]:
     triggers = ctx.of(Trigger)
     injective = {t.key: naming.trigger_group(t.namespace, t.name) for t in triggers}
     taken = set(injective.values())
-    template = kafka_features(ctx.resources, ctx.config.system_namespace).trigger_group
+    template = ctx.config.kafka_features.trigger_group
     wanted, kept = [], {}
     for trigger in triggers:
         legacy = naming.legacy_trigger_group(trigger.namespace, trigger.name)
