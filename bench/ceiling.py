@@ -15,9 +15,9 @@ from typing import Any
 
 import uvicorn
 
-from receiver.answer import Answer
 from receiver.ingress import ACCEPTED
 from receiver.main import uvicorn_options
+from receiver.protocol import DirectHandler, Reply
 from receiver.settings import ReceiverSettings
 
 Message = MutableMapping[str, Any]
@@ -33,11 +33,11 @@ class Ceiling:
         self.max_event_bytes = settings.max_event_bytes
         self.body_timeout_seconds = settings.body_timeout_seconds
 
-    def direct_route(self, path: str, scheme: str) -> Callable[[dict[str, str], bytes], Awaitable[Answer]]:
+    def direct_route(self, path: str, scheme: str) -> DirectHandler:
         return self.accept
 
-    async def accept(self, headers: dict[str, str], body: bytes) -> Answer:
-        return ACCEPTED
+    def accept(self, headers: dict[str, str], body: bytes, reply: Reply) -> None:
+        reply(ACCEPTED)
 
     async def __call__(
         self,

@@ -38,6 +38,7 @@ from receiver.ingress import (
 )
 from receiver.metrics import IngressMetrics, knative_view
 from receiver.oidc import IssuerUnavailable, OidcVerifier, Unauthenticated
+from receiver.protocol import DirectHandler, Reply
 from receiver.requestreply import RequestReplies
 from receiver.settings import ReceiverSettings
 from receiver.transform import Transformer
@@ -93,6 +94,8 @@ class ReceiverApp:
             event_type_label=settings.metrics_event_type,
             transformer=Transformer(30.0, ClientTrust(settings.trust_bundle()), settings.token_source()),
             requests=RequestReplies(self.contract_keys, settings.kafka_connection),
+            submit=self._submit,
+            submit_alone=self._submit_alone,
         )
         self.ops = ops_app(self.ready)
         self.verifier: OidcVerifier | None = None
@@ -121,21 +124,24 @@ class ReceiverApp:
     def body_timeout_seconds(self) -> float:
         return self.settings.body_timeout_seconds
 
-    def direct_route(
-        self, path: str, scheme: str
-    ) -> Callable[[dict[str, str], bytes], Awaitable[Answer]] | None:
+    def direct_route(self, path: str, scheme: str) -> DirectHandler | None:
         if self.https_only and scheme != "https":
             return None  # the ASGI path refuses it, saying why
         ingress = self.handler.lookup(path)
         if ingress is None:
             return None  # the ASGI path says why: no such resource, or the contract is not loaded yet
         if not self._requires_token(ingress):
-            return functools.partial(self.handler.handle, ingress)
-        return functools.partial(self._handle_authenticated, ingress)
+            return functools.partial(self.handler.begin, ingress)
+        return functools.partial(self._direct_authenticated, ingress)
 
     def _requires_token(self, ingress: Ingress) -> bool:
         """authentication-oidc for this ingress: the controller's, else (an older contract) this receiver's."""
         return ingress.oidc if ingress.oidc is not None else self.settings.oidc_enabled
+
+    def _direct_authenticated(
+        self, ingress: Ingress, headers: dict[str, str], body: bytes, _reply: Reply
+    ) -> Awaitable[Answer]:
+        return self._handle_authenticated(ingress, headers, body)
 
     async def _handle_authenticated(self, ingress: Ingress, headers: dict[str, str], body: bytes) -> Answer:
         """The direct path with OIDC on: the sender's token and the EventPolicies first, as on the ASGI path."""
@@ -147,6 +153,22 @@ class ReceiverApp:
     async def _produce(
         self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list
     ) -> object:
+        try:
+            return await self._submit(ingress, key, value, headers)
+        except RetryAlone:  # refused with the records it shared a batch with: alone, it may be stored
+            return await self._submit_alone(ingress, key, value, headers)
+
+    def _submit(
+        self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list
+    ) -> Awaitable[object]:
+        return self._batches(ingress).send(ingress.topic, key, value, headers)
+
+    def _submit_alone(
+        self, ingress: Ingress, key: bytes | None, value: bytes | None, headers: list
+    ) -> Awaitable[object]:
+        return self._batches(ingress).send_alone(ingress.topic, key, value, headers)
+
+    def _batches(self, ingress: Ingress) -> BatchProducer:
         batches = self.batches.get(ingress.connection)
         if batches is None:
             if ingress.connection is None:
@@ -155,10 +177,7 @@ class ReceiverApp:
                 f"the receiver is not connected to the Kafka cluster of {ingress.kind} "
                 f"{ingress.namespace}/{ingress.name} yet"
             )
-        try:
-            return await batches.send(ingress.topic, key, value, headers)
-        except RetryAlone:  # refused with the records it shared a batch with: alone, it may be stored
-            return await batches.send_alone(ingress.topic, key, value, headers)
+        return batches
 
     def _on_producer(self, connection: KafkaConnection | None, producer: AIOKafkaProducer | None) -> None:
         if producer is None:

@@ -8,6 +8,7 @@ unable to acknowledge in time 503 with Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,7 @@ from keventing.contract import Ingress
 from keventing.topics import reserved_reason
 from keventing.tracing import TRACEPARENT
 from receiver.answer import Answer
+from receiver.batching import RetryAlone
 from receiver.metrics import IngressMetrics
 from receiver.requestreply import RequestReplies
 from receiver.transform import Transformer
@@ -32,6 +34,11 @@ log = logging.getLogger("keventing.receiver")
 # ingress's cluster; raises TimeoutError when Kafka has not acknowledged within the receiver's bound
 # (KEVENTING_PRODUCE_TIMEOUT_SECONDS).
 Produce = Callable[[Ingress, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
+# The direct path's: called without awaiting, it queues the record at once (raising NotConnected without a
+# producer) and returns what to await for the acknowledgement (a batch's future, shared with the records of
+# its batch); it may fail with RetryAlone, and then ``submit_alone`` sends the record as a batch of its own.
+Submit = Callable[[Ingress, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[object]]
+Record = tuple[bytes | None, list[tuple[str, bytes]], bytes]
 
 ALLOW = "POST, OPTIONS"
 # Per record and per header in Kafka's record format (v2): varints and attributes, generously rounded up.
@@ -87,8 +94,14 @@ class IngressHandler:
         event_type_label: bool = True,
         transformer: Transformer | None = None,
         requests: RequestReplies | None = None,
+        submit: Submit | None = None,
+        submit_alone: Submit | None = None,
     ) -> None:
         self.table = table
+        # None: the direct path (``begin``) awaits ``produce`` in a task, as ``handle`` does.
+        self.submit = submit
+        self.submit_alone = submit_alone or produce
+        self._tasks: set[asyncio.Future[object]] = set()
         self.tracing = tracing  # None: off, only a sender's trace context is carried through
         # EventTransforms: answered by transforming, never produced (their ingress has no topic).
         self.transformer = transformer or Transformer(timeout=30.0)
@@ -119,6 +132,51 @@ class IngressHandler:
     def too_large(self, content_length: int | None) -> bool:
         return content_length is not None and content_length > self.max_event_bytes
 
+    def begin(
+        self, ingress: Ingress, headers: dict[str, str], body: bytes, reply: Callable[[Answer], None]
+    ) -> Awaitable[Answer] | None:
+        """The direct path's :meth:`handle` without a task per event: ``reply`` gets the answer, at once for a
+        refusal or from the callback on Kafka's acknowledgement of the record's batch (None returned). A
+        transform or a RequestReply is answered by :meth:`handle`, whose awaitable is returned instead."""
+        if ingress.transform is not None or ingress.request_reply is not None or self.submit is None:
+            return self.handle(ingress, headers, body)
+        started = time.perf_counter()
+        event_type = ""
+        try:
+            admitted = self._admit(ingress, headers, body, None, started)
+            if isinstance(admitted, Answer):
+                reply(admitted)
+                return None
+            event, record = admitted
+            event_type = event.attributes["type"]
+            prepared = self._prepare(ingress, event, headers, record)
+            if isinstance(prepared, Answer):
+                reply(self._count(ingress, event_type, started, prepared))
+                return None
+            key, value, record_headers, span = prepared
+            try:
+                acknowledged = self.submit(ingress, key, value, record_headers)
+            except NotConnected as err:
+                self._finish(ingress, event, span, self.unavailable(str(err)), started, reply)
+                return None
+            acknowledged = self.future_of(acknowledged)
+            acknowledged.add_done_callback(
+                _Stored(self, ingress, event, key, value, record_headers, span, started, reply)
+            )
+        except Exception:  # never answer 202 for something that went wrong
+            log.exception("unexpected error in the ingress")
+            reply(self._count(ingress, event_type, started, Answer(500, _text("internal error"))))
+        return None
+
+    def future_of(self, acknowledged: Awaitable[object]) -> asyncio.Future[object]:
+        """A batch's future as it is; a coroutine (a record sent alone) as a task this handler holds on to."""
+        if isinstance(acknowledged, asyncio.Future):
+            return acknowledged
+        task = asyncio.ensure_future(acknowledged)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def handle(
         self,
         ingress: Ingress,
@@ -130,25 +188,11 @@ class IngressHandler:
         started = time.perf_counter()
         event_type = ""
         try:
-            reserved = self.reserved(ingress.topic)
-            if reserved is not None:
-                log.warning("refused to produce to a reserved topic", extra={"topic": ingress.topic})
-                return self._count(ingress, event_type, started, Answer(403, _text(reserved)))
-            if len(body) > self.max_event_bytes:
-                return self._count(ingress, event_type, started, too_large(self.max_event_bytes))
-            try:
-                event, record = events.from_http_with_record(headers, body)
-            except events.UnsupportedMediaType as err:
-                return self._count(ingress, event_type, started, Answer(415, _text(str(err))))
-            except events.InvalidEvent as err:
-                return self._count(
-                    ingress, event_type, started, Answer(400, _text(f"invalid CloudEvent: {err}"))
-                )
+            admitted = self._admit(ingress, headers, body, check, started)
+            if isinstance(admitted, Answer):
+                return admitted
+            event, record = admitted
             event_type = event.attributes["type"]
-            if check is not None:
-                refused = check(event.attributes)
-                if refused is not None:
-                    return self._count(ingress, event_type, started, Answer(403, _text(refused)))
             if ingress.transform is not None:
                 answer = await self.transformer.handle(ingress.transform, event)
                 return self._count(ingress, event_type, started, answer)
@@ -167,17 +211,56 @@ class IngressHandler:
             log.exception("unexpected error in the ingress")
             return self._count(ingress, event_type, started, Answer(500, _text("internal error")))
 
+    def _admit(
+        self,
+        ingress: Ingress,
+        headers: dict[str, str],
+        body: bytes,
+        check: Callable[[Mapping[str, object]], str | None] | None,
+        started: float,
+    ) -> Answer | tuple[events.Event, Record | None]:
+        """The event of the request and its record, or the (counted) answer refusing it."""
+        reserved = self.reserved(ingress.topic)
+        if reserved is not None:
+            log.warning("refused to produce to a reserved topic", extra={"topic": ingress.topic})
+            return self._count(ingress, "", started, Answer(403, _text(reserved)))
+        if len(body) > self.max_event_bytes:
+            return self._count(ingress, "", started, too_large(self.max_event_bytes))
+        try:
+            event, record = events.from_http_with_record(headers, body)
+        except events.UnsupportedMediaType as err:
+            return self._count(ingress, "", started, Answer(415, _text(str(err))))
+        except events.InvalidEvent as err:
+            return self._count(ingress, "", started, Answer(400, _text(f"invalid CloudEvent: {err}")))
+        if check is not None:
+            refused = check(event.attributes)
+            if refused is not None:
+                return self._count(ingress, event.attributes["type"], started, Answer(403, _text(refused)))
+        return event, record
+
     async def _produce_event(
         self,
         ingress: Ingress,
         event: events.Event,
         headers: dict[str, str],
-        record: tuple[bytes | None, list[tuple[str, bytes]], bytes] | None = None,
+        record: Record | None = None,
     ) -> Answer | None:
         """Put ``event`` on the ingress's topic: None once Kafka acknowledged it, else the answer saying why not.
 
         ``record``: the binary-mode record already made of ``event`` from the request (``from_http_with_record``).
         """
+        prepared = self._prepare(ingress, event, headers, record)
+        if isinstance(prepared, Answer):
+            return prepared
+        key, value, record_headers, span = prepared
+        failure = await self._store(ingress, event, key, value, record_headers)
+        self._stored(ingress, event, span, failure)
+        return failure
+
+    def _prepare(
+        self, ingress: Ingress, event: events.Event, headers: dict[str, str], record: Record | None
+    ) -> Answer | tuple[bytes | None, bytes | None, list[tuple[str, bytes]], Span | None]:
+        """The record to produce (key, value, headers) and the event's span, or the answer refusing it (413)."""
         value: bytes | None
         if ingress.content_mode == "structured":
             key_text = event.attributes.get("partitionkey")
@@ -207,14 +290,54 @@ class IngressHandler:
                 if span is not None:
                     _end_span(span, 413)
                 return Answer(413, _text(message))
-        failure = await self._store(ingress, event, key, value, record_headers)
+        return key, value, record_headers, span
+
+    def _stored(
+        self, ingress: Ingress, event: events.Event, span: Span | None, failure: Answer | None
+    ) -> None:
         if span is not None:
             _end_span(span, (failure or ACCEPTED).status)
-        if failure is not None:
-            return failure
-        if self.on_event is not None:
+        if failure is None and self.on_event is not None:
             self.on_event(ingress, event)
-        return None
+
+    def _finish(
+        self,
+        ingress: Ingress,
+        event: events.Event,
+        span: Span | None,
+        failure: Answer | None,
+        started: float,
+        reply: Callable[[Answer], None],
+    ) -> None:
+        """The direct path's end: the span, the observer, the metrics and the answer."""
+        try:
+            self._stored(ingress, event, span, failure)
+            answer = failure or ACCEPTED
+        except Exception:
+            log.exception("unexpected error in the ingress")
+            answer = Answer(500, _text("internal error"))
+        reply(self._count(ingress, event.attributes["type"], started, answer))
+
+    def failure(self, ingress: Ingress, event: events.Event, err: BaseException) -> Answer:
+        """What producing the record raised, as the answer saying why it was not stored."""
+        if isinstance(err, MessageSizeTooLargeError):
+            # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which may be
+            # below the receiver's: say whose limit it was.
+            message = (
+                f"Kafka refused the event as too large for topic {ingress.topic} "
+                f"(its max.message.bytes, or the producer's request limit); nothing was stored"
+            )
+            return Answer(413, _text(message))
+        if isinstance(err, NotConnected):
+            return self.unavailable(str(err))
+        if isinstance(err, TimeoutError | KafkaError | ConnectionError):
+            log.warning(
+                "Kafka did not acknowledge the event",
+                extra={"topic": ingress.topic, "error": repr(err), "event_id": event.attributes.get("id")},
+            )
+            message = f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
+            return self.unavailable(message)
+        raise err
 
     async def _store(
         self,
@@ -227,23 +350,8 @@ class IngressHandler:
         """Produce the record; None once Kafka acknowledged it, else the answer saying why not."""
         try:
             await self.produce(ingress, key, value, record_headers)
-        except MessageSizeTooLargeError:
-            # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which may be
-            # below the receiver's: say whose limit it was.
-            message = (
-                f"Kafka refused the event as too large for topic {ingress.topic} "
-                f"(its max.message.bytes, or the producer's request limit); nothing was stored"
-            )
-            return Answer(413, _text(message))
-        except NotConnected as err:
-            return self.unavailable(str(err))
-        except (TimeoutError, KafkaError) as err:
-            log.warning(
-                "Kafka did not acknowledge the event",
-                extra={"topic": ingress.topic, "error": repr(err), "event_id": event.attributes.get("id")},
-            )
-            message = f"the event could not be stored: Kafka did not acknowledge it ({type(err).__name__})"
-            return self.unavailable(message)
+        except (MessageSizeTooLargeError, TimeoutError, KafkaError, ConnectionError) as err:
+            return self.failure(ingress, event, err)
         return None
 
     def _start_span(
@@ -287,6 +395,51 @@ class IngressHandler:
         children[0].inc()
         children[1].observe((time.perf_counter() - started) * 1000)
         return answer
+
+
+class _Stored:
+    """The direct path's callback on the acknowledgement of a record's batch: the answer, through ``reply``."""
+
+    __slots__ = ("handler", "ingress", "event", "key", "value", "headers", "span", "started", "reply")
+
+    def __init__(
+        self,
+        handler: IngressHandler,
+        ingress: Ingress,
+        event: events.Event,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        span: Span | None,
+        started: float,
+        reply: Callable[[Answer], None],
+    ) -> None:
+        self.handler = handler
+        self.ingress = ingress
+        self.event = event
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.span = span
+        self.started = started
+        self.reply = reply
+
+    def __call__(self, acknowledged: asyncio.Future[object]) -> None:
+        handler = self.handler
+        failure: Answer | None = None
+        try:
+            error = acknowledged.exception()  # CancelledError if cancelled: an internal error below
+            if isinstance(error, RetryAlone):
+                # Refused with the records it shared a batch with: alone, it may well be stored.
+                alone = handler.submit_alone(self.ingress, self.key, self.value, self.headers)
+                handler.future_of(alone).add_done_callback(self)
+                return
+            if error is not None:
+                failure = handler.failure(self.ingress, self.event, error)
+        except BaseException as err:  # never answer 202 for something that went wrong
+            log.error("unexpected error in the ingress", exc_info=err)
+            failure = Answer(500, _text("internal error"))
+        handler._finish(self.ingress, self.event, self.span, failure, self.started, self.reply)  # noqa: SLF001
 
 
 def _end_span(span: Span, status: int) -> None:

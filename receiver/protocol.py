@@ -39,7 +39,10 @@ from receiver.settings import ReceiverSettings
 
 log = logging.getLogger("keventing.receiver")
 
-DirectHandler = Callable[[dict[str, str], bytes], Awaitable[Answer]]
+Reply = Callable[[Answer], None]
+# (headers lower-cased, whole body, reply) → None when the handler calls ``reply`` itself, at once or later
+# (once Kafka acknowledged), or an awaitable of the answer, which the cycle awaits in a task of its own.
+DirectHandler = Callable[[dict[str, str], bytes, Reply], Awaitable[Answer] | None]
 
 
 class DirectApp(Protocol):
@@ -49,17 +52,31 @@ class DirectApp(Protocol):
     body_timeout_seconds: float
 
     def direct_route(self, path: str, scheme: str) -> DirectHandler | None:
-        """The handler of a POST to ``path`` over ``scheme`` (http or https; headers lower-cased, whole body),
-        or None for the ASGI path."""
+        """The handler of a POST to ``path`` over ``scheme`` (http or https), or None for the ASGI path."""
         ...
+
+
+class _Signal:
+    """What uvicorn's protocol sets when the connection is lost (an ASGI cycle's message event)."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: IngressCycle) -> None:
+        self._cycle = cycle
+
+    def set(self) -> None:
+        self._cycle.proceed()
 
 
 class IngressCycle:
     """One directly answered request: what uvicorn's protocol expects of a cycle, and the answer.
 
-    The protocol feeds the body (:meth:`feed`, :meth:`complete`) and sets ``disconnected`` and
-    ``message_event`` when the connection is lost; uvicorn starts :meth:`run_asgi` as the request's task (at
-    once, or after the requests pipelined before it) and calls ``on_response`` when it is answered.
+    No task per request: the protocol feeds the body (:meth:`feed`, :meth:`complete`) and, once the cycle's
+    turn on the connection has come (``started``: not behind a pipelined request) and the parser has returned,
+    calls :meth:`proceed`, which hands the whole body to the handler; the handler's ``reply`` writes the
+    answer when it comes, from a callback on Kafka's acknowledgement. Only a handler that returns an awaitable
+    (authentication, transforms, RequestReply) gets a task. uvicorn sets ``disconnected`` and the
+    ``message_event`` when the connection is lost, and ``keep_alive`` to False when the server shuts down.
     """
 
     def __init__(
@@ -78,25 +95,20 @@ class IngressCycle:
         self.keep_alive = keep_alive
         self.expect_100_continue = expect_100_continue
         self.on_response: Callable[[], None] = protocol.on_response_complete
-        self._event: asyncio.Event | None = None  # made only when the body has to be waited for
         self.disconnected = False
         self.more_body = True
         self.response_complete = False
+        self.started = False  # its turn on the connection came
+        self._handled = False  # handed to the handler, or answered without it
+        self._timer: asyncio.TimerHandle | None = None  # the body's deadline, armed only while waiting for it
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
         self._timed_out = False
 
     @property
-    def message_event(self) -> asyncio.Event:
-        """Set when more of the body arrived or the connection was lost (uvicorn's protocol sets it too)."""
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
-    def _wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
+    def message_event(self) -> _Signal:
+        return _Signal(self)
 
     def feed(self, chunk: bytes) -> None:
         if self.response_complete or self._too_large:
@@ -105,67 +117,104 @@ class IngressCycle:
         if self._size > self.app.max_event_bytes:
             self._too_large = True  # answered at once; the rest of the body is discarded by the parser
             self._chunks.clear()
-            self._wake()
+            self._due()
             return
         self._chunks.append(chunk)
 
     def complete(self) -> None:
         self.more_body = False
-        self._wake()
+        self._due()
+
+    def _due(self) -> None:
+        # From a parser callback: proceeds once the parser has returned (IngressProtocol.data_received).
+        if self.started and not self._handled:
+            self.protocol.due = self
 
     def _body_timeout(self) -> None:
+        self._timer = None
         self._timed_out = True
-        self._wake()
+        self.proceed()
 
-    async def run_asgi(self, _app: object) -> None:
-        """Named as uvicorn's cycle's, which the protocol starts: wait for the body, handle it, answer."""
+    def proceed(self) -> None:
+        """Answer, hand the body to the handler, or wait for more of it (never from inside the parser)."""
+        if self._handled or not self.started:
+            return
         try:
-            if self.more_body and not self._too_large:
-                # Refused before the body arrives if it says it is too large (a whole body was counted in feed).
-                length = self.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
-                    self._answer(too_large(self.app.max_event_bytes))
-                    return
-                await self._await_body()
             if self.disconnected:
-                return  # nothing to answer, and nothing half-received is produced
-            if self._too_large:
+                self._done_waiting()  # nothing to answer, and nothing half-received is produced
+            elif self._too_large:
+                self._done_waiting()
                 self._answer(too_large(self.app.max_event_bytes))
             elif self._timed_out:
+                self._done_waiting()
                 self.keep_alive = False
                 self._answer(body_timed_out(self.app.body_timeout_seconds))
+            elif self.more_body:
+                self._await_body()
             else:
-                self._answer(await self.handler(self.headers, b"".join(self._chunks)))
-        except BaseException as err:  # as uvicorn's cycle: never leave the client without an answer
-            if not isinstance(err, asyncio.CancelledError):
-                log.error("unexpected error answering an ingress request", exc_info=err)
-            if not self.response_complete:
-                self.keep_alive = False
-                self._answer(Answer(500, b"internal error\n"))
-        finally:
-            self.on_response = lambda: None
+                self._done_waiting()
+                body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+                pending = self.handler(self.headers, body, self._reply)
+                if pending is not None:
+                    task = asyncio.get_running_loop().create_task(self._await_answer(pending))
+                    self.protocol.tasks.add(task)
+                    task.add_done_callback(self.protocol.tasks.discard)
+        except Exception as err:  # as uvicorn's cycle: never leave the client without an answer
+            self._internal_error(err)
 
-    async def _await_body(self) -> None:
+    def _await_body(self) -> None:
+        if self._timer is not None:
+            return  # already waiting
+        # Refused before the body arrives if it says it is too large (a whole body is counted in feed).
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.app.max_event_bytes:
+            self._handled = True
+            self._answer(too_large(self.app.max_event_bytes))
+            return
         transport = self.protocol.transport
         if self.expect_100_continue and not transport.is_closing():
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        timer = asyncio.get_running_loop().call_later(self.app.body_timeout_seconds, self._body_timeout)
-        event = self.message_event
+        self._timer = asyncio.get_running_loop().call_later(self.app.body_timeout_seconds, self._body_timeout)
+
+    def _done_waiting(self) -> None:
+        self._handled = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _await_answer(self, pending: Awaitable[Answer]) -> None:
         try:
-            while self.more_body and not (self.disconnected or self._too_large or self._timed_out):
-                event.clear()
-                await event.wait()
-        finally:
-            timer.cancel()
+            self._reply(await pending)
+        except BaseException as err:
+            self._internal_error(err)
+            if not isinstance(err, Exception):
+                raise
+
+    def _internal_error(self, err: BaseException) -> None:
+        if not isinstance(err, asyncio.CancelledError):
+            log.error("unexpected error answering an ingress request", exc_info=err)
+        self._handled = True
+        if not self.response_complete:
+            self.keep_alive = False
+            self._answer(Answer(500, b"internal error\n"))
+
+    def _reply(self, answer: Answer) -> None:
+        if self.response_complete:
+            return  # answered already (an internal error)
+        try:
+            self._answer(answer)
+        except Exception as err:
+            self._internal_error(err)
 
     def _answer(self, answer: Answer) -> None:
         self.response_complete = True
+        on_response, self.on_response = self.on_response, _nothing
         transport = self.protocol.transport
         if self.disconnected or transport.is_closing():
             return
         if answer is ACCEPTED and self.keep_alive:
             transport.write(_accepted(self.protocol.server_state.default_headers))
-            self.on_response()
+            on_response()
             return
         content = [STATUS_LINE[answer.status]]
         for name, value in self.protocol.server_state.default_headers:
@@ -181,7 +230,11 @@ class IngressCycle:
         transport.write(b"".join(content))
         if not self.keep_alive:
             transport.close()
-        self.on_response()
+        on_response()
+
+
+def _nothing() -> None:
+    pass
 
 
 # The bytes of the keep-alive 202, by the default headers they were built with (uvicorn replaces its list, with
@@ -289,6 +342,9 @@ class IngressProtocol(HttpToolsProtocol):
         self._buffered = 0  # bytes received since the request began, while its headers are incomplete
         self._header_bytes = 0  # bytes of the request line and headers the parser passed on
         self._header_count = 0
+        # A direct request whose turn came and whose body the parser completed (or refused) in this call of
+        # data_received: it proceeds once the parser has returned.
+        self.due: IngressCycle | None = None
         # Headers are awaited against this from the request's first byte (or the connection's start).
         self._header_clock = Deadline(self.loop, self.limits.header_timeout_seconds, self._header_timeout)
         # uvicorn arms a keep-alive timer per response: the same clock instead (``on_response_complete``).
@@ -330,6 +386,7 @@ class IngressProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self.due = None
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
@@ -339,8 +396,13 @@ class IngressProtocol(HttpToolsProtocol):
             if self._refusal is None:
                 reason = err.__cause__ or err.__context__ or err
                 self._refusal = (400, f"invalid HTTP request: {reason}", ())
+            self.due = None  # the connection closes with the refusal: nothing before it is handled
             self._send_refusal()
             return
+        due = self.due
+        if due is not None:
+            self.due = None
+            due.proceed()
         if self._awaiting_headers:
             # httptools buffers a header until it is complete: count what it holds, not only what it passed on.
             self._buffered += len(data)
@@ -371,7 +433,12 @@ class IngressProtocol(HttpToolsProtocol):
         limits = self.limits
         if self._header_count > limits.max_header_count or self._header_bytes > limits.max_header_bytes:
             self._count(0, 0)  # refuses, saying which limit
-        super().on_header(name, value)
+        # uvicorn's own, inlined (a call per header saved); llhttp keeps trailing whitespace (RFC 9110 5.5).
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
@@ -400,7 +467,11 @@ class IngressProtocol(HttpToolsProtocol):
         if route is None or self.parser.get_method() != b"POST" or self.parser.should_upgrade():
             return False
         app: DirectApp = self.app  # type: ignore[assignment]
-        raw = httptools.parse_url(self.url).path.decode("ascii")
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            raw = url.decode("ascii")  # origin form, the path alone: what parse_url would give
+        else:
+            raw = httptools.parse_url(url).path.decode("ascii")
         handler = route(urllib.parse.unquote(raw) if "%" in raw else raw, self.scheme or "http")
         if handler is None:
             return False
@@ -410,11 +481,20 @@ class IngressProtocol(HttpToolsProtocol):
         cycle = IngressCycle(self, handler, app, headers, keep_alive, self.expect_100_continue)
         self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, app)  # type: ignore[arg-type]
+            cycle.started = True  # proceeds when its body is complete (complete, or feed refusing it)
+            self.due = cycle  # or, when the parser returns without it, waits for it (proceed arms the timer)
         else:
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
         return True
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """A pipelined request's turn (on_response_complete): a direct one proceeds without a task."""
+        if isinstance(cycle, IngressCycle):
+            cycle.started = True
+            cycle.proceed()
+        else:
+            super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle

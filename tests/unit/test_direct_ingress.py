@@ -32,7 +32,23 @@ class App:
     def direct_route(self, path: str, scheme: str) -> Any:
         if not path.startswith("/direct"):
             return None
-        return self.handle
+        return self.begin
+
+    def begin(self, headers: dict[str, str], body: bytes, reply: Any) -> Any:
+        """x-reply: now (``reply`` before returning), later (from a callback, as on Kafka's acknowledgement),
+        or (without it) an awaitable, as the authenticated path returns."""
+        mode = headers.get("x-reply")
+        if mode is None:
+            return self.handle(headers, body)
+        if headers.get("x-fail") == "sync":
+            raise RuntimeError("boom")
+        answer = Answer(202, b"", (("x-seen", str(len(body))),))
+        self.handled.append((headers, body))
+        if mode == "now":
+            reply(answer)
+        else:
+            asyncio.get_running_loop().call_later(float(mode), reply, answer)
+        return None
 
     async def handle(self, headers: dict[str, str], body: bytes) -> Answer:
         if headers.get("x-fail"):
@@ -136,6 +152,64 @@ async def test_pipelined_requests_are_answered_in_order(served: tuple[App, int])
     writer.close()
     assert [a[0] for a in answers] == [202, 299, 202]
     assert answers[2][1]["x-seen"] == "3"
+
+
+async def test_pipelined_requests_answered_now_later_and_by_a_task_stay_in_order(
+    served: tuple[App, int],
+) -> None:
+    """No task per request: a reply from a callback (as on Kafka's acknowledgement) or from inside the
+    handler, and an awaited answer, each keep their place on the connection."""
+    app, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        post("/direct/a", b"1", extra="x-reply: 0.2\r\n")
+        + post("/direct/b", b"22", extra="x-reply: now\r\n")
+        + post("/direct/c", b"333")
+        + post("/direct/d", b"4444", extra="x-reply: 0.05\r\n")
+    )  # fmt: skip
+    answers = [await read_answer(reader) for _ in range(4)]
+    assert [a[1]["x-seen"] for a in answers] == ["1", "2", "3", "4"]
+    # Split mid-body: the reply waits for the rest of it.
+    writer.write(b"POST /direct/e HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\nx-reply: now\r\n\r\nabc")
+    await asyncio.sleep(0.1)
+    writer.write(b"def")
+    status, headers, _ = await read_answer(reader)
+    writer.close()
+    assert status == 202 and headers["x-seen"] == "6"
+    assert [body for _, body in app.handled] == [b"1", b"22", b"333", b"4444", b"abcdef"]
+
+
+async def test_a_handler_failing_before_it_replies_is_500_and_a_late_reply_to_a_gone_client_is_dropped(
+    served: tuple[App, int],
+) -> None:
+    app, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/direct/a", b"x", extra="x-reply: now\r\nx-fail: sync\r\n"))
+    status, headers, body = await read_answer(reader)
+    assert status == 500 and headers["connection"] == "close" and body == b"internal error\n"
+    writer.close()
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/direct/a", b"late", extra="x-reply: 0.3\r\n"))
+    await writer.drain()
+    writer.close()
+    await asyncio.sleep(0.5)  # the reply comes after the client left: nothing written, nothing raised
+    assert app.handled[-1][1] == b"late"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/direct/a", b"y", extra="x-reply: now\r\n"))
+    assert (await read_answer(reader))[0] == 202  # the server is still answering
+    writer.close()
+
+
+async def test_a_shutdown_waits_for_a_reply_still_to_come() -> None:
+    async with serve() as (app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/direct/a", b"x", extra="x-reply: 0.5\r\n"))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    # serve() left: the server shut down gracefully, after answering (with connection: close).
+    status, headers, _ = await read_answer(reader)
+    assert status == 202 and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
 async def test_too_large_bodies_are_413_and_never_handled(served: tuple[App, int]) -> None:
