@@ -29,7 +29,7 @@ GROUPS: list[tuple[str, re.Pattern[str]]] = [
     ("aiokafka sender, produce request and response", re.compile(r"aiokafka/")),
     (
         "HTTP answer (status line, headers, write)",
-        re.compile(r"IngressCycle\.(run_asgi|_answer) |on_response_complete"),
+        re.compile(r"IngressCycle\.(_answer|_reply) |on_response_complete"),
     ),
     (
         "HTTP parsing and the request cycle",
