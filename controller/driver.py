@@ -55,6 +55,10 @@ class ControllerMetrics(MetricSet):
             self.resources.labels(kind, ready).set(n)
 
 
+# How long a deletion waits for a pass that succeeds before a failed one releases it.
+FINALIZE_PATIENCE_SECONDS = 30.0
+
+
 class Driver:
     def __init__(
         self,
@@ -71,6 +75,7 @@ class Driver:
         self.coalesce_seconds = coalesce_seconds
         self._changed = asyncio.Event()
         self._passes = 0
+        self._last_success = 0  # the number of the last pass that succeeded
         self._passed = asyncio.Condition()
 
     @property
@@ -80,12 +85,21 @@ class Driver:
     def changed(self) -> None:
         self._changed.set()
 
-    async def passed_after_now(self) -> None:
-        """Wait for a whole pass that started after this call (a pass under way may predate a change)."""
+    async def passed_after_now(self, patience: float = FINALIZE_PATIENCE_SECONDS) -> None:
+        """Wait for a whole pass that started after this call (a pass under way may predate a change) and
+        succeeded, so that what it cleans up is gone. While passes fail (for another object's error, say a
+        namespace being terminated), at most ``patience`` seconds: then any whole pass will do, so that one
+        error never holds every deletion (a later pass still cleans up what is left: retired groups and
+        topics are retried)."""
         async with self._passed:
             target = self._passes + 2
             self._changed.set()
-            await self._passed.wait_for(lambda: self._passes >= target)
+            try:
+                async with asyncio.timeout(patience):
+                    await self._passed.wait_for(lambda: self._last_success >= target)
+            except TimeoutError:
+                log.warning("no reconcile pass succeeded in time: releasing a deletion after a failed one")
+                await self._passed.wait_for(lambda: self._passes >= target)
 
     async def run(self) -> None:
         resync = asyncio.create_task(self._resync())
@@ -94,9 +108,11 @@ class Driver:
                 await self._changed.wait()
                 await asyncio.sleep(self.coalesce_seconds)  # a burst of changes makes one pass
                 self._changed.clear()
-                await self._pass()
+                succeeded = await self._pass()
                 async with self._passed:
                     self._passes += 1
+                    if succeeded:
+                        self._last_success = self._passes
                     self._passed.notify_all()
         finally:
             resync.cancel()
@@ -106,17 +122,19 @@ class Driver:
             await asyncio.sleep(self.resync_seconds)
             self._changed.set()
 
-    async def _pass(self) -> None:
+    async def _pass(self) -> bool:
         started = time.perf_counter()
         reconcile_pass = ReconcilePass(self.adapter, self.config)
         try:
             await reconcile_pass.run()
             self.metrics.reconciles.labels("success").inc()
+            return True
         except Exception:
             self.metrics.reconciles.labels("error").inc()
             log.exception("reconcile failed; retrying shortly")
             await asyncio.sleep(1)
             self._changed.set()
+            return False
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.count(reconcile_pass.desired)
