@@ -311,8 +311,11 @@ def test_helm_upgrade_rolls_the_pods_without_losing_events(cluster: Cluster) -> 
         sent_during = len(load.accepted)
         wait_for(lambda: len(load.accepted) >= sent_during + 40, 30, "events after the upgrade")
     for component, old in before.items():
-        new = _pod_names(cluster, component)
-        assert new and not (new & old), f"{component} pods were not replaced: {old} -> {new}"
+        # helm's --wait waits for the new pods, not for the old ones to be gone: a terminating one may
+        # still be listed for its grace period.
+        gone = lambda component=component, old=old: not (_pod_names(cluster, component) & old)  # noqa: E731
+        wait_for(gone, 90, f"the old {component} pods to go")
+        assert _pod_names(cluster, component), f"no {component} pods after the upgrade"
     _all_delivered(cluster, load, "helm upgrade")
     assert _contract_key(cluster) == key  # the new pods verify what the controller signs
 
@@ -326,7 +329,7 @@ def test_a_rolling_restart_of_the_dispatcher_under_load_loses_nothing(cluster: C
         cluster.kubectl("rollout", "status", "-n", NAMESPACE, deployment, "--timeout=180s", timeout=200)
         sent_during = len(load.accepted)
         wait_for(lambda: len(load.accepted) >= sent_during + 40, 30, "events after the restart")
-    assert not (_pod_names(cluster, "dispatcher") & before), "the dispatcher pods were not replaced"
+    wait_for(lambda: not (_pod_names(cluster, "dispatcher") & before), 90, "the old dispatcher pods to go")
     _all_delivered(cluster, load, "kubectl rollout restart of the dispatcher")
 
 
