@@ -140,8 +140,18 @@ class ReconcilePass:
             # A topic's creation or a connection failed or recovered: the statuses that depend on it change.
             # The new observation may hold resources that arrived meanwhile: theirs are tried next round.
             desired = self._reconcile(await self.adapter.observe())
-        await self.adapter.write_children(desired.children)
+        # A child that could not be written (one tenant's: say its namespace is being deleted) does not hold
+        # everyone's contract and statuses: its parent's status, made from what was observed, says it is not
+        # there. The pass still fails afterwards, so that it is retried.
+        try:
+            await self.adapter.write_children(desired.children)
+        except Exception as err:
+            children_failed: Exception | None = err
+        else:
+            children_failed = None
         await self.adapter.publish_contract(desired.contract)
         await self.adapter.write_statuses(desired.statuses)
         await self.adapter.delete_topics(desired.topics)
+        if children_failed is not None:
+            raise children_failed
         return desired

@@ -84,7 +84,7 @@ class KubernetesClient:
         else:
             kind = self._api(resource.KIND, resource.apiVersion)
             after = await apply_custom_object(self.custom, body, FIELD_MANAGER, kind)
-        if before is None:
+        if before is None or after is None:
             return "created"
         version = before["metadata"].get("resourceVersion")
         return "unchanged" if after["metadata"].get("resourceVersion") == version else "configured"

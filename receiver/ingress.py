@@ -9,6 +9,7 @@ unable to acknowledge in time 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -157,12 +158,9 @@ class IngressHandler:
             try:
                 acknowledged = self.submit(ingress, key, value, record_headers)
             except NotConnected as err:
-                self._finish(ingress, event, span, self.unavailable(str(err)), started, reply)
+                self._finish(ingress, event, span, self.failure(ingress, event, err), started, reply)
                 return None
-            acknowledged = self.future_of(acknowledged)
-            acknowledged.add_done_callback(
-                _Stored(self, ingress, event, key, value, record_headers, span, started, reply)
-            )
+            self._answer_on(acknowledged, ingress, event, key, value, record_headers, span, started, reply)
         except Exception:  # never answer 202 for something that went wrong
             log.exception("unexpected error in the ingress")
             reply(self._count(ingress, event_type, started, Answer(500, _text("internal error"))))
@@ -318,8 +316,54 @@ class IngressHandler:
             answer = Answer(500, _text("internal error"))
         reply(self._count(ingress, event.attributes["type"], started, answer))
 
+    def _answer_on(
+        self,
+        acknowledged: Awaitable[object],
+        ingress: Ingress,
+        event: events.Event,
+        key: bytes | None,
+        value: bytes | None,
+        record_headers: list[tuple[str, bytes]],
+        span: Span | None,
+        started: float,
+        reply: Callable[[Answer], None],
+    ) -> None:
+        """Answer through ``reply`` once ``acknowledged`` (the record's batch, or the record sent alone) is done."""
+        callback = functools.partial(
+            self._acknowledged, ingress, event, key, value, record_headers, span, started, reply
+        )
+        self.future_of(acknowledged).add_done_callback(callback)
+
+    def _acknowledged(
+        self,
+        ingress: Ingress,
+        event: events.Event,
+        key: bytes | None,
+        value: bytes | None,
+        record_headers: list[tuple[str, bytes]],
+        span: Span | None,
+        started: float,
+        reply: Callable[[Answer], None],
+        acknowledged: asyncio.Future[object],
+    ) -> None:
+        """The direct path's callback on the acknowledgement of a record's batch: the answer, through ``reply``."""
+        failure: Answer | None = None
+        try:
+            error = acknowledged.exception()  # CancelledError if cancelled: an internal error below
+            if isinstance(error, RetryAlone):
+                # Refused with the records it shared a batch with: alone, it may well be stored.
+                alone = self.submit_alone(ingress, key, value, record_headers)
+                self._answer_on(alone, ingress, event, key, value, record_headers, span, started, reply)
+                return
+            if error is not None:
+                failure = self.failure(ingress, event, error)
+        except BaseException as err:  # never answer 202 for something that went wrong
+            log.error("unexpected error in the ingress", exc_info=err)
+            failure = Answer(500, _text("internal error"))
+        self._finish(ingress, event, span, failure, started, reply)
+
     def failure(self, ingress: Ingress, event: events.Event, err: BaseException) -> Answer:
-        """What producing the record raised, as the answer saying why it was not stored."""
+        """What producing the record raised, as the answer saying why it was not stored; anything else re-raised."""
         if isinstance(err, MessageSizeTooLargeError):
             # Kafka's own limit (the topic's max.message.bytes, or the producer's request size), which may be
             # below the receiver's: say whose limit it was.
@@ -350,7 +394,7 @@ class IngressHandler:
         """Produce the record; None once Kafka acknowledged it, else the answer saying why not."""
         try:
             await self.produce(ingress, key, value, record_headers)
-        except (MessageSizeTooLargeError, TimeoutError, KafkaError, ConnectionError) as err:
+        except Exception as err:
             return self.failure(ingress, event, err)
         return None
 
@@ -395,51 +439,6 @@ class IngressHandler:
         children[0].inc()
         children[1].observe((time.perf_counter() - started) * 1000)
         return answer
-
-
-class _Stored:
-    """The direct path's callback on the acknowledgement of a record's batch: the answer, through ``reply``."""
-
-    __slots__ = ("handler", "ingress", "event", "key", "value", "headers", "span", "started", "reply")
-
-    def __init__(
-        self,
-        handler: IngressHandler,
-        ingress: Ingress,
-        event: events.Event,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]],
-        span: Span | None,
-        started: float,
-        reply: Callable[[Answer], None],
-    ) -> None:
-        self.handler = handler
-        self.ingress = ingress
-        self.event = event
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.span = span
-        self.started = started
-        self.reply = reply
-
-    def __call__(self, acknowledged: asyncio.Future[object]) -> None:
-        handler = self.handler
-        failure: Answer | None = None
-        try:
-            error = acknowledged.exception()  # CancelledError if cancelled: an internal error below
-            if isinstance(error, RetryAlone):
-                # Refused with the records it shared a batch with: alone, it may well be stored.
-                alone = handler.submit_alone(self.ingress, self.key, self.value, self.headers)
-                handler.future_of(alone).add_done_callback(self)
-                return
-            if error is not None:
-                failure = handler.failure(self.ingress, self.event, error)
-        except BaseException as err:  # never answer 202 for something that went wrong
-            log.error("unexpected error in the ingress", exc_info=err)
-            failure = Answer(500, _text("internal error"))
-        handler._finish(self.ingress, self.event, self.span, failure, self.started, self.reply)  # noqa: SLF001
 
 
 def _end_span(span: Span, status: int) -> None:

@@ -140,19 +140,18 @@ class IngressCycle:
         if self._handled or not self.started:
             return
         try:
+            if self.more_body and not (self.disconnected or self._too_large or self._timed_out):
+                self._await_body()
+                return
+            self._done_waiting()
             if self.disconnected:
-                self._done_waiting()  # nothing to answer, and nothing half-received is produced
-            elif self._too_large:
-                self._done_waiting()
+                return  # nothing to answer, and nothing half-received is produced
+            if self._too_large:
                 self._answer(too_large(self.app.max_event_bytes))
             elif self._timed_out:
-                self._done_waiting()
                 self.keep_alive = False
                 self._answer(body_timed_out(self.app.body_timeout_seconds))
-            elif self.more_body:
-                self._await_body()
             else:
-                self._done_waiting()
                 body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
                 pending = self.handler(self.headers, body, self._reply)
                 if pending is not None:

@@ -19,11 +19,12 @@ JSON_PATCH: dict[str, Any] = {"_content_type": "application/json-patch+json"}
 
 async def apply_custom_object(
     custom: k8s.CustomObjectsApi, document: dict[str, Any], field_manager: str, kind: ApiKind | None = None
-) -> dict[str, Any]:
-    """Server-side apply one object of a kind keventing serves (forcing its fields); the object applied."""
+) -> dict[str, Any] | None:
+    """Server-side apply one object of a kind keventing serves (forcing its fields); the object applied, or
+    None when it was created (the generated client reads back only a 200's body, not a 201's)."""
     kind = kind or by_kind(document["kind"])
     meta = document["metadata"]
-    applied: dict[str, Any] = await custom.patch_namespaced_custom_object(
+    applied: dict[str, Any] | None = await custom.patch_namespaced_custom_object(
         kind.group,
         kind.version,
         meta["namespace"],

@@ -330,8 +330,25 @@ class KubernetesController(DataPlaneAdapter):
             annotations[BROKER_CLASS] = stamped
 
     async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
-        for child in children.values():
-            await apply_custom_object(self.api, child_object(child), FIELD_MANAGER)
+        """Each child on its own: one that cannot be written (its namespace being deleted, a quota, a webhook)
+        does not keep the others from being written or deleted; the errors are raised together afterwards."""
+        errors: list[Exception] = []
+        for key, child in children.items():
+            try:
+                await apply_custom_object(self.api, child_object(child), FIELD_MANAGER)
+            except k8s.ApiException as err:
+                if namespace_terminating(err):
+                    # Nothing can be created there any more, and its parent goes with the namespace.
+                    log.info(
+                        "not writing a generated resource in a namespace being deleted",
+                        extra={"resource": str(key)},
+                    )
+                    continue
+                log.warning(
+                    "could not write a generated resource",
+                    extra={"resource": str(key), "status": err.status, "reason": err.reason},
+                )
+                errors.append(err)
         for key, resource in list(self.index.resources.items()):
             if key in children or not _controlled_by_served_kind(resource):
                 continue
@@ -342,8 +359,15 @@ class KubernetesController(DataPlaneAdapter):
                 )
             except k8s.ApiException as err:
                 if err.status != 404:
-                    raise
+                    log.warning(
+                        "could not delete a generated resource",
+                        extra={"resource": str(key), "status": err.status, "reason": err.reason},
+                    )
+                    errors.append(err)
+                    continue
             log.info("deleted generated resource", extra={"resource": str(key)})
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} generated resource(s) not written or deleted", errors)
 
     async def write_statuses(self, statuses: Mapping[ResourceKey, Status]) -> None:
         wanted = dict(statuses)
@@ -351,6 +375,7 @@ class KubernetesController(DataPlaneAdapter):
             if self.index.claimed(key):
                 wanted[key] = Status(conditions=invalid(str(err)))
         now = now_rfc3339()
+        errors: list[Exception] = []
         for key, status in wanted.items():
             current = self.index.statuses.get(key)
             if key.kind not in SERVED or current is None:
@@ -374,8 +399,12 @@ class KubernetesController(DataPlaneAdapter):
                     **MERGE_PATCH,
                 )
             except k8s.ApiException as err:
-                if err.status != 404:
-                    raise
+                if err.status != 404:  # deleted meanwhile, else one object's error and the others go on
+                    log.warning(
+                        "could not write a status",
+                        extra={"resource": str(key), "status": err.status, "reason": err.reason},
+                    )
+                    errors.append(err)
                 continue
             self.index.statuses[key] = document
             failed = failure(previous, status.conditions)
@@ -383,6 +412,8 @@ class KubernetesController(DataPlaneAdapter):
                 await self.recorder.warning(
                     key, self.index.uids.get(key), failed.reason or "", failed.message or ""
                 )
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} status(es) not written", errors)
 
     async def _ensure_identity(self, key: ResourceKey, status: Status) -> Status:
         """Create the OIDC ServiceAccount a status names (authentication-oidc) before the status says it
@@ -397,6 +428,12 @@ class KubernetesController(DataPlaneAdapter):
             log.warning("no OIDC identity", extra={"resource": str(key), "reason": str(err)})
             return identity_failed(status, str(err))
         return status
+
+
+def namespace_terminating(err: k8s.ApiException) -> bool:
+    """Whether the API server refused to create an object because its namespace is being deleted."""
+    body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body or "")
+    return err.status == 403 and "NamespaceTerminating" in body
 
 
 def _controlled_by_served_kind(resource: Resource) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from helpers import broker_doc, trigger_doc
 
 from controller.adapter import Adapter, Observed, ReconcilePass, publish_diff
@@ -101,6 +102,40 @@ async def test_pass_reconciles_again_when_a_topic_creation_fails() -> None:
     assert not adapter.statuses[ResourceKey("Broker", "ns1", "b")].ready
     assert desired.contract == {}
     assert reconcile_pass.desired is desired
+
+
+class ChildlessAdapter(InMemoryAdapter):
+    """Writing the generated children fails (say one is in a namespace being deleted)."""
+
+    async def write_children(self, children: Mapping[ResourceKey, Resource]) -> None:
+        await super().write_children(children)
+        raise RuntimeError("forbidden: namespace being terminated")
+
+
+async def test_a_child_that_cannot_be_written_fails_the_pass_after_the_contract_and_statuses() -> None:
+    adapter = ChildlessAdapter(_resources())
+    reconcile_pass = ReconcilePass(adapter, CONFIG)
+    with pytest.raises(RuntimeError, match="namespace being terminated"):
+        await reconcile_pass.run()
+    assert adapter.calls[-4:] == ["write_children", "publish_contract", "write_statuses", "delete_topics"]
+    assert adapter.statuses[ResourceKey("Broker", "ns1", "b")].ready
+    assert "Trigger/ns1/t" in reconcile_pass.desired.contract
+
+
+class ContractlessAdapter(InMemoryAdapter):
+    async def publish_contract(self, contract: Mapping[str, ContractEntry]) -> None:
+        await super().publish_contract(contract)
+        raise RuntimeError("contract topic away")
+
+
+async def test_a_contract_that_cannot_be_published_writes_no_status() -> None:
+    # A Ready status means the data plane has been told.
+    adapter = ContractlessAdapter(_resources())
+    with pytest.raises(RuntimeError, match="contract topic away"):
+        await ReconcilePass(adapter, CONFIG).run()
+    assert "write_statuses" not in adapter.calls
+    assert "delete_topics" not in adapter.calls
+    assert adapter.statuses == {}
 
 
 class ArrivingAdapter(InMemoryAdapter):
