@@ -28,12 +28,11 @@ import copy
 import hashlib
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import aiohttp
 import orjson
-from kubernetes_asyncio import client as k8s
 
 from dispatcher.transport import Post, Response, TransportError
 from keventing import events
@@ -48,6 +47,9 @@ from keventing.resources.jobsinks import (
     JOB_SINK_ID_LABEL,
     JOB_SINK_NAME_LABEL,
 )
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s
 
 log = logging.getLogger("keventing.jobsink")
 
@@ -180,6 +182,8 @@ class JobPost:
     ) -> Response:
         if not url.startswith("job:"):
             return await self.inner.post(url, headers, body, timeout, ca_certs, audience)
+        from kubernetes_asyncio import client as k8s  # only with a JobSink (see keventing.kubeapi)
+
         namespace, _, sink = (unquote(part) for part in url[len("job:") :].partition("/"))
         try:
             event = events.from_http({k.lower(): v for k, v in headers.items()}, body)
@@ -191,7 +195,7 @@ class JobPost:
         options: dict[str, Any] = {} if timeout is None else {"_request_timeout": timeout}
         # The client sends a dict body as it is: every field of the template reaches the API server, where a
         # V1Job model would drop the fields this client version does not know.
-        secret_body, job_body = cast(k8s.V1Secret, secret), cast(k8s.V1Job, job)
+        secret_body, job_body = cast("k8s.V1Secret", secret), cast("k8s.V1Job", job)
         try:
             api = await self.api.client()
             try:

@@ -1,13 +1,15 @@
 """How the data plane reaches the Kubernetes API server (Kubernetes mode): with the pod's own ServiceAccount,
 or with ``KUBECONFIG`` outside a pod. One client per process, made on first use, so that a data plane that
-never needs the API server (local mode) never looks for a configuration."""
+never needs the API server (local mode) never looks for a configuration, nor imports the client library (its
+generated models are ~35 MiB of every process that loads them)."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s
 
 
 class KubeConfigUnavailable(Exception):
@@ -20,6 +22,9 @@ class KubeApi:
 
     async def client(self) -> k8s.ApiClient:
         if self._api is None:
+            from kubernetes_asyncio import client as k8s
+            from kubernetes_asyncio import config as k8s_config
+
             configuration = k8s.Configuration()
             try:
                 if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):

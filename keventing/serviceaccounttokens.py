@@ -9,12 +9,16 @@ The API server is reached with the pod's own ServiceAccount (it needs ``create``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import aiohttp
-from kubernetes_asyncio import client as k8s
 
 from keventing.contract import ServiceAccount
 from keventing.kubeapi import KubeApi, KubeConfigUnavailable
 from keventing.tokens import TokenCache, TokenSource, TokenUnavailable
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s
 
 # The lifetime asked for: the API server's minimum (it may grant more); renewed a minute before its end.
 EXPIRATION_SECONDS = 600
@@ -41,6 +45,8 @@ class ServiceAccountTokenSource:
         return await self._cache.get((identity.namespace, identity.name, audience))
 
     async def _request(self, key: tuple[str, str, str]) -> str:
+        from kubernetes_asyncio import client as k8s  # only once a token is asked for (see keventing.kubeapi)
+
         namespace, name, audience = key
         try:
             core = k8s.CoreV1Api(await self.api.client())

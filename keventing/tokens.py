@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-import jwt
-
 from keventing.contract import ServiceAccount
 
 # A token is renewed this long before it expires (a request in flight must still arrive with a valid one).
@@ -109,6 +107,8 @@ class CommandTokenSource:
 
 def _renew_at(token: str) -> float:
     """When to ask again: a minute before the token's exp (read, not verified: the subscriber verifies)."""
+    import jwt  # here, not at the top: only a process that sends tokens loads it (see keventing.kubeapi)
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

@@ -18,10 +18,12 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import jwt
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger("keventing.receiver.oidc")
 
@@ -73,6 +75,8 @@ class OidcVerifier:
             raise Unauthenticated(
                 f"no bearer token: send Authorization: Bearer <JWT> for audience {audience}"
             )
+        import jwt  # here, not at the top: a receiver without an issuer never loads it (see keventing.kubeapi)
+
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -154,6 +158,8 @@ class OidcVerifier:
                 "cannot fetch the OIDC issuer's keys", extra={"issuer": self.issuer, "error": str(err)}
             )
             raise IssuerUnavailable(f"the OIDC issuer's keys cannot be fetched: {err}") from None
+        import jwt
+
         keys: dict[str | None, jwt.PyJWK] = {}
         for entry in jwks.get("keys") or []:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
