@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -67,6 +68,15 @@ async def serve(app: Callable, host: str, port: int, **options: Any) -> None:
         raise OSError(f"could not serve on {host}:{port} (is the port in use?)")
 
 
+def freeze_startup_heap() -> None:
+    """Take what a service made to start (modules, classes, settings: ~80k objects) out of the cyclic garbage
+    collector's sight. A full collection walks every tracked object: 50-100 ms on a busy core, a pause for
+    every request and delivery in flight, and under load it runs every second or two. What is made
+    afterwards is collected as before; what is frozen is never freed (it lives as long as the process)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_forever(main: Callable[[], Awaitable[object]]) -> None:
     """Run an async main under uvloop; SIGTERM and SIGINT cancel it so that it shuts down cleanly."""
     import signal
@@ -83,4 +93,5 @@ def run_forever(main: Callable[[], Awaitable[object]]) -> None:
         except asyncio.CancelledError:
             pass
 
+    freeze_startup_heap()
     uvloop.run(runner())

@@ -22,7 +22,7 @@ from keventing.eventtypes import EventTypeRegistry
 from keventing.kafka.client import MAX_REQUEST_SIZE
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
-from keventing.ops import ops_app
+from keventing.ops import freeze_startup_heap, ops_app
 from keventing.tls import ClientTrust
 from keventing.tracing import Tracing
 from receiver.authorization import Authorizer, EventCheck
@@ -292,6 +292,7 @@ class ReceiverApp:
                     asyncio.create_task(self._follow_contract()),
                     asyncio.create_task(self.event_types.run()),
                 ]
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._tasks:

@@ -1,5 +1,6 @@
-"""What a data-plane process loads before it needs it: the Kubernetes client's generated models (~35 MiB) and
-the JWT library (with cryptography, ~9 MiB) only once a token, a TokenRequest or a Job is asked for."""
+"""What a data-plane process carries that it does not need: the Kubernetes client's generated models (~35 MiB)
+and the JWT library (with cryptography, ~9 MiB) are loaded only once used; what it made to start is frozen
+out of the cyclic collector's sight."""
 
 from __future__ import annotations
 
@@ -47,3 +48,20 @@ def test_they_are_loaded_where_they_are_used() -> None:
         "    raise AssertionError('a configuration was found')\n"
     )
     assert {"jwt", "kubernetes_asyncio"} <= set(loaded)
+
+
+def test_what_a_service_made_to_start_is_out_of_the_collectors_sight() -> None:
+    # A full collection then walks only what was made afterwards, not the ~80k objects of the imports.
+    probe = (
+        "import gc, time\n"
+        "import receiver.main, dispatcher.main\n"
+        "from keventing.ops import freeze_startup_heap\n"
+        "tracked = len(gc.get_objects())\n"
+        "freeze_startup_heap()\n"
+        "print(tracked, gc.get_freeze_count(), len(gc.get_objects()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    tracked, frozen, left = (int(n) for n in done.stdout.split())
+    assert tracked > 50_000
+    assert frozen >= tracked * 0.9
+    assert left < tracked * 0.05
