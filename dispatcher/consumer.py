@@ -28,7 +28,7 @@ from dispatcher.scheduling import PartitionState, Schedule
 from dispatcher.sharedfetch import Attributes, SharedFetch
 from keventing import events
 from keventing.contract import Egress
-from keventing.kafka.client import make_consumer
+from keventing.kafka.client import make_consumer, stop_within
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.rebalance import RebalanceListener
 from keventing.restarting import restarting
@@ -68,6 +68,7 @@ class EgressConsumer:
         # Partitions the shared fetch reads for this consumer (paused in its own consumer meanwhile).
         self.shared = shared
         self.attached: set[TopicPartition] = set()
+        self.stopping = False  # shutting down: a cancelled delivery must not start the next one
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -111,6 +112,7 @@ class EgressConsumer:
             await self._shutdown(consumer)
 
     async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
+        self.stopping = True
         for tp in list(self.attached):
             self._detach(tp, read_alone=False)
         tasks = list(self.deliveries)
@@ -124,7 +126,8 @@ class EgressConsumer:
         self._forget_lag(list(self.schedule.partitions))
         self.schedule.drop(list(self.schedule.partitions))
         self.consumer = None
-        await consumer.stop()
+        await stop_within(consumer)
+        self.stopping = False  # restarting() may run _consume again
 
     async def _init_new_partitions(self) -> None:
         """Pin the start of newly assigned partitions: a group without offsets starts at the latest record,
@@ -160,6 +163,8 @@ class EgressConsumer:
     # ------------------------------------------------------------------------------------- delivery
 
     def _pump(self) -> None:
+        if self.stopping:
+            return
         self.schedule.pump(self._start)
         if self.consumer is not None:
             for tp in self.schedule.resumable():

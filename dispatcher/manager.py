@@ -34,6 +34,7 @@ from keventing import events
 from keventing.contract import ContractEntry, Egress
 from keventing.contractstream import ContractFollower
 from keventing.eventtypes import EventTypeRegistry
+from keventing.kafka.client import STOP_TIMEOUT
 from keventing.kafka.connection import KafkaConnection
 from keventing.kafka.pool import ProducerPool
 from keventing.kubeapi import KubeApi
@@ -136,7 +137,7 @@ class DispatcherManager:
                 event_types, *(self._stop(key) for key in list(self.running)), return_exceptions=True
             )
             await self.shared.stop()
-            await self.producers.stop()
+            await self.producers.stop(STOP_TIMEOUT)
             await client.close()
             await self.kube.close()
             if self.tracing is not None:

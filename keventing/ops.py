@@ -68,13 +68,22 @@ async def serve(app: Callable, host: str, port: int, **options: Any) -> None:
         raise OSError(f"could not serve on {host}:{port} (is the port in use?)")
 
 
+# New objects (allocations less deallocations) that start a collection of the youngest generation.
+GC_YOUNG_THRESHOLD = 10_000
+
+
 def freeze_startup_heap() -> None:
     """Take what a service made to start (modules, classes, settings: ~80k objects) out of the cyclic garbage
     collector's sight. A full collection walks every tracked object: 50-100 ms on a busy core, a pause for
     every request and delivery in flight, and under load it runs every second or two. What is made
-    afterwards is collected as before; what is frozen is never freed (it lives as long as the process)."""
+    afterwards is collected as before; what is frozen is never freed (it lives as long as the process).
+
+    The youngest generation is collected after 10,000 new objects instead of 700: a dispatcher's fetch makes
+    thousands at once (records, their headers), which the default walked several times per fetch while they
+    were alive anyway (drain CPU per event relative to its baseline 0.60-0.65 against 0.71-0.75, bench-quick)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def run_forever(main: Callable[[], Awaitable[object]]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
 
-from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer
+from keventing.kafka.client import TopicSpec, admin_client, ensure_topic, make_consumer, stop_within
 from keventing.kafka.connection import Connectable
 from keventing.kafka.rebalance import RebalanceListener
 from keventing.restarting import restarting
@@ -90,7 +90,7 @@ class Ownership:
         finally:
             await self._set(frozenset(), final=True)
             # Leaving the group at once lets the other replicas take over without waiting for a timeout.
-            await asyncio.shield(consumer.stop())
+            await asyncio.shield(stop_within(consumer))
 
     async def _ensure_topic(self) -> int:
         async with admin_client(self.connection) as admin:

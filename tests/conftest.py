@@ -155,7 +155,8 @@ class RecordingSink:
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = self._runner = web.AppRunner(app, access_log=None)
+        # Stopping waits at most 2 s for handlers still sleeping (a subscriber programmed to hang).
+        runner = self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(
             web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()

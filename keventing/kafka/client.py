@@ -102,6 +102,23 @@ def make_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer
     return AIOKafkaProducer(**options)
 
 
+# How long a client's stop may take at shutdown: a consumer in a group sends LeaveGroup, which aiokafka waits
+# for up to its request timeout (40 s); a broker that does not answer (gone, partitioned) held SIGTERM that long.
+STOP_TIMEOUT = 5.0
+
+
+async def stop_within(client: AIOKafkaConsumer, timeout: float = STOP_TIMEOUT) -> None:
+    """``client.stop()``, given up after ``timeout`` s (a consumer not heard from leaves its group when its
+    session times out instead)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await client.stop()
+    except TimeoutError:
+        log.warning(
+            "a Kafka consumer did not stop in time; left to its session timeout", extra={"timeout_s": timeout}
+        )
+
+
 def make_consumer(connection: Connectable, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits by itself: offsets move only after delivery."""
     options: dict[str, Any] = {

@@ -58,6 +58,7 @@ def test_what_a_service_made_to_start_is_out_of_the_collectors_sight() -> None:
         "from keventing.ops import freeze_startup_heap\n"
         "tracked = len(gc.get_objects())\n"
         "freeze_startup_heap()\n"
+        "assert gc.get_threshold()[0] == 10_000, gc.get_threshold()\n"
         "print(tracked, gc.get_freeze_count(), len(gc.get_objects()))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
