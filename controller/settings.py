@@ -48,6 +48,11 @@ class ControllerSettings(CommonSettings):
     )
     # The Secret (in the webhook's namespace) holding the serving certificate every replica shares.
     webhook_secret: str = Field(default="keventing-webhook-certs", alias="KEVENTING_WEBHOOK_SECRET")
+    # The ClusterRole (the chart's controller role) that owns the webhook registrations: deleting it (`helm
+    # uninstall`) has Kubernetes' garbage collector delete them. Empty: they stay until deleted by hand.
+    webhook_owner: str = Field(default="", alias="KEVENTING_WEBHOOK_OWNER")
+    # How often each replica applies the registrations again (put back if deleted, owner reference renewed).
+    webhook_reapply_seconds: float = Field(default=60.0, gt=0, alias="KEVENTING_WEBHOOK_REAPPLY_SECONDS")
     # Kubernetes mode: replicas elect a leader on a coordination.k8s.io Lease; only the leader reconciles.
     leader_election: bool = Field(default=True, alias="KEVENTING_LEADER_ELECTION")
     # The Lease's namespace (empty: the pod's own, else `default`) and name (empty: <instance>-controller).

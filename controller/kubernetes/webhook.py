@@ -10,8 +10,9 @@ certificate, kept in a Secret (:func:`shared_certificate`): the first replica to
 cert for the webhook's names, with the ``openssl`` CLI), the others read it, and a certificate near its end
 or lacking a name is replaced. Each replica server-side applies the ``MutatingWebhookConfiguration``
 carrying that CA as ``caBundle`` (the same document from every replica); the API server reaches the webhook
-through its Service in the cluster, or at a configured URL (a process on loopback, as in the tests). The
-failure policy is Ignore: an operator that is down must not stop every workload in the cluster from being
+through its Service in the cluster, or at a configured URL (a process on loopback, as in the tests), and
+applies it again every minute. The registrations are owned by the chart's controller ClusterRole
+(``KEVENTING_WEBHOOK_OWNER``), so that ``helm uninstall`` removes them with it. The failure policy is Ignore: an operator that is down must not stop every workload in the cluster from being
 created, and the binder patches existing subjects anyway.
 """
 
@@ -484,6 +485,72 @@ async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[st
     )
 
 
+async def owner_references(api: k8s.ApiClient, cluster_role: str) -> list[dict[str, Any]] | None:
+    """The owner reference to ``cluster_role`` (empty when none is named; None when it is missing or not
+    readable). Cluster-scoped registrations can only be owned by a cluster-scoped object, and the chart's
+    ClusterRole goes with the release, so the garbage collector deletes what it owns after ``helm uninstall``."""
+    if not cluster_role:
+        return []
+    try:
+        role = await k8s.RbacAuthorizationV1Api(api).read_cluster_role(cluster_role)
+    except k8s.ApiException as err:
+        log.warning(
+            "cannot read the webhook registrations' owner",
+            extra={"cluster_role": cluster_role, "status": err.status, "reason": err.reason},
+        )
+        return None
+    reference = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
+    return [{**reference, "name": cluster_role, "uid": role.metadata.uid}]
+
+
+def owned(configuration: dict[str, Any], owners: list[dict[str, Any]]) -> dict[str, Any]:
+    """``configuration`` with ``owners`` as its owner references."""
+    if not owners:
+        return configuration
+    return {**configuration, "metadata": {**configuration["metadata"], "ownerReferences": owners}}
+
+
+async def register(
+    api: k8s.ApiClient,
+    configurations: Sequence[dict[str, Any]],
+    conversions: dict[str, Any],
+    owner: str,
+    *,
+    again: bool = False,
+) -> None:
+    """Apply the admission registrations (owned by ``owner``) and point the CRDs' conversions here. At start
+    an owner that cannot be read is no reason to leave SinkBindings unbound: registered without one (they
+    then outlive the release). ``again``, a missing owner means the release is being uninstalled: nothing is
+    applied, lest a registration the garbage collector just deleted come back owned by nobody."""
+    owners = await owner_references(api, owner)
+    if owners is None:
+        if again:
+            return
+        log.warning("registering the webhook without an owner: it will outlive the release")
+        owners = []
+    for configuration in configurations:
+        await apply_webhook_configuration(api, owned(configuration, owners))
+    await register_conversions(api, conversions)
+
+
+async def keep_registered(
+    api: k8s.ApiClient,
+    configurations: Sequence[dict[str, Any]],
+    conversions: dict[str, Any],
+    owner: str,
+    every: float,
+) -> None:
+    """Apply the registrations again every ``every`` s: one deleted by hand is back within that time."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await register(api, configurations, conversions, owner, again=True)
+        except Exception as err:  # the API server unreachable or refusing: the webhook keeps serving
+            log.warning(
+                "cannot apply the webhook registrations again; will retry", extra={"error": repr(err)}
+            )
+
+
 async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
     """Serve the admission webhook (when a port is configured) with the shared certificate and this
     replica's own view of the SinkBindings, and register it with the API server."""
@@ -530,8 +597,12 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
                     bindings.current, certificate, settings.http_host, settings.webhook_port, validate
                 )
             )
-            await apply_webhook_configuration(api, configuration)
-            await apply_webhook_configuration(api, validating)
-            await register_conversions(api, conversions)
+            registrations = (configuration, validating)
+            await register(api, registrations, conversions, settings.webhook_owner)
+            tasks.create_task(
+                keep_registered(
+                    api, registrations, conversions, settings.webhook_owner, settings.webhook_reapply_seconds
+                )
+            )
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -359,11 +359,22 @@ def test_helm_uninstall_removes_everything_the_chart_created(cluster: Cluster) -
     assert left == [], f"left behind by helm uninstall: {left}"
     wait_for(lambda: not cluster.get("pods", "-n", NAMESPACE)["items"], 90, "the release's pods to go")
     assert not cluster.get("pdb", "-n", NAMESPACE)["items"]
-    # What the controller made at run time is not the chart's, and Helm leaves it: say what it is.
-    runtime = [
-        cluster.kubectl("get", "mutatingwebhookconfigurations", "-o", "name").stdout.split(),
-        cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split(),
-    ]
-    print(f"left by the controller at run time (not in the chart): {sum(runtime, [])}")
+    # The webhook registrations the controller made at run time are owned by the chart's ClusterRole: the
+    # garbage collector deletes them after it.
+    (registration,) = re.findall(
+        r"- name: KEVENTING_WEBHOOK_CONFIGURATION\n\s+value: \"?([^\"\n]+)", manifest
+    )
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        wait_for(
+            lambda kind=kind: (
+                not cluster.kubectl(
+                    "get", kind, registration, "--ignore-not-found", "-o", "name"
+                ).stdout.strip()
+            ),
+            90,
+            f"the {kind} {registration} to go with the chart's ClusterRole",
+        )
+    runtime = cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split()
+    print(f"left by the controller at run time (not in the chart): {runtime}")
     # Helm never deletes the CRDs it installed from crds/ (the custom resources would go with them).
     assert cluster.kubectl("get", "crd", "brokers.eventing.knative.dev", "-o", "name").stdout.strip()

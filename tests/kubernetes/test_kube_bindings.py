@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from kube_fixtures import chart_account
 from kubectl import Kubectl
+from kubernetes_asyncio import client
 
+from controller.kubernetes import webhook
 from kev.cluster.launcher import LocalCluster
 from kev.kafka.embedded import free_port
 from kev.stack import Service, Stack, kev_command
@@ -52,6 +54,7 @@ def _binder_stack(
     tmp_path_factory: pytest.TempPathFactory,
     *,
     webhook_url: str,
+    **env: str,
 ) -> Stack:
     """Operators as the chart's ServiceAccount of a release of their own, registering the webhook at
     ``webhook_url`` (whichever replica serves there)."""
@@ -77,6 +80,8 @@ def _binder_stack(
             "KEVENTING_LEADER_ELECTION_NAMESPACE": release_namespace,
             "KEVENTING_WEBHOOK_NAMESPACE": release_namespace,
             "KEVENTING_WEBHOOK_SECRET": f"{release}-keventing-webhook-certs",
+            "KEVENTING_WEBHOOK_OWNER": f"{release}-keventing-controller",
+            **env,
         },
     )
 
@@ -354,3 +359,69 @@ def test_the_standby_replica_serves_the_webhook_with_the_shared_certificate(
         _wait_for(bound_pod, "a Pod bound on admission by the standby", timeout=30)
     finally:
         stack.stop_all()
+
+
+def test_the_webhook_registrations_go_with_the_charts_cluster_role(
+    kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # helm uninstall deletes the chart's ClusterRole; what the controller registered at run time is its
+    # dependent, so the garbage collector (kube-controller-manager) deletes it: nothing is left refusing
+    # cross-namespace Triggers, or sending every Pod's admission to a Service that is gone.
+    port = free_port()
+    stack = _binder_stack(
+        kafka,
+        kube_cluster,
+        kubectl,
+        tmp_path_factory,
+        webhook_url=f"https://127.0.0.1:{port}",
+        KEVENTING_WEBHOOK_REAPPLY_SECONDS="1",
+    )
+    name = stack.extra_env["KEVENTING_WEBHOOK_CONFIGURATION"]
+    owner = stack.extra_env["KEVENTING_WEBHOOK_OWNER"]
+    kinds = ("mutatingwebhookconfiguration", "validatingwebhookconfiguration")
+    role = kubectl.get("clusterrole", owner, "")
+    assert role is not None, f"no ClusterRole {owner}"
+    stack.start_all(("controller",))
+    try:
+        stack.wait_ready(timeout=90, names=["controller"])
+        for kind in kinds:
+            registered = _wait_for(lambda kind=kind: kubectl.get(kind, name, ""), f"the {kind}")
+            assert registered["metadata"].get("ownerReferences") == [
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "name": owner,
+                    "uid": role["metadata"]["uid"],
+                }
+            ], registered["metadata"]
+        # Deleted by hand while the controller runs: applied again.
+        kubectl.run("delete", "mutatingwebhookconfiguration", name)
+        _wait_for(lambda: kubectl.get("mutatingwebhookconfiguration", name, ""), "the registration back", 30)
+        # helm uninstall: the role goes while the controller is still stopping, and it must not apply the
+        # registrations again then (they would come back owned by nobody).
+        kubectl.run("delete", "clusterrole", owner)
+        for kind in kinds:
+            _wait_for(
+                lambda kind=kind: kubectl.get(kind, name, "") is None, f"the {kind} to go with its owner"
+            )
+        time.sleep(4)  # four chances to apply them again
+        assert [kind for kind in kinds if kubectl.get(kind, name, "") is not None] == []
+    finally:
+        stack.stop_all()
+
+
+async def test_a_missing_owner_stops_the_registrations_being_applied_again(
+    kube_api: client.ApiClient,
+) -> None:
+    # With cluster-wide rights of its own (not the chart's role) the controller could still write them.
+    name = f"orphan-check-{uuid.uuid4().hex[:6]}"
+    configuration = webhook.webhook_configuration(name, "", url="https://127.0.0.1:1", service=None)
+    admission = client.AdmissionregistrationV1Api(kube_api)
+    await webhook.register(kube_api, [configuration], {}, "no-such-role", again=True)
+    listed = await admission.list_mutating_webhook_configuration()
+    assert name not in [item.metadata.name for item in listed.items]
+    # At start it is registered anyway, unowned: SinkBindings work, and the log says it outlives the release.
+    await webhook.register(kube_api, [configuration], {}, "no-such-role")
+    registered = await admission.read_mutating_webhook_configuration(name)
+    assert not registered.metadata.owner_references
+    await admission.delete_mutating_webhook_configuration(name)
