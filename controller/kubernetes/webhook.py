@@ -137,10 +137,12 @@ async def shared_certificate(
     directory: Path,
     dns_names: Sequence[str],
     ips: Sequence[str],
+    owners: Sequence[dict[str, Any]] = (),
 ) -> ServingCertificate:
     """The webhook's serving certificate, the same for every replica: read from the Secret
-    ``namespace/secret_name`` into ``directory``, or made there and stored when the Secret is missing or its
-    certificate does not fit. Two replicas racing to make it both end with the one the API server kept."""
+    ``namespace/secret_name`` into ``directory``, or made there and stored (owned by ``owners``) when the
+    Secret is missing or its certificate does not fit. Two replicas racing to make it both end with the one
+    the API server kept."""
     core = k8s.CoreV1Api(api)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -167,6 +169,16 @@ async def shared_certificate(
                 namespace=namespace,
                 labels={"app.kubernetes.io/component": "webhook"},
                 resource_version=secret.metadata.resource_version if secret is not None else None,
+                owner_references=[
+                    k8s.V1OwnerReference(
+                        api_version=owner["apiVersion"],
+                        kind=owner["kind"],
+                        name=owner["name"],
+                        uid=owner["uid"],
+                    )
+                    for owner in owners
+                ]
+                or None,
             ),
             type="kubernetes.io/tls",
             data={
@@ -563,8 +575,10 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
     names = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost"]
     directory = Path(tempfile.mkdtemp(prefix="keventing-webhook-"))
     try:
+        # A namespaced object may have a cluster-scoped owner: the Secret goes with the release too.
+        owners = await owner_references(api, settings.webhook_owner) or []
         certificate = await shared_certificate(
-            api, namespace, settings.webhook_secret, directory, names, ["127.0.0.1"]
+            api, namespace, settings.webhook_secret, directory, names, ["127.0.0.1"], owners
         )
         configuration = webhook_configuration(
             settings.webhook_configuration,

@@ -374,6 +374,16 @@ def test_helm_uninstall_removes_everything_the_chart_created(cluster: Cluster) -
             90,
             f"the {kind} {registration} to go with the chart's ClusterRole",
         )
+    (secret,) = re.findall(r"- name: KEVENTING_WEBHOOK_SECRET\n\s+value: \"?([^\"\n]+)", manifest)
+    wait_for(
+        lambda: (
+            not cluster.kubectl(
+                "get", "secret", secret, "-n", NAMESPACE, "--ignore-not-found", "-o", "name"
+            ).stdout.strip()
+        ),
+        90,
+        f"the webhook's certificate Secret {secret} to go with the chart's ClusterRole",
+    )
     runtime = cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split()
     print(f"left by the controller at run time (not in the chart): {runtime}")
     # Helm never deletes the CRDs it installed from crds/ (the custom resources would go with them).

@@ -394,6 +394,12 @@ def test_the_webhook_registrations_go_with_the_charts_cluster_role(
                     "uid": role["metadata"]["uid"],
                 }
             ], registered["metadata"]
+        secret_name = stack.extra_env["KEVENTING_WEBHOOK_SECRET"]
+        secret_namespace = stack.extra_env["KEVENTING_WEBHOOK_NAMESPACE"]
+        secret = kubectl.get("secret", secret_name, secret_namespace)
+        assert secret is not None and [o["uid"] for o in secret["metadata"].get("ownerReferences", [])] == [
+            role["metadata"]["uid"]
+        ], secret and secret["metadata"]
         # Deleted by hand while the controller runs: applied again.
         kubectl.run("delete", "mutatingwebhookconfiguration", name)
         _wait_for(lambda: kubectl.get("mutatingwebhookconfiguration", name, ""), "the registration back", 30)
@@ -404,6 +410,10 @@ def test_the_webhook_registrations_go_with_the_charts_cluster_role(
             _wait_for(
                 lambda kind=kind: kubectl.get(kind, name, "") is None, f"the {kind} to go with its owner"
             )
+        _wait_for(
+            lambda: kubectl.get("secret", secret_name, secret_namespace) is None,
+            "the webhook's certificate Secret to go with its owner",
+        )
         time.sleep(4)  # four chances to apply them again
         assert [kind for kind in kinds if kubectl.get(kind, name, "") is not None] == []
     finally:
