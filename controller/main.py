@@ -9,7 +9,7 @@ from controller.kubernetes.leader import LeadershipLost
 from controller.local import LocalController
 from controller.settings import ControllerSettings
 from keventing import logs, otlpmetrics
-from keventing.ops import ops_app, run_forever, serve
+from keventing.ops import ops_app, run_forever, serve, together
 
 log = logging.getLogger("keventing.controller")
 
@@ -17,7 +17,7 @@ log = logging.getLogger("keventing.controller")
 async def run(settings: ControllerSettings) -> None:
     controller = LocalController(settings)
     app = ops_app(lambda: controller.synced)
-    await asyncio.gather(controller.run(), serve(app, settings.http_host, settings.http_port))
+    await together(controller.run(), serve(app, settings.http_host, settings.http_port))
 
 
 async def run_kubernetes(settings: ControllerSettings) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from dispatcher.manager import DispatcherManager
 from dispatcher.settings import DispatcherSettings
 from keventing import logs, otlpmetrics, tracing
-from keventing.ops import ops_app, run_forever, serve
+from keventing.ops import ops_app, run_forever, serve, together
 
 
 async def run(settings: DispatcherSettings) -> None:
     manager = DispatcherManager(settings, tracing.from_env("keventing-dispatcher"))
-    await asyncio.gather(manager.run(), serve(ops_app(manager.ready), settings.http_host, settings.http_port))
+    await together(manager.run(), serve(ops_app(manager.ready), settings.http_host, settings.http_port))
 
 
 def main() -> None:

@@ -142,6 +142,7 @@ class DispatcherManager:
             await self.kube.close()
             if self.tracing is not None:
                 self.tracing.shutdown()  # exports the spans still queued
+            log.info("stopped: every consumer and producer closed")
 
     async def _produce(
         self,

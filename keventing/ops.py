@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -66,6 +66,21 @@ async def serve(app: Callable, host: str, port: int, **options: Any) -> None:
         raise
     if server.started is False:
         raise OSError(f"could not serve on {host}:{port} (is the port in use?)")
+
+
+async def together(*coroutines: Coroutine[Any, Any, object]) -> None:
+    """Run ``coroutines`` side by side until every one is done: the first to fail cancels the others, and a
+    cancellation (SIGTERM) waits for each to finish its own cleanup. ``asyncio.gather`` returned as soon as
+    one of them was cancelled (the ops server, in 0.1 s), and ``asyncio.run`` then cancelled the rest in the
+    middle of their cleanup: a dispatcher left its producers and its Triggers' consumers unstopped."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as errors:
+        if len(errors.exceptions) == 1:  # one failure (a port in use): raised as itself
+            raise errors.exceptions[0] from None
+        raise
 
 
 # New objects (allocations less deallocations) that start a collection of the youngest generation.

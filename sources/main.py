@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from keventing import logs, otlpmetrics
-from keventing.ops import run_forever, serve
+from keventing.ops import run_forever, serve, together
 from sources.api import sources_app
 from sources.clock import Clock, ManualClock, WallClock
 from sources.runner import SourceRunner
@@ -15,7 +13,7 @@ from sources.settings import SourcesSettings
 async def run(settings: SourcesSettings) -> None:
     clock: Clock = ManualClock() if settings.clock == "manual" else WallClock()
     runner = SourceRunner(settings, clock)
-    await asyncio.gather(runner.run(), serve(sources_app(runner), settings.http_host, settings.http_port))
+    await together(runner.run(), serve(sources_app(runner), settings.http_host, settings.http_port))
 
 
 def main() -> None:
