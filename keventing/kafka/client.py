@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
@@ -80,6 +81,54 @@ class StickyPartitioner:
         return self._partition
 
 
+# The shortest time between two metadata refreshes a client asks for by itself.
+METADATA_REFRESH_INTERVAL = 0.5
+
+
+def throttle_metadata_refresh(client: Any, interval: float = METADATA_REFRESH_INTERVAL) -> None:
+    """At most one metadata refresh per ``interval`` s for ``client`` (an aiokafka ``AIOKafkaClient``).
+
+    aiokafka's fetcher asks for a refresh whenever a partition's leader is unknown and waits for it, and a
+    refresh against a broker that refuses connections fails at once: with Kafka gone a dispatcher looped
+    refresh, fail, refresh at a whole core, logging two errors each time (8,000 a second). A refresh asked
+    for sooner is made ``interval`` after the last one, and whoever asked waits for that one."""
+    force = client.force_metadata_update
+    last = -interval
+    scheduled: asyncio.Future[object] | None = None
+
+    def throttled() -> asyncio.Future[object]:
+        nonlocal last, scheduled
+        loop = asyncio.get_running_loop()
+        if scheduled is not None:
+            return asyncio.shield(scheduled)
+        wait = last + interval - loop.time()
+        if wait <= 0:
+            last = loop.time()
+            return force()  # type: ignore[no-any-return]
+        later = scheduled = loop.create_future()
+
+        def refresh() -> None:
+            nonlocal last, scheduled
+            scheduled, last = None, loop.time()
+            force().add_done_callback(functools.partial(_settle, later))
+
+        loop.call_later(wait, refresh)
+        return asyncio.shield(later)
+
+    client.force_metadata_update = throttled
+
+
+def _settle(future: asyncio.Future[object], done: asyncio.Future[object]) -> None:
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(done.result())
+
+
 def make_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer:
     """A producer that only acknowledges what every in-sync replica has (acks=all, idempotent).
 
@@ -99,7 +148,9 @@ def make_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer
         "metadata_max_age_ms": 60_000,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer = AIOKafkaProducer(**options)
+    throttle_metadata_refresh(producer.client)
+    return producer
 
 
 # How long a client's stop may take at shutdown: a consumer in a group sends LeaveGroup, which aiokafka waits
@@ -137,7 +188,9 @@ def make_consumer(connection: Connectable, group_id: str | None, **overrides: An
         "metadata_max_age_ms": 30_000,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(**options)
+    consumer = AIOKafkaConsumer(**options)
+    throttle_metadata_refresh(consumer._client)  # noqa: SLF001 (aiokafka's client; no public handle)
+    return consumer
 
 
 async def start_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer:
