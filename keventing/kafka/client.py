@@ -81,36 +81,45 @@ class StickyPartitioner:
         return self._partition
 
 
-# The shortest time between two metadata refreshes a client asks for by itself.
-METADATA_REFRESH_INTERVAL = 0.5
+# After a metadata refresh that failed, the shortest time until the next one.
+METADATA_RETRY_INTERVAL = 0.5
 
 
-def throttle_metadata_refresh(client: Any, interval: float = METADATA_REFRESH_INTERVAL) -> None:
-    """At most one metadata refresh per ``interval`` s for ``client`` (an aiokafka ``AIOKafkaClient``).
+def throttle_metadata_refresh(client: Any, interval: float = METADATA_RETRY_INTERVAL) -> None:
+    """After a failed metadata refresh, at most one more per ``interval`` s for ``client`` (an aiokafka
+    ``AIOKafkaClient``); refreshes that succeed are never held back.
 
     aiokafka's fetcher asks for a refresh whenever a partition's leader is unknown and waits for it, and a
     refresh against a broker that refuses connections fails at once: with Kafka gone a dispatcher looped
     refresh, fail, refresh at a whole core, logging two errors each time (8,000 a second). A refresh asked
-    for sooner is made ``interval`` after the last one, and whoever asked waits for that one."""
+    for sooner is made ``interval`` after the failed one, and whoever asked waits for that one."""
     force = client.force_metadata_update
-    last = -interval
+    failed_at = -interval
     scheduled: asyncio.Future[object] | None = None
 
+    def note(done: asyncio.Future[object]) -> None:
+        nonlocal failed_at
+        if not done.cancelled() and done.exception() is None and done.result() is False:
+            failed_at = asyncio.get_running_loop().time()
+
     def throttled() -> asyncio.Future[object]:
-        nonlocal last, scheduled
+        nonlocal scheduled
         loop = asyncio.get_running_loop()
         if scheduled is not None:
             return asyncio.shield(scheduled)
-        wait = last + interval - loop.time()
+        wait = failed_at + interval - loop.time()
         if wait <= 0:
-            last = loop.time()
-            return force()  # type: ignore[no-any-return]
+            now: asyncio.Future[object] = force()
+            now.add_done_callback(note)
+            return now
         later = scheduled = loop.create_future()
 
         def refresh() -> None:
-            nonlocal last, scheduled
-            scheduled, last = None, loop.time()
-            force().add_done_callback(functools.partial(_settle, later))
+            nonlocal scheduled
+            scheduled = None
+            done: asyncio.Future[object] = force()
+            done.add_done_callback(note)
+            done.add_done_callback(functools.partial(_settle, later))
 
         loop.call_later(wait, refresh)
         return asyncio.shield(later)
