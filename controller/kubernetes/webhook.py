@@ -12,8 +12,9 @@ or lacking a name is replaced. Each replica server-side applies the ``MutatingWe
 carrying that CA as ``caBundle`` (the same document from every replica); the API server reaches the webhook
 through its Service in the cluster, or at a configured URL (a process on loopback, as in the tests), and
 applies it again every minute. The registrations are owned by the chart's controller ClusterRole
-(``KEVENTING_WEBHOOK_OWNER``), so that ``helm uninstall`` removes them with it. The failure policy is Ignore: an operator that is down must not stop every workload in the cluster from being
-created, and the binder patches existing subjects anyway.
+(``KEVENTING_WEBHOOK_OWNER``), so that ``helm uninstall`` removes them with it. The failure policy is
+Ignore: an operator that is down must not stop every workload in the cluster from being created, and the
+binder patches existing subjects anyway.
 """
 
 from __future__ import annotations
@@ -500,7 +501,8 @@ async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[st
 async def owner_references(api: k8s.ApiClient, cluster_role: str) -> list[dict[str, Any]] | None:
     """The owner reference to ``cluster_role`` (empty when none is named; None when it is missing or not
     readable). Cluster-scoped registrations can only be owned by a cluster-scoped object, and the chart's
-    ClusterRole goes with the release, so the garbage collector deletes what it owns after ``helm uninstall``."""
+    ClusterRole goes with the release, so the garbage collector deletes what it owns after
+    ``helm uninstall``."""
     if not cluster_role:
         return []
     try:
@@ -526,15 +528,15 @@ async def register(
     api: k8s.ApiClient,
     configurations: Sequence[dict[str, Any]],
     conversions: dict[str, Any],
-    owner: str,
+    owners: list[dict[str, Any]] | None,
     *,
     again: bool = False,
 ) -> None:
-    """Apply the admission registrations (owned by ``owner``) and point the CRDs' conversions here. At start
-    an owner that cannot be read is no reason to leave SinkBindings unbound: registered without one (they
-    then outlive the release). ``again``, a missing owner means the release is being uninstalled: nothing is
-    applied, lest a registration the garbage collector just deleted come back owned by nobody."""
-    owners = await owner_references(api, owner)
+    """Apply the admission registrations (owned by ``owners``, as :func:`owner_references` read them) and
+    point the CRDs' conversions here. At start an owner that cannot be read (None) is no reason to leave
+    SinkBindings unbound: registered without one (they then outlive the release). ``again``, a missing owner
+    means the release is being uninstalled: nothing is applied, lest a registration the garbage collector
+    just deleted come back owned by nobody."""
     if owners is None:
         if again:
             return
@@ -556,7 +558,8 @@ async def keep_registered(
     while True:
         await asyncio.sleep(every)
         try:
-            await register(api, configurations, conversions, owner, again=True)
+            owners = await owner_references(api, owner)
+            await register(api, configurations, conversions, owners, again=True)
         except Exception as err:  # the API server unreachable or refusing: the webhook keeps serving
             log.warning(
                 "cannot apply the webhook registrations again; will retry", extra={"error": repr(err)}
@@ -576,9 +579,9 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
     directory = Path(tempfile.mkdtemp(prefix="keventing-webhook-"))
     try:
         # A namespaced object may have a cluster-scoped owner: the Secret goes with the release too.
-        owners = await owner_references(api, settings.webhook_owner) or []
+        owners = await owner_references(api, settings.webhook_owner)  # read once: the Secret's, the start's
         certificate = await shared_certificate(
-            api, namespace, settings.webhook_secret, directory, names, ["127.0.0.1"], owners
+            api, namespace, settings.webhook_secret, directory, names, ["127.0.0.1"], owners or []
         )
         configuration = webhook_configuration(
             settings.webhook_configuration,
@@ -612,7 +615,7 @@ async def run_webhook(api: k8s.ApiClient, settings: ControllerSettings) -> None:
                 )
             )
             registrations = (configuration, validating)
-            await register(api, registrations, conversions, settings.webhook_owner)
+            await register(api, registrations, conversions, owners)
             tasks.create_task(
                 keep_registered(
                     api, registrations, conversions, settings.webhook_owner, settings.webhook_reapply_seconds

@@ -167,16 +167,28 @@ def make_producer(connection: Connectable, **overrides: Any) -> AIOKafkaProducer
 STOP_TIMEOUT = 5.0
 
 
-async def stop_within(client: AIOKafkaConsumer, timeout: float = STOP_TIMEOUT) -> None:
-    """``client.stop()``, given up after ``timeout`` s (a consumer not heard from leaves its group when its
-    session times out instead)."""
+# What a client that is given up on leaves behind, said in its warning.
+_GIVEN_UP = {
+    "consumer": "left to its session timeout (its group rebalances once the broker stops hearing from it)",
+    "producer": "records not yet sent are lost (none of them was acknowledged to anyone)",
+}
+
+
+async def stop_within(
+    client: AIOKafkaConsumer | AIOKafkaProducer, timeout: float | None = STOP_TIMEOUT, **context: Any
+) -> bool:
+    """``client.stop()``, given up after ``timeout`` s (``None``: waits); False, with a warning saying what
+    that leaves behind and ``context`` in its fields, if it was given up."""
     try:
         async with asyncio.timeout(timeout):
             await client.stop()
     except TimeoutError:
+        kind = "consumer" if isinstance(client, AIOKafkaConsumer) else "producer"
         log.warning(
-            "a Kafka consumer did not stop in time; left to its session timeout", extra={"timeout_s": timeout}
+            f"a Kafka {kind} did not stop in time: {_GIVEN_UP[kind]}", extra={"timeout_s": timeout, **context}
         )
+        return False
+    return True
 
 
 def make_consumer(connection: Connectable, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:

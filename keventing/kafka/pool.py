@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from keventing.kafka.client import start_producer
+from keventing.kafka.client import start_producer, stop_within
 from keventing.kafka.connection import KafkaConnection
 
 log = logging.getLogger("keventing.kafka")
@@ -89,13 +89,5 @@ class ProducerPool:
             task.cancel()
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         for connection, producer in list(self.producers.items()):
-            try:
-                async with asyncio.timeout(timeout):
-                    await producer.stop()
-            except TimeoutError:
-                where = (connection or self.default).describe()
-                log.warning(
-                    "a Kafka producer did not stop in time: records not yet sent are lost",
-                    extra={"kafka": where},
-                )
+            await stop_within(producer, timeout, kafka=(connection or self.default).describe())
         self.producers.clear()

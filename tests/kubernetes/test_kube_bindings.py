@@ -427,11 +427,13 @@ async def test_a_missing_owner_stops_the_registrations_being_applied_again(
     name = f"orphan-check-{uuid.uuid4().hex[:6]}"
     configuration = webhook.webhook_configuration(name, "", url="https://127.0.0.1:1", service=None)
     admission = client.AdmissionregistrationV1Api(kube_api)
-    await webhook.register(kube_api, [configuration], {}, "no-such-role", again=True)
+    owners = await webhook.owner_references(kube_api, "no-such-role")
+    assert owners is None
+    await webhook.register(kube_api, [configuration], {}, owners, again=True)
     listed = await admission.list_mutating_webhook_configuration()
     assert name not in [item.metadata.name for item in listed.items]
     # At start it is registered anyway, unowned: SinkBindings work, and the log says it outlives the release.
-    await webhook.register(kube_api, [configuration], {}, "no-such-role")
+    await webhook.register(kube_api, [configuration], {}, owners)
     registered = await admission.read_mutating_webhook_configuration(name)
     assert not registered.metadata.owner_references
     await admission.delete_mutating_webhook_configuration(name)
