@@ -341,9 +341,10 @@ class Harness:
 
     # ----------------------------------------------------------------------------------------- sink
 
-    def sink_stats(self, path: str, reset: bool = False) -> dict[str, Any]:
-        """What the sink received at ``path``; ``reset`` forgets it afterwards."""
-        url = self.sink_url(f"{'_reset' if reset else '_stats'}/{path}")
+    def sink_stats(self, path: str, reset: bool = False, slow: bool = False) -> dict[str, Any]:
+        """What the sink received at ``path``; ``reset`` forgets it afterwards; ``slow`` adds the events over
+        10 ms (wall-clock send time and latency, in s)."""
+        url = self.sink_url(f"{'_reset' if reset else '_stats'}/{path}{'?slow=1' if slow else ''}")
         with urllib.request.urlopen(url, timeout=10) as response:
             return dict(json.load(response))
 

@@ -173,6 +173,18 @@ def per_core_table(core: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _gc_pauses(gc: dict[str, Any] | None) -> str:
+    if gc is None:
+        return "— (not our Kafka)"
+    return f"{gc['pauses']} ({_fmt(gc['total_ms'], 0)}, {_fmt(gc['max_ms'], 1)})"
+
+
+def _gc_share(gc: dict[str, Any] | None) -> str:
+    if gc is None or not gc["slow_events"]:
+        return "—"
+    return f"{gc['slow_in_pause']:,} of {gc['slow_events']:,} ({100 * gc['slow_in_pause'] / gc['slow_events']:.0f} %)"
+
+
 def _other_load(run: dict[str, Any]) -> float | None:
     cores = run.get("cores") or {}
     if "machine" not in cores:
@@ -252,22 +264,26 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "## End to end (Broker → Trigger → sink, fixed offered rate)", ""]
         lines += [
             "| offered/s | sent/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | duplicates "
-            "| ingress p99 ms | sender lag max ms | other load (cores) |"
+            "| ingress p99 ms | sender lag max ms | other load (cores) | Kafka GC pauses (total, max ms) "
+            "| events > 10 ms: in flight in a pause |"
         ]
-        lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for run in s["end_to_end"]["runs"]:
             lat, sender = run["latency_ms"], run["sender"]
             lines.append(
                 f"| {run['offered_rate']:,} | {_fmt(sender['achieved_rate'])} | {_fmt(run['delivered_rate'])} | "
                 f"{_fmt(lat['p50'], 1)} | {_fmt(lat['p99'], 1)} | {_fmt(lat['p99.9'], 1)} | {_fmt(lat['max'], 1)} | "
                 f"{run['lost']} | {run['duplicates']} | {_fmt(sender['latency_ms']['p99'], 1)} | "
-                f"{_fmt(sender['max_schedule_lag_ms'], 0)} | {_fmt(_other_load(run), 2)} |"
+                f"{_fmt(sender['max_schedule_lag_ms'], 0)} | {_fmt(_other_load(run), 2)} | "
+                f"{_gc_pauses(run.get('kafka_gc'))} | {_gc_share(run.get('kafka_gc'))} |"
             )
         lines += [
             "",
             "Ingress p99: the sender's own POST → 202 latency. Sender lag: how late the open-loop sender started "
             "a request (CPU starvation shows here first). Other load: cores the machine spent outside Kafka, the "
-            "receiver, the dispatcher and the sender.",
+            "receiver, the dispatcher and the sender. Kafka GC pauses: the broker's stop-the-world collections "
+            "while the rate ran (its GC log); the last column counts the events slower than 10 ms that were in "
+            "flight while one lasted (not those late from the catch-up after it: the least the pauses explain).",
         ]
     if "drain" in s or "drain_baseline" in s:
         d, b = s.get("drain", {}), s.get("drain_baseline", {})

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import wrk
+from bench import kafka_gc, wrk
 from bench.harness import Harness, broker_doc, trigger_doc
 from bench.kafka_perf import producer_performance
 from bench.meter import cpu_seconds, process_tree, rss_bytes
@@ -229,10 +229,11 @@ def end_to_end(harness: Harness, plan: Plan) -> dict[str, Any]:
     with harness.meter() as meter:
         for rate in plan.rates:
             clock = CpuClock(harness)
+            began = time.time()
             sent = loadgen(url, rate, plan.rate_seconds, f"r{rate}")
             received = harness.wait_sink("e2e", int(sent["accepted"]), timeout=60, idle=10)
             cores = clock.cores()
-            harness.sink_stats("e2e", reset=True)
+            slow = [(at, latency) for at, latency in harness.sink_stats("e2e", reset=True, slow=True)["slow"]]
             span = (received["last_ns"] - received["first_ns"]) / 1e9
             runs.append(
                 {
@@ -245,6 +246,12 @@ def end_to_end(harness: Harness, plan: Plan) -> dict[str, Any]:
                     "duplicates": received["duplicates"],
                     "latency_ms": received["latency_ms"],
                     "cores": cores,
+                    # None on a Kafka of the user's (KAFKA_BOOTSTRAP_SERVERS): its GC log is not ours to read.
+                    "kafka_gc": kafka_gc.summary(
+                        kafka_gc.read(harness.kafka.gc_log_file, began, time.time()), slow
+                    )
+                    if harness.kafka is not None
+                    else None,
                 }
             )
     return {"runs": runs, "peak_rss_mib": meter.peak_mib()}

@@ -57,6 +57,7 @@ _MARKER = ".complete"  # written only after the jars were fully copied: its pres
 _PID_FILE = "kafka.pid"
 _LOG_FILE = "kafka.log"  # log4j2 output (see jvm/log4j2.xml)
 _OUT_FILE = "kafka.out"  # raw JVM stdout/stderr: catches failures before log4j2 is up (bad java, OOM...)
+_GC_LOG_FILE = "kafkaServer-gc.log"  # the JVM's pauses, one line each (kafka-run-class.sh writes one too)
 _PROPERTIES_FILE = "server.properties"
 _LOG_DIRS = "kraft-combined-logs"
 _HOST = "127.0.0.1"
@@ -457,6 +458,13 @@ class EmbeddedKafka:
         return self.data_dir / _OUT_FILE
 
     @property
+    def gc_log_file(self) -> Path:
+        """The broker's garbage-collector log: every pause with its wall-clock end and duration, which is how a
+        latency spike downstream is told apart from the broker stopping the world (``bench/``'s end-to-end
+        scenario reads it)."""
+        return self.data_dir / _GC_LOG_FILE
+
+    @property
     def properties_file(self) -> Path:
         return self.data_dir / _PROPERTIES_FILE
 
@@ -692,7 +700,14 @@ class EmbeddedKafka:
 
     def _launch(self, java: str, classpath: str) -> subprocess.Popen[bytes]:
         self._say(f"starting Kafka {self.version} (heap {self.heap})…")
-        cmd = [*self._jvm_base(java, classpath, heap=self.heap), "kafka.Kafka", str(self.properties_file)]
+        # As kafka-run-class.sh's default, but the pauses alone (the `gc` tag) and two small files at most.
+        gc_log = f"-Xlog:gc:file={self.gc_log_file}:time,uptime:filecount=2,filesize=10M"
+        cmd = [
+            *self._jvm_base(java, classpath, heap=self.heap),
+            gc_log,
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
         with self.out_file.open("wb") as out:
             proc = subprocess.Popen(
                 cmd,

@@ -41,6 +41,9 @@ def test_bench_smoke_run_writes_results(kafka: str, tmp_path: Path) -> None:
     }
     assert doc["scenarios"]["ingress"]["verification"]["exact"] is True
     assert all(run["lost"] == 0 for run in doc["scenarios"]["end_to_end"]["runs"])
+    # A Kafka of the user's (KAFKA_BOOTSTRAP_SERVERS, as here): its GC log is not read, and the table says so.
+    assert all(run["kafka_gc"] is None for run in doc["scenarios"]["end_to_end"]["runs"])
+    assert "— (not our Kafka)" in results.with_suffix(".md").read_text()
     core = doc["scenarios"]["per_core"]
     assert core["pinned"] is True  # two cores or more: the data plane had one to itself
     # Smoke counts are too small for CPU figures to mean anything (10 ms ticks): they must be there.

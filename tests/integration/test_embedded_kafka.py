@@ -103,6 +103,7 @@ async def test_start_produce_consume_stop_restart(tmp_path: Path) -> None:
         status = kafka.status()
         assert status["running"] and status["pid"] and status["bootstrap_servers"] == f"127.0.0.1:{port}"
         assert Path(status["log_file"]).is_file()  # log4j2 writes where we pointed it
+        assert "Using G1" in kafka.gc_log_file.read_text()  # the JVM's GC log, where bench/ reads pauses
         assert any(message.startswith("Kafka ready in") for message in messages)
         first_pid = status["pid"]
 
