@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -50,8 +50,10 @@ class EgressConsumer:
         metrics: EgressMetrics,
         max_in_flight: int,
         shared: SharedFetch | None = None,
+        fetch_options: Mapping[str, int] | None = None,
     ) -> None:
         self.egress = egress
+        self.fetch_options = dict(fetch_options or {})  # make_consumer's fetch_min_bytes, fetch_max_wait_ms
         # The egress's own cluster (a KafkaSource's, a Broker's kafka-broker-config's), else the dispatcher's.
         self.connection = egress.connection or connection
         self.dispatcher = dispatcher
@@ -80,6 +82,7 @@ class EgressConsumer:
             self.connection,
             self.egress.consumer_group,
             auto_offset_reset=self.egress.initial_offset,
+            **self.fetch_options,
         )
         await consumer.start()
         self.consumer = consumer

@@ -91,7 +91,7 @@ class DispatcherManager:
         self.tokens: ServiceAccountTokenSource | None = None
         # The API server (Kubernetes mode): TokenRequest, and JobSinks' Jobs. Reached on first use only.
         self.kube = KubeApi()
-        self.shared = SharedFetches(METRICS)
+        self.shared = SharedFetches(METRICS, settings.fetch_options)
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
@@ -215,6 +215,7 @@ class DispatcherManager:
                 metrics,
                 self.settings.max_in_flight,
                 shared,
+                self.settings.fetch_options,
             )
             running = self.running[key] = Running(egress, make)
             await running.place(self._slots(egress))

@@ -50,9 +50,15 @@ class Member(Protocol):
 
 
 class SharedFetch:
-    def __init__(self, connection: KafkaConnection, metrics: DispatcherMetrics) -> None:
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        metrics: DispatcherMetrics,
+        fetch_options: Mapping[str, int] | None = None,
+    ) -> None:
         self.connection = connection
         self.metrics = metrics
+        self.fetch_options = dict(fetch_options or {})  # make_consumer's fetch_min_bytes, fetch_max_wait_ms
         self.book: FanOut[TopicPartition, Member] = FanOut()
         self.consumer: AIOKafkaConsumer | None = None
         self._assigned: frozenset[TopicPartition] = frozenset()
@@ -131,6 +137,7 @@ class SharedFetch:
             None,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+            **self.fetch_options,
         )
         await consumer.start()
         self.consumer = consumer
@@ -178,14 +185,15 @@ def _attributes(record: ConsumerRecord) -> Attributes:
 class SharedFetches:
     """The dispatcher's shared fetches, one per Kafka cluster that Triggers read."""
 
-    def __init__(self, metrics: DispatcherMetrics) -> None:
+    def __init__(self, metrics: DispatcherMetrics, fetch_options: Mapping[str, int] | None = None) -> None:
         self.metrics = metrics
+        self.fetch_options = dict(fetch_options or {})
         self.fetches: dict[KafkaConnection, SharedFetch] = {}
 
     def get(self, connection: KafkaConnection) -> SharedFetch:
         fetch = self.fetches.get(connection)
         if fetch is None:
-            fetch = self.fetches[connection] = SharedFetch(connection, self.metrics)
+            fetch = self.fetches[connection] = SharedFetch(connection, self.metrics, self.fetch_options)
             fetch.start()
         return fetch
 
