@@ -346,10 +346,12 @@ class KafkaDataPlane:
 
     async def init_offsets(self, egresses: Iterable[Egress]) -> None:
         """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
-        # A KafkaSource's group is the user's: the dispatcher positions it as its initialOffset says.
+        # A KafkaSource's group is the user's: the dispatcher positions it as its initialOffset says when a
+        # consumer joins. One with no consumers (scaled to zero) is positioned here, as Knative does, so that
+        # scaling it up later reads what was written since it was created, not from then on.
         by_connection: dict[KafkaConnection | None, list[Egress]] = {}
         for egress in egresses:
-            if egress.initial_offset == "latest" and egress.kind != "KafkaSource":
+            if egress.initial_offset == "latest" and (egress.kind != "KafkaSource" or egress.consumers == 0):
                 by_connection.setdefault(egress.connection, []).append(egress)
         for connection, todo in by_connection.items():
             await self._init_offsets_on(connection, todo)

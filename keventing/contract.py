@@ -167,8 +167,8 @@ class Egress(ContractModel):
     job: JobRun | None = None
     # The members of the consumer group (a KafkaSource's spec.consumers, Knative's virtual replicas), run
     # between them by the dispatcher replicas, each on the one that owns its slot (keventing.ownership).
-    # None: one on every dispatcher replica (Triggers, Subscriptions).
-    consumers: int | None = Field(default=None, ge=1)
+    # None: one on every dispatcher replica (Triggers, Subscriptions). 0: none (a KafkaSource scaled to zero).
+    consumers: int | None = Field(default=None, ge=0)
     # A paused Trigger (keventing.knative.dev/paused): no dispatcher runs it, so its consumer group has no
     # members and its committed offsets can be altered; its group is kept.
     paused: bool = False

@@ -478,11 +478,12 @@ class KafkaSource(SourceResource):
             raise ResourceInvalid("spec.topics", "missing field(s)")
         if spec.delivery is not None:
             spec.delivery.validate_at("spec.delivery")
-        if not 1 <= self.consumers <= KAFKA_SOURCE_MAX_CONSUMERS:
+        # 0 is Knative's too (a source scaled to zero, by hand or by KEDA): Ready, with no consumer running.
+        if not 0 <= self.consumers <= KAFKA_SOURCE_MAX_CONSUMERS:
             raise ResourceInvalid(
                 "spec.consumers",
-                f"must be between 1 and {KAFKA_SOURCE_MAX_CONSUMERS} (the consumers in the source's "
-                f"consumer group), got {self.consumers}",
+                f"must be between 0 and {KAFKA_SOURCE_MAX_CONSUMERS} (the consumers in the source's "
+                f"consumer group; 0 runs none), got {self.consumers}",
             )
 
 

@@ -291,3 +291,25 @@ def test_two_dispatchers_run_exactly_the_consumers_between_them_and_one_takes_al
         kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="the records after the stop")
     finally:
         stack.stop_all()
+
+
+def test_a_source_scaled_to_zero_runs_no_consumer_and_scaled_up_reads_what_came_since_it_was_created(
+    kev: Kev, sink: RecordingSink, ns: str, kafka: str
+) -> None:
+    topic, path = f"{ns}-zero", f"{ns}/zero"
+    _create_partitioned_topic(kafka, topic, 2)
+    _produce_to_partitions(kafka, topic, 6, 2, "before")
+    document = kafka_source_doc("zero", ns, kafka, [topic], {"uri": sink.url(path)}, consumers=0)
+    kev.apply(document)
+    # Ready with no consumer (Knative's scale to zero), its group positioned at the end by the controller.
+    source = _ready_and_positioned(kev, kafka, "zero", ns, topic)
+    assert source.status.consumers == 0
+    _produce_to_partitions(kafka, topic, 20, 2, "paused")
+    time.sleep(3)  # time enough for a consumer that should not exist to join and deliver
+    assert _members_partitions(kafka, source.consumer_group, topic) == []
+    assert _bodies(sink, path) == set()
+
+    kev.apply({**document, "spec": {**document["spec"], "consumers": 1}})
+    wanted = {f"paused-{i}".encode() for i in range(20)}
+    kev.wait_for(lambda: _bodies(sink, path) >= wanted, timeout=60, what="what was written while at zero")
+    assert not any(body.startswith(b"before-") for body in _bodies(sink, path))  # from creation, not earlier

@@ -205,6 +205,19 @@ def test_kafka_source_without_consumers_has_knatives_one() -> None:
     assert desired.contract["KafkaSource/ns/s"].egress.consumers == 1
 
 
+def test_kafka_source_scaled_to_zero_is_ready_and_runs_no_consumer() -> None:
+    # Knative's too: spec.consumers 0 (kubectl scale --replicas=0, or KEDA) is a valid, Ready source.
+    source = parse_resource(kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=0))
+    desired = reconcile([source], CONFIG)
+    status = desired.statuses[ResourceKey("KafkaSource", "ns", "s")]
+    assert status.ready and status.consumers == 0
+    assert "0 consumer(s)" in (status.condition("Deployed").message or "")
+    egress = desired.contract["KafkaSource/ns/s"].egress
+    assert egress is not None and egress.consumers == 0
+    everything = frozenset(range(12))
+    assert owned_slots("KafkaSource/ns/s", egress.consumers, 12, everything) == []  # no dispatcher runs one
+
+
 def _round_robin(partitions: int, replicas: int) -> list[frozenset[int]]:
     """What Kafka's round-robin assignor gives each of ``replicas`` members of the assignment group."""
     return [frozenset(p for p in range(partitions) if p % replicas == r) for r in range(replicas)]
@@ -238,7 +251,7 @@ def test_kafka_source_consumers_start_on_different_partitions_for_different_sour
     assert len(firsts) > 6  # slot 0 of every source is not on one replica
 
 
-@pytest.mark.parametrize("consumers", [0, -1, KAFKA_SOURCE_MAX_CONSUMERS + 1])
+@pytest.mark.parametrize("consumers", [-1, KAFKA_SOURCE_MAX_CONSUMERS + 1])
 def test_kafka_source_with_consumers_out_of_bounds_is_invalid(consumers: int) -> None:
     document = kafka_source_doc("s", "ns", "k:9092", ["t"], {"uri": "http://sink"}, consumers=consumers)
     with pytest.raises(ResourceInvalid, match="spec.consumers") as raised:
