@@ -26,6 +26,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
+from controller.kubernetes.owners import as_models, read_owner_references
+
 log = logging.getLogger("keventing.controller.kubernetes.leader")
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -44,6 +46,8 @@ class LeaseConfig:
     identity: str
     lease_seconds: float = 15.0
     renew_seconds: float = 5.0
+    # The ClusterRole that owns the Lease, so that it goes with the release (controller.kubernetes.owners).
+    owner_cluster_role: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_seconds < self.lease_seconds:
@@ -101,13 +105,20 @@ class LeaderElector:
         self, api: k8s.ApiClient, config: LeaseConfig, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.coordination = k8s.CoordinationV1Api(api)
+        self.use(api)
         self.clock = clock
         self.leading = False
+        self._owned = False  # the Lease has been seen owned by owner_cluster_role
+        self._owner_gone_said = False
         # The record last seen and when (our clock): a standby's measure of whether the holder renews.
         self._seen: tuple[str | None, object] | None = None
         self._seen_at = 0.0
         self._renewed_at = 0.0
+
+    def use(self, api: k8s.ApiClient) -> None:
+        """Make every request with ``api`` (an event loop's own: see :func:`hold_on_own_thread`)."""
+        self.api = api
+        self.coordination = k8s.CoordinationV1Api(api)
 
     async def acquire(self) -> None:
         """Wait until this replica holds the Lease."""
@@ -200,6 +211,7 @@ class LeaderElector:
             if err.status != 404:
                 raise
             return await self._create(now)
+        self._note_owner(lease)
         unchanged_for = self._observe(lease.spec)
         holder = lease.spec.holder_identity if lease.spec else None
         if not may_take(holder, config.identity, unchanged_for, config.lease_seconds):
@@ -217,10 +229,50 @@ class LeaderElector:
         self._observe(written.spec)
         return True
 
+    async def _owners(self) -> list[dict[str, Any]] | None:
+        """The Lease's owner references, read when it is made. None once an owner this replica has seen own
+        the Lease cannot be read any more: the release is being uninstalled (the role is gone, and with it
+        the right to read it: 404 or 403), the garbage collector just deleted the Lease, and one made now
+        would outlive the release. An owner never seen that cannot be read leaves the Lease unowned."""
+        role = self.config.owner_cluster_role
+        try:
+            owners = await read_owner_references(self.api, role)
+        except k8s.ApiException as err:
+            fields = {"cluster_role": role, "status": err.status, "reason": err.reason}
+            if self._owned:
+                if not self._owner_gone_said:
+                    self._owner_gone_said = True
+                    log.warning(
+                        "the ClusterRole that owned the leader Lease cannot be read any more (the release is "
+                        "being uninstalled): the Lease is not made again",
+                        extra=fields,
+                    )
+                return None
+            log.warning(
+                "cannot read the leader Lease's owner: the Lease is made unowned and outlives the release",
+                extra=fields,
+            )
+            return []
+        self._owned = self._owned or bool(owners)
+        return owners
+
+    def _note_owner(self, lease: k8s.V1Lease) -> None:
+        """Whether the Lease as read is owned by the configured role: a replica that did not make it knows
+        it from there."""
+        role = self.config.owner_cluster_role
+        references = (lease.metadata.owner_references if lease.metadata else None) or []
+        if role and any(r.kind == "ClusterRole" and r.name == role for r in references):
+            self._owned = True
+
     async def _create(self, now: datetime) -> bool:
         config = self.config
+        owners = await self._owners()
+        if owners is None:
+            return False
         lease = k8s.V1Lease(
-            metadata=k8s.V1ObjectMeta(name=config.name, namespace=config.namespace),
+            metadata=k8s.V1ObjectMeta(
+                name=config.name, namespace=config.namespace, owner_references=as_models(owners) or None
+            ),
             spec=next_spec(None, config.identity, config.lease_seconds, now),
         )
         try:
@@ -248,12 +300,12 @@ async def hold_on_own_thread(elector: LeaderElector, configuration: k8s.Configur
         box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
         started.set()
         api = k8s.ApiClient(configuration)
-        own = elector.coordination
-        elector.coordination = k8s.CoordinationV1Api(api)
+        own = elector.api
+        elector.use(api)
         try:
             await elector.hold()
         finally:
-            elector.coordination = own
+            elector.use(own)
             await api.close()
 
     def run() -> None:

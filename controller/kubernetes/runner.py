@@ -129,5 +129,6 @@ def leader_elector(settings: ControllerSettings, access: KubeAccess) -> LeaderEl
         identity=default_identity(),
         lease_seconds=settings.leader_election_lease_seconds,
         renew_seconds=settings.leader_election_renew_seconds,
+        owner_cluster_role=settings.webhook_owner,
     )
     return LeaderElector(access.api, config)

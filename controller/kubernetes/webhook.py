@@ -12,9 +12,9 @@ or lacking a name is replaced. Each replica server-side applies the ``MutatingWe
 carrying that CA as ``caBundle`` (the same document from every replica); the API server reaches the webhook
 through its Service in the cluster, or at a configured URL (a process on loopback, as in the tests), and
 applies it again every minute. The registrations are owned by the chart's controller ClusterRole
-(``KEVENTING_WEBHOOK_OWNER``), so that ``helm uninstall`` removes them with it. The failure policy is
-Ignore: an operator that is down must not stop every workload in the cluster from being created, and the
-binder patches existing subjects anyway.
+(``KEVENTING_WEBHOOK_OWNER``, see :mod:`controller.kubernetes.owners`), so that ``helm uninstall`` removes
+them with it. The failure policy is Ignore: an operator that is down must not stop every workload in the
+cluster from being created, and the binder patches existing subjects anyway.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from controller.kubernetes.bindings import (
     pod_spec_patch,
 )
 from controller.kubernetes.objects import key_of
+from controller.kubernetes.owners import as_models, owner_references
 from controller.settings import ControllerSettings
 from keventing.ops import serve
 from keventing.resources import ResourceKey
@@ -170,16 +171,7 @@ async def shared_certificate(
                 namespace=namespace,
                 labels={"app.kubernetes.io/component": "webhook"},
                 resource_version=secret.metadata.resource_version if secret is not None else None,
-                owner_references=[
-                    k8s.V1OwnerReference(
-                        api_version=owner["apiVersion"],
-                        kind=owner["kind"],
-                        name=owner["name"],
-                        uid=owner["uid"],
-                    )
-                    for owner in owners
-                ]
-                or None,
+                owner_references=as_models(list(owners)) or None,
             ),
             type="kubernetes.io/tls",
             data={
@@ -496,25 +488,6 @@ async def apply_webhook_configuration(api: k8s.ApiClient, configuration: dict[st
         force=True,
         **APPLY_PATCH,
     )
-
-
-async def owner_references(api: k8s.ApiClient, cluster_role: str) -> list[dict[str, Any]] | None:
-    """The owner reference to ``cluster_role`` (empty when none is named; None when it is missing or not
-    readable). Cluster-scoped registrations can only be owned by a cluster-scoped object, and the chart's
-    ClusterRole goes with the release, so the garbage collector deletes what it owns after
-    ``helm uninstall``."""
-    if not cluster_role:
-        return []
-    try:
-        role = await k8s.RbacAuthorizationV1Api(api).read_cluster_role(cluster_role)
-    except k8s.ApiException as err:
-        log.warning(
-            "cannot read the webhook registrations' owner",
-            extra={"cluster_role": cluster_role, "status": err.status, "reason": err.reason},
-        )
-        return None
-    reference = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
-    return [{**reference, "name": cluster_role, "uid": role.metadata.uid}]
 
 
 def owned(configuration: dict[str, Any], owners: list[dict[str, Any]]) -> dict[str, Any]:

@@ -384,7 +384,11 @@ def test_helm_uninstall_removes_everything_the_chart_created(cluster: Cluster) -
         90,
         f"the webhook's certificate Secret {secret} to go with the chart's ClusterRole",
     )
-    runtime = cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split()
-    print(f"left by the controller at run time (not in the chart): {runtime}")
+    # So is the leader Lease the controller made at run time.
+    wait_for(
+        lambda: not cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "name").stdout.split(),
+        90,
+        "the controller's leader Lease to go with the chart's ClusterRole",
+    )
     # Helm never deletes the CRDs it installed from crds/ (the custom resources would go with them).
     assert cluster.kubectl("get", "crd", "brokers.eventing.knative.dev", "-o", "name").stdout.strip()

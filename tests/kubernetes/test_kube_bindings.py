@@ -361,7 +361,7 @@ def test_the_standby_replica_serves_the_webhook_with_the_shared_certificate(
         stack.stop_all()
 
 
-def test_the_webhook_registrations_go_with_the_charts_cluster_role(
+def test_the_webhook_registrations_and_the_leader_lease_go_with_the_charts_cluster_role(
     kafka: str, kube_cluster: LocalCluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # helm uninstall deletes the chart's ClusterRole; what the controller registered at run time is its
@@ -400,6 +400,10 @@ def test_the_webhook_registrations_go_with_the_charts_cluster_role(
         assert secret is not None and [o["uid"] for o in secret["metadata"].get("ownerReferences", [])] == [
             role["metadata"]["uid"]
         ], secret and secret["metadata"]
+        # The leader Lease is made at run time too (in the release namespace, as the chart sets it).
+        lease_name, lease_namespace = f"{stack.instance}-controller", secret_namespace
+        lease = _wait_for(lambda: kubectl.get("lease", lease_name, lease_namespace), "the leader Lease")
+        assert [o["uid"] for o in lease["metadata"].get("ownerReferences", [])] == [role["metadata"]["uid"]]
         # Deleted by hand while the controller runs: applied again.
         kubectl.run("delete", "mutatingwebhookconfiguration", name)
         _wait_for(lambda: kubectl.get("mutatingwebhookconfiguration", name, ""), "the registration back", 30)
@@ -414,8 +418,22 @@ def test_the_webhook_registrations_go_with_the_charts_cluster_role(
             lambda: kubectl.get("secret", secret_name, secret_namespace) is None,
             "the webhook's certificate Secret to go with its owner",
         )
+        _wait_for(
+            lambda: kubectl.get("lease", lease_name, lease_namespace) is None,
+            "the leader Lease to go with its owner",
+        )
         time.sleep(4)  # four chances to apply them again
         assert [kind for kind in kinds if kubectl.get(kind, name, "") is not None] == []
+        # The leader's next renewal finds its Lease gone, and its owner unreadable (the role's rights went
+        # with it): it does not make the Lease again, ownerless.
+        log_path = stack.services["controller"].log_path
+        assert log_path is not None
+        _wait_for(
+            lambda: "the Lease is not made again" in log_path.read_text(),
+            "the leader to give the Lease up",
+            30,
+        )
+        assert kubectl.get("lease", lease_name, lease_namespace) is None
     finally:
         stack.stop_all()
 
