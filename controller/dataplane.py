@@ -345,16 +345,32 @@ class KafkaDataPlane:
             await asyncio.sleep(_DELETE_RETRY_SECONDS)
 
     async def init_offsets(self, egresses: Iterable[Egress]) -> None:
-        """Commit the end of each new egress's topics for its group, unless the group has offsets already."""
-        # A KafkaSource's group is the user's: the dispatcher positions it as its initialOffset says when a
-        # consumer joins. One with no consumers (scaled to zero) is positioned here, as Knative does, so that
-        # scaling it up later reads what was written since it was created, not from then on.
+        """Commit the end of each new egress's topics for its group, unless the group has offsets already:
+        Ready then means that every later event arrives, before any dispatcher joined. A KafkaSource's group
+        too, as Knative's controller initializes a new source's offsets (a source scaled to zero delivers,
+        once scaled up, what was written since it was created)."""
         by_connection: dict[KafkaConnection | None, list[Egress]] = {}
         for egress in egresses:
-            if egress.initial_offset == "latest" and (egress.kind != "KafkaSource" or egress.consumers == 0):
+            if egress.initial_offset == "latest":
                 by_connection.setdefault(egress.connection, []).append(egress)
         for connection, todo in by_connection.items():
-            await self._init_offsets_on(connection, todo)
+            if connection is None:  # keventing's own cluster: when it is down, so is everything else
+                await self._init_offsets_on(None, todo)
+                continue
+            try:
+                await self._init_offsets_on(connection, todo)
+            except (KafkaError, OSError, TimeoutError) as err:
+                # Another cluster (a KafkaSource's, a Broker's kafka-broker-config's) unreachable must not hold
+                # up the contract of every other resource: its groups are positioned when a dispatcher joins.
+                log.warning(
+                    "could not position new consumer groups on their cluster; each is positioned when a "
+                    "dispatcher joins it",
+                    extra={
+                        "kafka": connection.describe(),
+                        "groups": [egress.consumer_group for egress in todo],
+                        "error": repr(err),
+                    },
+                )
 
     async def _init_offsets_on(self, connection: KafkaConnection | None, todo: list[Egress]) -> None:
         async with admin_client(connection or self.connection) as admin:
