@@ -110,6 +110,7 @@ class LeaderElector:
         self.leading = False
         self._owned = False  # the Lease has been seen owned by owner_cluster_role
         self._owner_gone_said = False
+        self._adopting_tried = False  # an unowned Lease found: owned on this replica's first write (once)
         # The record last seen and when (our clock): a standby's measure of whether the holder renews.
         self._seen: tuple[str | None, object] | None = None
         self._seen_at = 0.0
@@ -218,6 +219,12 @@ class LeaderElector:
             return False
         if holder and holder != config.identity:
             log.info("the leader's Lease expired; taking over", extra={"leader": holder})
+        if config.owner_cluster_role and not self._owned and not self._adopting_tried:
+            # Made before it was owned (an upgrade from a version that did not own it): owned from now on.
+            self._adopting_tried = True
+            owners = await self._owners()
+            if owners and lease.metadata is not None:
+                lease.metadata.owner_references = as_models(owners)
         # metadata.resourceVersion stays as read: the API server refuses the write if anyone wrote meanwhile.
         lease.spec = next_spec(lease.spec, config.identity, config.lease_seconds, now)
         try:

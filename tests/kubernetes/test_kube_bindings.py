@@ -381,6 +381,18 @@ def test_the_webhook_registrations_and_the_leader_lease_go_with_the_charts_clust
     kinds = ("mutatingwebhookconfiguration", "validatingwebhookconfiguration")
     role = kubectl.get("clusterrole", owner, "")
     assert role is not None, f"no ClusterRole {owner}"
+    # A Lease left unowned by an earlier version (made before it was owned): the controller adopts it.
+    lease_name, lease_namespace = (
+        f"{stack.instance}-controller",
+        stack.extra_env["KEVENTING_WEBHOOK_NAMESPACE"],
+    )
+    unowned = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": lease_name, "namespace": lease_namespace},
+        "spec": {},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(unowned))
     stack.start_all(("controller",))
     try:
         stack.wait_ready(timeout=90, names=["controller"])
@@ -400,10 +412,16 @@ def test_the_webhook_registrations_and_the_leader_lease_go_with_the_charts_clust
         assert secret is not None and [o["uid"] for o in secret["metadata"].get("ownerReferences", [])] == [
             role["metadata"]["uid"]
         ], secret and secret["metadata"]
-        # The leader Lease is made at run time too (in the release namespace, as the chart sets it).
-        lease_name, lease_namespace = f"{stack.instance}-controller", secret_namespace
-        lease = _wait_for(lambda: kubectl.get("lease", lease_name, lease_namespace), "the leader Lease")
-        assert [o["uid"] for o in lease["metadata"].get("ownerReferences", [])] == [role["metadata"]["uid"]]
+        # The leader Lease (in the release namespace, as the chart sets it) is owned once the controller leads.
+        lease = _wait_for(
+            lambda: (
+                (found := kubectl.get("lease", lease_name, lease_namespace))
+                and found["metadata"].get("ownerReferences")
+                and found
+            ),
+            "the leader Lease owned",
+        )
+        assert [o["uid"] for o in lease["metadata"]["ownerReferences"]] == [role["metadata"]["uid"]]
         # Deleted by hand while the controller runs: applied again.
         kubectl.run("delete", "mutatingwebhookconfiguration", name)
         _wait_for(lambda: kubectl.get("mutatingwebhookconfiguration", name, ""), "the registration back", 30)
