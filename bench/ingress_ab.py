@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import wrk
 from bench.harness import Harness, broker_doc, remove, scratch_dir
-from bench.meter import cpu_seconds, process_tree
+from bench.meter import cpu_split, process_tree
 from bench.per_core import Placement, busy_share, core_busy, pin, placed
 from bench.profile import FlameGraph, py_spy
 from bench.scenarios import await_accepting, loadgen
@@ -65,16 +65,19 @@ def _collapsed(pid: int, directory: Path | None, name: str) -> Iterator[None]:
 def _measure(url: str, pid: int, seconds: float) -> dict[str, Any]:
     wrk.run(url, 8, 2)  # warm-up
     tree = process_tree(pid)
-    before, cores = cpu_seconds(tree), core_busy()
+    before, cores = cpu_split(tree), core_busy()
     load = os.getloadavg()[0]
     result = wrk.run(url, 32, seconds)
-    cpu = cpu_seconds(process_tree(pid)) - before
+    after = cpu_split(process_tree(pid))
+    user, system = after[0] - before[0], after[1] - before[1]
+    cpu = user + system
     return {
         "rate": result["rate"],
         "accepted": result["accepted"],
         "errors": result["errors"],
         "p99_ms": result["latency_ms"]["p99"],
         "cpu_s_per_10k": round(cpu / max(1, int(result["accepted"])) * 10_000, 4),
+        "system_share": round(system / cpu, 3) if cpu else 0.0,
         "cores_busy": busy_share(cores, core_busy()),
         "loadavg": round(load, 2),
     }
