@@ -26,7 +26,10 @@ GROUPS: list[tuple[str, re.Pattern[str]]] = [
         "keventing batching (BatchProducer, record building)",
         re.compile(r"receiver/batching\.py|ReceiverApp\._produce |aiokafka/producer/message_accumulator\.py"),
     ),
-    ("aiokafka sender, produce request and response", re.compile(r"aiokafka/")),
+    (
+        "produce requests and responses (receiver/produce.py, aiokafka's client)",
+        re.compile(r"receiver/produce\.py|aiokafka/"),
+    ),
     (
         "HTTP answer (status line, headers, write)",
         re.compile(r"IngressCycle\.(_answer|_reply) |on_response_complete"),

@@ -75,9 +75,8 @@ class ReceiverApp:
         self.producer: AIOKafkaProducer | None = None
         # Batching producers by connection (None: the receiver's own cluster), as the pool starts them.
         self.batches: dict[KafkaConnection | None, BatchProducer] = {}
-        self.producers = ProducerPool(
-            settings.kafka_connection, self._on_producer, linger_ms=settings.linger_ms
-        )
+        # The batches go out through receiver.produce, not the producer's sender: its linger is the batches'.
+        self.producers = ProducerPool(settings.kafka_connection, self._on_producer)
         self.event_types = EventTypeRegistry(
             settings.kafka_connection, settings.resources_topic, settings.eventtype_limits
         )
@@ -180,10 +179,13 @@ class ReceiverApp:
         return batches
 
     def _on_producer(self, connection: KafkaConnection | None, producer: AIOKafkaProducer | None) -> None:
-        if producer is None:
-            self.batches.pop(connection, None)
-        else:
-            self.batches[connection] = BatchProducer(producer, self.settings.produce_timeout_seconds)
+        before = self.batches.pop(connection, None)
+        if before is not None:
+            before.close()  # its producer is stopping: what it has not had acknowledged fails (503)
+        if producer is not None:
+            self.batches[connection] = BatchProducer(
+                producer, self.settings.produce_timeout_seconds, self.settings.linger_ms / 1000
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -298,7 +300,10 @@ class ReceiverApp:
                 for task in self._tasks:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-                await self.producers.stop(self.settings.shutdown_timeout_seconds)
+                # Every batch queued is sent and answered (within the bound) before the producers stop.
+                timeout = self.settings.shutdown_timeout_seconds
+                await asyncio.gather(*(batches.flush(timeout) for batches in self.batches.values()))
+                await self.producers.stop(timeout)
                 await self.handler.transformer.close()  # EventTransforms' HTTP session to their sinks
                 if self.handler.requests is not None:
                     self.handler.requests.stop()  # the reply readers
