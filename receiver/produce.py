@@ -20,7 +20,8 @@ idempotence under a producer id of its own (asked for with InitProducerId, as ai
   acknowledged. Given up after ``delivery_timeout`` (Java's ``delivery.timeout.ms``), the producer id is
   renewed, so a later batch is never taken for that one's duplicate.
 * Kafka forgetting the producer (``UnknownProducerId``, ``OutOfOrderSequenceNumber``,
-  ``InvalidProducerEpoch``) renews the id and numbers the batch again from 0.
+  ``InvalidProducerEpoch``) renews the id and numbers the batch again from 0. A batch that had gone out
+  unanswered under the old id and is sent again under the new one may be stored twice: at least once.
 
 A batch whose caller stopped waiting (its bound passed) before it ever went out is not sent: nobody was
 told it would be stored, and nothing was numbered for it.
@@ -312,8 +313,8 @@ class PartitionLanes:
             if kind.retriable and loop.time() < deadline:
                 await self._back_off(kind())
                 continue
-            # Refused for good: the batch is not in the log, so the partition's numbering stays as it was
-            # (unless it went out before without an answer: then who knows, and the id is renewed).
+            # Refused for good: the batch is not in the log (had an earlier, unanswered attempt been stored,
+            # this one would have been answered as its duplicate), so the partition's numbering stays as it was.
             self._give_up(batch, identity, refused=not kind.retriable)
             raise kind(f"{tp.topic}[{tp.partition}]")
 
