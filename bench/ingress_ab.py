@@ -62,6 +62,24 @@ def _collapsed(pid: int, directory: Path | None, name: str) -> Iterator[None]:
         process.wait(60)
 
 
+@contextmanager
+def _perf(pid: int, directory: Path | None, name: str) -> Iterator[None]:
+    """``perf record`` of the receiver, user and kernel (``receiver-<name>.perf.data``): where py-spy sees only
+    Python frames, this tells the interpreter, the C extensions (uvloop, httptools, aiokafka's records) and
+    the kernel apart (``perf report -i ... --sort dso``)."""
+    if directory is None:
+        yield
+        return
+    output = directory / f"receiver-{name}.perf.data"
+    cmd = ["perf", "record", "--quiet", "-F", "499", "-g", "-p", str(pid), "-o", str(output)]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+
+
 def _measure(url: str, pid: int, seconds: float) -> dict[str, Any]:
     wrk.run(url, 8, 2)  # warm-up
     tree = process_tree(pid)
@@ -90,6 +108,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--paced", action="store_true", help="also p99 at 1,000 events/s")
     parser.add_argument("--profile", type=Path, default=None, help="flame graphs of the first round here")
+    parser.add_argument("--perf", type=Path, default=None, help="perf records of the first round here")
     args = parser.parse_args()
     trees = [(name, Path(path).resolve()) for name, path in (t.split("=", 1) for t in args.tree)]
     work = scratch_dir()
@@ -110,7 +129,12 @@ def main() -> None:
                     time.sleep(0.5)
                     to_data(pid)  # threads started while it got ready
                     graph = args.profile if round_ == 0 else None
-                    with FlameGraph.of(pid, graph, f"receiver-{name}"), _collapsed(pid, graph, name):
+                    recorded = args.perf if round_ == 0 else None
+                    with (
+                        FlameGraph.of(pid, graph, f"receiver-{name}"),
+                        _collapsed(pid, graph, name),
+                        _perf(pid, recorded, name),
+                    ):
                         run = _measure(url, pid, args.seconds)
                     if args.paced:
                         paced = loadgen(url, 1000, 10, f"ab-{name}-{round_}")

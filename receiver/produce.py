@@ -25,11 +25,19 @@ idempotence under a producer id of its own (asked for with InitProducerId, as ai
 
 A batch whose caller stopped waiting (its bound passed) before it ever went out is not sent: nobody was
 told it would be stored, and nothing was numbered for it.
+
+The common case costs no task and no coroutine: a batch submitted to an idle partition whose leader's
+connection is up, under a producer id already known, is written to that connection at once (as aiokafka's
+connection would write it, its answer read by the connection's own reader, a timer per request instead of a
+timeout context) and settled from a callback on the answer. Anything else (the partition busy, no id yet, no
+connection, and every answer but an acknowledgement) goes through the task that waits its turn, sends again,
+backs off and renews.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import struct
@@ -37,7 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiokafka.errors as Errors
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.transaction import InitProducerIdRequest
@@ -217,6 +226,8 @@ class PartitionLanes:
         self._tails: dict[TopicPartition, asyncio.Future[None]] = {}  # each partition's last batch's turn
         self._heads: dict[TopicPartition, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Batches written at once (``_send_now``), by their turn, until their answer is in.
+        self._answering: dict[asyncio.Future[None], tuple[TopicPartition, _Queued, asyncio.TimerHandle]] = {}
         self.closed = False
 
     def submit(
@@ -230,28 +241,124 @@ class PartitionLanes:
         turn: asyncio.Future[None] = loop.create_future()
         before = self._tails.get(tp)
         self._tails[tp] = turn
-        task = loop.create_task(self._deliver(tp, _Queued(builder, result, abandoned), before, turn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        batch = _Queued(builder, result, abandoned)
+        if before is None and not self._abandoned(batch):
+            connection = self._connection_to(tp)
+            if connection is not None and self._send_now(connection, tp, batch, turn):
+                return result
+        self._deliver_later(tp, batch, before, turn)
         return result
 
     def idle(self) -> bool:
-        return not self._tasks
+        return not self._tasks and not self._answering
 
     def close(self) -> None:
         """Stop at once: what is queued or in flight fails with ConnectionError."""
         self.closed = True
         for task in list(self._tasks):
             task.cancel()
+        for turn, (tp, batch, timer) in list(self._answering.items()):
+            timer.cancel()
+            _fail(batch.result, ConnectionError("the producer stopped before Kafka acknowledged"))
+            self._turn_over(tp, turn)
+        self._answering.clear()  # their answers, if they come, find nothing to settle
 
     async def flush(self, timeout: float | None) -> None:
         """Wait for the batches queued so far (up to ``timeout`` s), then stop what is left."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiting: set[asyncio.Future[None]] = {*self._tasks, *self._answering}
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        tasks = set(self._tasks)
+        self.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------------------- at once
+
+    def _abandoned(self, batch: _Queued) -> bool:
+        return batch.abandoned() if batch.abandoned is not None else batch.result.done()
+
+    def _connection_to(self, tp: TopicPartition) -> AIOKafkaConnection | None:
+        """The connection to ``tp``'s leader if a batch can be written to it now, under a known id."""
+        if self.closed or self._identity.producer_id < 0:
+            return None
+        leader = self.client.cluster.leader_for_partition(tp)
+        if leader is None or leader < 0:
+            return None
+        connection = self.client._conns.get((leader, ConnectionGroup.DEFAULT))  # noqa: SLF001
+        return connection if connection is not None and connection.connected() else None
+
+    def _send_now(
+        self, connection: AIOKafkaConnection, tp: TopicPartition, batch: _Queued, turn: asyncio.Future[None]
+    ) -> bool:
+        """Write the batch's produce request to ``connection`` as its ``send`` would (False: not written, the
+        task sends it); its answer comes to :meth:`_answered`."""
+        identity = self._identity
+        try:
+            request = _Produce(self._head(tp), b"").prepare(connection._versions)  # noqa: SLF001
+        except KafkaError:
+            return False  # the task's attempt raises it as the batch's outcome
+        records = self._numbered(tp, batch, identity)
+        request.records = records
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[int, int]] = loop.create_future()
+        correlation_id = connection._next_correlation_id()  # noqa: SLF001
+        header = request.build_request_header(correlation_id, connection._client_id).data  # noqa: SLF001
+        size = len(header) + len(request.head) + 4 + len(records)
+        batch.sent = True
+        try:
+            connection._writer.writelines(  # noqa: SLF001 (no copy of the records into one message)
+                (_INT32.pack(size), header, request.head, _INT32.pack(len(records)), records)
+            )
+        except OSError as err:
+            connection.close(reason=CloseReason.CONNECTION_BROKEN, exc=err)
+            return False  # not written: the task sends it again, with the same numbers
+        connection._requests.append((correlation_id, request, answer))  # noqa: SLF001
+        timeout = connection._request_timeout  # noqa: SLF001
+        timer = loop.call_later(timeout, _request_timed_out, connection, answer)
+        self._answering[turn] = (tp, batch, timer)
+        answer.add_done_callback(functools.partial(self._answered, tp, batch, identity, turn, timer))
+        return True
+
+    def _answered(
+        self,
+        tp: TopicPartition,
+        batch: _Queued,
+        identity: _Identity,
+        turn: asyncio.Future[None],
+        timer: asyncio.TimerHandle,
+        answer: asyncio.Future[tuple[int, int]],
+    ) -> None:
+        timer.cancel()
+        if self._answering.pop(turn, None) is None:
+            return  # closed meanwhile: the batch failed with the lanes
+        outcome: tuple[int, int] | KafkaError
+        try:
+            outcome = answer.result()
+        except KafkaError as err:  # the connection broke or the request timed out: outcome unknown
+            outcome = err
+        except BaseException as err:  # noqa: BLE001 (whatever it is, it is this batch's outcome)
+            _fail(batch.result, err)
+            self._turn_over(tp, turn)
+            return
+        if not isinstance(outcome, KafkaError) and outcome[0] in (_NO_ERROR, _DUPLICATE):
+            self._acknowledged(tp, batch, identity, outcome[1])
+            self._turn_over(tp, turn)
+            return
+        self._deliver_later(tp, batch, None, turn, (identity, outcome))
+
+    # ------------------------------------------------------------------------------- in a task
+
+    def _deliver_later(
+        self,
+        tp: TopicPartition,
+        batch: _Queued,
+        before: asyncio.Future[None] | None,
+        turn: asyncio.Future[None],
+        first: tuple[_Identity, tuple[int, int] | KafkaError] | None = None,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(tp, batch, before, turn, first))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _deliver(
         self,
@@ -259,51 +366,58 @@ class PartitionLanes:
         batch: _Queued,
         before: asyncio.Future[None] | None,
         turn: asyncio.Future[None],
+        first: tuple[_Identity, tuple[int, int] | KafkaError] | None = None,
     ) -> None:
         try:
             if before is not None and not before.done():
                 await asyncio.shield(before)
-            await self._send(tp, batch)
+            await self._send(tp, batch, first)
         except asyncio.CancelledError:
             _fail(batch.result, ConnectionError("the producer stopped before Kafka acknowledged"))
             raise
         except Exception as err:  # noqa: BLE001 (whatever it is, it is this batch's outcome)
             _fail(batch.result, err)
         finally:
-            turn.set_result(None)
-            if self._tails.get(tp) is turn:
-                del self._tails[tp]
+            self._turn_over(tp, turn)
 
-    async def _send(self, tp: TopicPartition, batch: _Queued) -> None:
+    def _turn_over(self, tp: TopicPartition, turn: asyncio.Future[None]) -> None:
+        """The partition's next batch may go: ``turn`` was the last one's, and is done."""
+        if not turn.done():
+            turn.set_result(None)
+        if self._tails.get(tp) is turn:
+            del self._tails[tp]
+
+    async def _send(
+        self,
+        tp: TopicPartition,
+        batch: _Queued,
+        first: tuple[_Identity, tuple[int, int] | KafkaError] | None = None,
+    ) -> None:
+        """Send ``batch`` until Kafka acknowledges or refuses it for good (``first``: the outcome of an attempt
+        already made, and the id it was made under)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.delivery_timeout
         renewals = 0
         while True:
-            abandoned = batch.abandoned() if batch.abandoned is not None else batch.result.done()
-            if not batch.sent and abandoned:
-                raise TimeoutError("given up by its callers before it was sent")  # never numbered
-            if self.closed and not batch.sent:
-                raise ConnectionError("the producer is stopping")
-            identity = await self._current_identity()
-            records = self._numbered(tp, batch, identity)
-            leader = self.client.cluster.leader_for_partition(tp)
-            try:
-                if leader is None or leader < 0:
-                    raise Errors.LeaderNotAvailableError(f"no leader known for {tp.topic}[{tp.partition}]")
-                batch.sent = True
-                error, offset = await self.client.send(leader, _Produce(self._head(tp), records))
-            except KafkaError as err:
-                if not err.retriable or loop.time() >= deadline:
+            if first is not None:
+                identity, outcome = first
+                first = None
+            else:
+                if not batch.sent and self._abandoned(batch):
+                    raise TimeoutError("given up by its callers before it was sent")  # never numbered
+                if self.closed and not batch.sent:
+                    raise ConnectionError("the producer is stopping")
+                identity = await self._current_identity()
+                outcome = await self._attempt(tp, batch, identity)
+            if isinstance(outcome, KafkaError):
+                if not outcome.retriable or loop.time() >= deadline:
                     self._give_up(batch, identity)
-                    raise
-                await self._back_off(err)
+                    raise outcome
+                await self._back_off(outcome)
                 continue
+            error, offset = outcome
             if error == _NO_ERROR or error == _DUPLICATE:
-                assert batch.stamp is not None
-                if batch.stamp[0] == identity.generation:
-                    identity.sequences[tp] = (batch.stamp[1] + _record_count(records)) & 0x7FFFFFFF
-                if not batch.result.done():  # cancelled: its caller's bound passed
-                    batch.result.set_result(offset)
+                self._acknowledged(tp, batch, identity, offset)
                 return
             kind = Errors.for_code(error)
             if error in _FORGOTTEN and renewals < _RENEWALS_PER_BATCH:
@@ -317,6 +431,29 @@ class PartitionLanes:
             # this one would have been answered as its duplicate), so the partition's numbering stays as it was.
             self._give_up(batch, identity, refused=not kind.retriable)
             raise kind(f"{tp.topic}[{tp.partition}]")
+
+    async def _attempt(
+        self, tp: TopicPartition, batch: _Queued, identity: _Identity
+    ) -> tuple[int, int] | KafkaError:
+        """One produce request of ``batch``: Kafka's answer (error code, base offset), or why there was none."""
+        records = self._numbered(tp, batch, identity)
+        leader = self.client.cluster.leader_for_partition(tp)
+        try:
+            if leader is None or leader < 0:
+                raise Errors.LeaderNotAvailableError(f"no leader known for {tp.topic}[{tp.partition}]")
+            batch.sent = True
+            answer: tuple[int, int] = await self.client.send(leader, _Produce(self._head(tp), records))
+        except KafkaError as err:
+            return err
+        return answer
+
+    def _acknowledged(self, tp: TopicPartition, batch: _Queued, identity: _Identity, offset: int) -> None:
+        """Kafka stored ``batch`` (or had: a duplicate): the partition's numbering moves past it."""
+        assert batch.stamp is not None and batch.records is not None
+        if batch.stamp[0] == identity.generation:
+            identity.sequences[tp] = (batch.stamp[1] + _record_count(batch.records)) & 0x7FFFFFFF
+        if not batch.result.done():  # cancelled: its caller's bound passed
+            batch.result.set_result(offset)
 
     def _numbered(self, tp: TopicPartition, batch: _Queued, identity: _Identity) -> bytearray:
         sequence = identity.sequences.get(tp, 0)
@@ -394,6 +531,13 @@ class PartitionLanes:
 def _record_count(records: bytearray) -> int:
     (count,) = _INT32.unpack_from(records, 57)
     return int(count)
+
+
+def _request_timed_out(connection: AIOKafkaConnection, answer: asyncio.Future[tuple[int, int]]) -> None:
+    """As aiokafka's client on a request timeout: the request fails, and the connection is renewed."""
+    if not answer.done():
+        answer.set_exception(Errors.RequestTimedOutError())
+        connection.close(reason=CloseReason.CONNECTION_TIMEOUT)
 
 
 def _fail(future: asyncio.Future[int], error: BaseException) -> None:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
 
@@ -151,3 +152,61 @@ def test_batch_producer_resends_alone_what_was_refused_together(kafka: str) -> N
         await batches.flush(5.0)
 
     run(kafka, body, **{"max.message.bytes": "2000"})
+
+
+async def settled(lanes: PartitionLanes) -> None:
+    """Until the tasks of acknowledged batches are gone (their done callbacks run a loop iteration later)."""
+    for _ in range(100):
+        if lanes.idle():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the lanes never became idle")
+
+
+def test_a_batch_to_an_idle_partition_is_written_at_once_without_a_task(kafka: str) -> None:
+    async def body(producer: AIOKafkaProducer, topic: str) -> None:
+        lanes = PartitionLanes(producer.client)
+        tp = TopicPartition(topic, 0)
+        await lanes.submit(tp, batch(producer, b"first"))  # the producer id is known from here on
+        await settled(lanes)
+        sent = lanes.submit(tp, batch(producer, b"second"))
+        behind = lanes.submit(tp, batch(producer, b"third"))  # the partition is busy: this one waits its turn
+        assert len(lanes._answering) == 1 and len(lanes._tasks) == 1  # noqa: SLF001
+        assert await sent == 1 and await behind == 2
+        await settled(lanes)
+        assert await values(kafka, tp) == [b"first", b"second", b"third"]
+
+    run(kafka, body)
+
+
+def test_a_request_written_at_once_that_times_out_is_sent_again_and_stored_once(kafka: str) -> None:
+    async def body(producer: AIOKafkaProducer, topic: str) -> None:
+        lanes = PartitionLanes(producer.client)
+        tp = TopicPartition(topic, 0)
+        await lanes.submit(tp, batch(producer, b"before"))
+        leader = producer.client.cluster.leader_for_partition(tp)
+        connection = producer.client._conns[(leader, ConnectionGroup.DEFAULT)]  # noqa: SLF001
+        connection._request_timeout = 0.0  # noqa: SLF001 (the timer fires before Kafka can answer)
+        answered = lanes.submit(tp, batch(producer, b"once"))
+        assert len(lanes._answering) == 1  # noqa: SLF001
+        assert await answered == 1
+        assert not connection.connected()  # renewed, as aiokafka's client does on a timeout
+        assert await values(kafka, tp) == [b"before", b"once"]
+
+    run(kafka, body)
+
+
+def test_closing_the_lanes_fails_a_batch_written_at_once(kafka: str) -> None:
+    async def body(producer: AIOKafkaProducer, topic: str) -> None:
+        lanes = PartitionLanes(producer.client)
+        tp = TopicPartition(topic, 0)
+        await lanes.submit(tp, batch(producer, b"first"))
+        await settled(lanes)
+        pending = lanes.submit(tp, batch(producer, b"second"))
+        assert len(lanes._answering) == 1  # noqa: SLF001
+        lanes.close()
+        assert isinstance(pending.exception(), ConnectionError)
+        assert lanes.idle()
+        await asyncio.sleep(0.5)  # Kafka's answer, arriving after the close, changes nothing
+
+    run(kafka, body)
