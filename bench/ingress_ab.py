@@ -54,12 +54,8 @@ def _collapsed(pid: int, directory: Path | None, name: str) -> Iterator[None]:
         return
     cmd = [py_spy(), "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--function"]
     cmd += ["--format", "raw", "--output", str(directory / f"receiver-{name}.txt")]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with _recording(cmd):
         yield
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
 
 
 @contextmanager
@@ -72,6 +68,13 @@ def _perf(pid: int, directory: Path | None, name: str) -> Iterator[None]:
         return
     output = directory / f"receiver-{name}.perf.data"
     cmd = ["perf", "record", "--quiet", "-F", "499", "-g", "-p", str(pid), "-o", str(output)]
+    with _recording(cmd):
+        yield
+
+
+@contextmanager
+def _recording(cmd: list[str]) -> Iterator[None]:
+    """A profiler running while the block does, stopped with SIGINT so that it writes what it recorded."""
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
